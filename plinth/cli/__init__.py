@@ -1,0 +1,18 @@
+"""The ``plinth`` command line: validate, preview, up, outputs, status, lab, pki, secrets."""
+
+from __future__ import annotations
+
+import click
+
+from plinth.cli import core, lab, pki
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """plinth: a high-security data platform on Debian hosts, deployed with pyinfra."""
+
+
+core.register(main)
+main.add_command(lab.lab)
+main.add_command(pki.pki)
+main.add_command(pki.secrets)

@@ -1,0 +1,477 @@
+"""The typed environment model: one YAML file describes one environment.
+
+An environment (``inventory/<name>.yaml``) holds its datacenters, hosts, VIPs,
+component settings and package sources. It is validated completely before any
+host is touched: :func:`load_environment` collects **every** problem and raises
+one :class:`ModelError` whose lines each name the file and the field path.
+
+How values combine: every field has a documented default here (the only place
+defaults live); the environment file overrides them. Per-host differences are
+expressed by roles, never by per-host copies of component settings.
+
+Clusters are scoped to one datacenter by construction: the etcd cluster of DC
+``dc1`` is the set of ``dc1`` hosts with the ``etcd`` role. Two datacenters
+cannot form a quorum, so no setting can stretch a cluster across them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+DNS_DOMAIN_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class Role(StrEnum):
+    """What a host runs. Each role belongs to exactly one component (see ROLE_COMPONENT)."""
+
+    ETCD = "etcd"
+    POSTGRESQL = "postgresql"
+    HAPROXY = "haproxy"
+    KEEPALIVED = "keepalived"
+    REDIS = "redis"
+    SENTINEL = "sentinel"
+    RABBITMQ = "rabbitmq"
+    MINIO = "minio"
+    REGISTRY = "registry"
+    NGINX = "nginx"
+    SQUID = "squid"
+    AIRFLOW_API = "airflow-api"
+    AIRFLOW_SCHEDULER = "airflow-scheduler"
+    AIRFLOW_DAG_PROCESSOR = "airflow-dag-processor"
+    AIRFLOW_TRIGGERER = "airflow-triggerer"
+    AIRFLOW_WORKER = "airflow-worker"
+
+
+class Tier(StrEnum):
+    """Stateless services are kept apart from persistence on real hosts."""
+
+    PERSISTENCE = "persistence"
+    STATELESS = "stateless"
+    EDGE = "edge"
+
+
+# role -> (component module name, tier). The component name is the one used for
+# operations/<name>.py, facts/<name>.py and templates/<name>/.
+ROLE_COMPONENT: dict[Role, tuple[str, Tier]] = {
+    Role.ETCD: ("etcd", Tier.PERSISTENCE),
+    Role.POSTGRESQL: ("patroni", Tier.PERSISTENCE),
+    Role.REDIS: ("redis", Tier.PERSISTENCE),
+    Role.SENTINEL: ("redis", Tier.PERSISTENCE),
+    Role.RABBITMQ: ("rabbitmq", Tier.PERSISTENCE),
+    Role.MINIO: ("minio", Tier.PERSISTENCE),
+    Role.HAPROXY: ("haproxy", Tier.EDGE),
+    Role.KEEPALIVED: ("keepalived", Tier.EDGE),
+    Role.NGINX: ("nginx", Tier.EDGE),
+    Role.SQUID: ("squid", Tier.EDGE),
+    Role.REGISTRY: ("registry", Tier.STATELESS),
+    Role.AIRFLOW_API: ("airflow", Tier.STATELESS),
+    Role.AIRFLOW_SCHEDULER: ("airflow", Tier.STATELESS),
+    Role.AIRFLOW_DAG_PROCESSOR: ("airflow", Tier.STATELESS),
+    Role.AIRFLOW_TRIGGERER: ("airflow", Tier.STATELESS),
+    Role.AIRFLOW_WORKER: ("airflow", Tier.STATELESS),
+}
+
+# Roles whose daemons form a majority-quorum cluster inside one datacenter.
+QUORUM_ROLES: tuple[Role, ...] = (Role.ETCD, Role.SENTINEL, Role.RABBITMQ)
+
+
+class Frozen(BaseModel):
+    """Base of every model: immutable, unknown keys are errors (typos never pass silently)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class Datacenter(Frozen):
+    name: Name
+    """Short name, used in stack names (``<env>-<dc>``) and host groups."""
+    subnet: ipaddress.IPv4Network
+    """The DC's host network. Host addresses and VIPs must lie inside it."""
+    domain: Annotated[str, Field(pattern=DNS_DOMAIN_PATTERN)]
+    """DNS domain of the DC; a host's FQDN is ``<host>.<domain>``."""
+    gateway: ipaddress.IPv4Address | None = None
+    """Default gateway of the host network, if the hosts need one (None: leave routing alone)."""
+
+
+class SshSettings(Frozen):
+    user: str = "root"
+    """Login user; a non-root user needs passwordless sudo."""
+    port: int = Field(22, ge=1, le=65535)
+    """SSH port."""
+    key: str | None = None
+    """Private key file on the controller (relative to the environment file). None: ssh-agent."""
+    known_hosts: str | None = None
+    """known_hosts file on the controller (relative to the environment file). None: ~/.ssh."""
+    strict_host_key_checking: Literal["yes", "accept-new"] = "yes"
+    """``yes`` on real hosts; the lab writes its own known_hosts and uses ``yes`` too."""
+
+
+class Host(Frozen):
+    name: Name
+    """Host name (also set as the host's hostname)."""
+    address: ipaddress.IPv4Address
+    """Address in its datacenter's subnet; the controller connects to it over SSH."""
+    datacenter: Name
+    """Name of the datacenter the host sits in."""
+    roles: tuple[Role, ...] = ()
+    """What the host runs. Unknown roles are rejected with the list of known ones."""
+    ssh_address: str | None = None
+    """Address the controller dials if it differs from ``address`` (a bastion, a NAT)."""
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _known_roles(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            known = {r.value for r in Role}
+            unknown = [r for r in value if r not in known]
+            if unknown:
+                raise ValueError(
+                    f"unknown role(s) {', '.join(map(str, unknown))}; "
+                    f"known roles: {', '.join(sorted(known))}"
+                )
+        return value
+
+
+class Vip(Frozen):
+    name: Name
+    """Name of the VIP; ``<name>.<dc domain>`` resolves to it and is in server certificates."""
+    datacenter: Name
+    """A VIP is layer 2: it never leaves its datacenter."""
+    address: ipaddress.IPv4Address
+    """The floating address, inside the DC subnet and not a host address."""
+    router_id: int = Field(ge=1, le=255)
+    """VRRP virtual router id; unique per DC network."""
+    holder_role: Literal[Role.KEEPALIVED] = Role.KEEPALIVED
+    """Hosts of this role in the VIP's DC hold it (keepalived with unicast peers)."""
+    services: tuple[str, ...] = ()
+    """Service names reachable behind this VIP (postgresql, registry, airflow...)."""
+
+
+class PackageSources(Frozen):
+    apt_mirror: str = "http://deb.debian.org/debian"
+    """Debian mirror for bookworm, bookworm-updates."""
+    apt_security_mirror: str = "http://deb.debian.org/debian-security"
+    """Mirror for bookworm-security."""
+    pypi_index: str = "https://pypi.org/simple"
+    """PyPI index used by the controller to build wheelhouses."""
+    http_proxy: str | None = None
+    """Proxy for apt and pip on the hosts (the DC's squid in an OT network). None: direct."""
+    extra_ca_bundle: str | None = None
+    """PEM bundle (path on the controller, relative to the environment file) added to every
+    host's trust store: for a TLS-intercepting proxy or an internal mirror."""
+
+
+class BaseSettings(Frozen):
+    timezone: str = "UTC"
+    """Host time zone."""
+    ntp_servers: tuple[str, ...] = ()
+    """NTP servers for chrony. Empty: Debian's pool (not reachable from an OT network)."""
+    sysctl: dict[str, str] = Field(
+        default_factory=lambda: {
+            "net.ipv4.tcp_keepalive_time": "60",
+            "net.ipv4.tcp_keepalive_intvl": "10",
+            "net.ipv4.tcp_keepalive_probes": "6",
+            "net.ipv4.ip_nonlocal_bind": "1",
+            "net.core.somaxconn": "4096",
+            "vm.swappiness": "1",
+            "kernel.kptr_restrict": "2",
+            "kernel.dmesg_restrict": "1",
+            "net.ipv4.conf.all.rp_filter": "1",
+            "net.ipv4.conf.all.accept_redirects": "0",
+            "net.ipv4.conf.all.send_redirects": "0",
+        }
+    )
+    """Kernel settings written to /etc/sysctl.d/60-plinth.conf. Keepalives detect dead
+    peers within ~2 minutes; ``ip_nonlocal_bind`` lets haproxy bind a VIP it does not hold."""
+    journald_max_use: str = "1G"
+    """Cap of the persistent journal (``SystemMaxUse``)."""
+    packages: tuple[str, ...] = (
+        "ca-certificates",
+        "openssl",
+        "chrony",
+        "curl",
+        "jq",
+        "python3",
+    )
+    """Packages every host gets."""
+
+
+class EtcdSettings(Frozen):
+    client_port: int = 2379
+    """Client (and Patroni) port, TLS with client certificates."""
+    peer_port: int = 2380
+    """Raft peer port, TLS with peer certificates."""
+
+
+class PatroniSettings(Frozen):
+    scope_prefix: str = "pg"
+    """Patroni scope is ``<prefix>-<dc>``."""
+    postgresql_port: int = 5432
+    """PostgreSQL port on the nodes."""
+    rest_api_port: int = 8008
+    """Patroni REST API port."""
+    synchronous_mode: bool = True
+    """Synchronous replication: no committed transaction is lost on failover."""
+
+
+class HaproxySettings(Frozen):
+    primary_port: int = 5000
+    """VIP port routed to the current primary (checked with Patroni's /primary)."""
+    replica_port: int = 5001
+    """VIP port routed to replicas (Patroni /replica?lag=...)."""
+    maxconn: int = Field(4000, le=9000)
+    """Global maxconn; ~2 descriptors per connection must fit the open-file limit."""
+
+
+class RedisSettings(Frozen):
+    port: int = 6379
+    """TLS port (the plaintext port is disabled)."""
+    sentinel_port: int = 26379
+    """Sentinel TLS port."""
+
+
+class RabbitmqSettings(Frozen):
+    amqps_port: int = 5671
+    """AMQP over TLS."""
+    management_port: int = 15671
+    """Management API over TLS."""
+
+
+class ComponentSettings(Frozen):
+    etcd: EtcdSettings = EtcdSettings()
+    """etcd settings (one 3- or 5-member cluster per DC)."""
+    patroni: PatroniSettings = PatroniSettings()
+    """Patroni / PostgreSQL settings."""
+    haproxy: HaproxySettings = HaproxySettings()
+    """haproxy (NLB) settings."""
+    redis: RedisSettings = RedisSettings()
+    """Redis + Sentinel settings."""
+    rabbitmq: RabbitmqSettings = RabbitmqSettings()
+    """RabbitMQ settings."""
+
+
+class Environment(Frozen):
+    """One environment: everything deployed from one description."""
+
+    name: Name
+    """Environment name; stacks are ``<name>-<dc>``."""
+    kind: Literal["lab", "production", "staging"] = "production"
+    """``lab`` environments keep their passphrase in local state; others need PLINTH_PASSPHRASE."""
+    datacenters: tuple[Datacenter, ...] = Field(min_length=1)
+    """The datacenters, in deploy order (DC1 is the active site)."""
+    hosts: tuple[Host, ...] = Field(min_length=1)
+    """Every managed host."""
+    vips: tuple[Vip, ...] = ()
+    """Floating addresses, one or more per DC."""
+    ssh: SshSettings = SshSettings()
+    """How the controller reaches the hosts."""
+    package_sources: PackageSources = PackageSources()
+    """Where hosts get packages from."""
+    base: BaseSettings = BaseSettings()
+    """Settings of the base host deploy."""
+    components: ComponentSettings = ComponentSettings()
+    """Per-component settings."""
+
+    # ---- derived views (no state of their own) ----
+
+    @cached_property
+    def datacenters_by_name(self) -> dict[str, Datacenter]:
+        return {dc.name: dc for dc in self.datacenters}
+
+    def stack_names(self) -> list[str]:
+        return [f"{self.name}-{dc.name}" for dc in self.datacenters]
+
+    def hosts_in(self, datacenter: str) -> list[Host]:
+        return [h for h in self.hosts if h.datacenter == datacenter]
+
+    def hosts_with(self, role: Role, datacenter: str | None = None) -> list[Host]:
+        return [
+            h
+            for h in self.hosts
+            if role in h.roles and (datacenter is None or h.datacenter == datacenter)
+        ]
+
+    def vips_in(self, datacenter: str) -> list[Vip]:
+        return [v for v in self.vips if v.datacenter == datacenter]
+
+    def fqdn(self, host: Host) -> str:
+        return f"{host.name}.{self.datacenters_by_name[host.datacenter].domain}"
+
+    def vip_fqdn(self, vip: Vip) -> str:
+        return f"{vip.name}.{self.datacenters_by_name[vip.datacenter].domain}"
+
+    def dns_domains(self) -> list[str]:
+        return [dc.domain for dc in self.datacenters]
+
+
+class ModelError(Exception):
+    """An environment file is invalid. ``problems`` holds one line per problem."""
+
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
+        self.path = str(path)
+        self.problems = problems
+        lines = "\n".join(f"  {self.path}: {p}" for p in problems)
+        super().__init__(f"{self.path}: {len(problems)} problem(s)\n{lines}")
+
+
+def _loc(parts: Iterable[object]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _pydantic_problems(error: ValidationError) -> list[str]:
+    problems = []
+    for err in error.errors(include_url=False):
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{_loc(err['loc'])}: {message}")
+    return problems
+
+
+def _rule_problems(env: Environment) -> Iterator[str]:
+    """Cross-field rules. Each message starts with the field path it is about."""
+    dc_index = {dc.name: i for i, dc in enumerate(env.datacenters)}
+
+    for field, names in (
+        ("datacenters", [dc.name for dc in env.datacenters]),
+        ("hosts", [h.name for h in env.hosts]),
+        ("vips", [v.name for v in env.vips]),
+    ):
+        for name, count in Counter(names).items():
+            if count > 1:
+                idx = [i for i, n in enumerate(names) if n == name]
+                yield f"{field}[{idx[1]}].name: duplicate name {name!r} (also {field}[{idx[0]}])"
+
+    subnets = [(dc.name, dc.subnet) for dc in env.datacenters]
+    for i, (name_a, net_a) in enumerate(subnets):
+        for name_b, net_b in subnets[i + 1 :]:
+            if net_a.overlaps(net_b):
+                yield (
+                    f"datacenters[{dc_index[name_b]}].subnet: {net_b} overlaps "
+                    f"datacenter {name_a!r} ({net_a})"
+                )
+
+    host_addresses: dict[ipaddress.IPv4Address, int] = {}
+    for i, host in enumerate(env.hosts):
+        if host.address in host_addresses:
+            other = host_addresses[host.address]
+            yield (
+                f"hosts[{i}].address: {host.address} is already used by "
+                f"hosts[{other}] ({env.hosts[other].name})"
+            )
+        else:
+            host_addresses[host.address] = i
+        dc = env.datacenters_by_name.get(host.datacenter)
+        if dc is None:
+            yield (
+                f"hosts[{i}].datacenter: unknown datacenter {host.datacenter!r}; "
+                f"known: {', '.join(dc_index)}"
+            )
+            continue
+        if host.address not in dc.subnet:
+            yield f"hosts[{i}].address: {host.address} is outside {dc.name}'s subnet {dc.subnet}"
+        elif host.address in (dc.subnet.network_address, dc.subnet.broadcast_address):
+            yield f"hosts[{i}].address: {host.address} is the network or broadcast address"
+        if not host.roles:
+            yield f"hosts[{i}].roles: a host needs at least one role"
+
+    router_ids: dict[tuple[str, int], int] = {}
+    vip_addresses: dict[ipaddress.IPv4Address, int] = {}
+    for i, vip in enumerate(env.vips):
+        dc = env.datacenters_by_name.get(vip.datacenter)
+        if dc is None:
+            yield (
+                f"vips[{i}].datacenter: unknown datacenter {vip.datacenter!r}; "
+                f"known: {', '.join(dc_index)}"
+            )
+            continue
+        if vip.address not in dc.subnet:
+            yield f"vips[{i}].address: {vip.address} is outside {dc.name}'s subnet {dc.subnet}"
+        if vip.address in host_addresses:
+            owner = env.hosts[host_addresses[vip.address]].name
+            yield f"vips[{i}].address: {vip.address} is the address of host {owner!r}"
+        if vip.address in vip_addresses:
+            yield f"vips[{i}].address: {vip.address} is also vips[{vip_addresses[vip.address]}]"
+        vip_addresses.setdefault(vip.address, i)
+        key = (vip.datacenter, vip.router_id)
+        if key in router_ids:
+            yield (
+                f"vips[{i}].router_id: {vip.router_id} is already used by "
+                f"vips[{router_ids[key]}] on {vip.datacenter}'s network"
+            )
+        router_ids.setdefault(key, i)
+        holders = env.hosts_with(vip.holder_role, vip.datacenter)
+        if not holders:
+            yield (
+                f"vips[{i}]: no host in {vip.datacenter} has the {vip.holder_role.value!r} "
+                "role to hold this VIP"
+            )
+
+    for dc in env.datacenters:
+        for role in QUORUM_ROLES:
+            members = env.hosts_with(role, dc.name)
+            if members and (len(members) < 3 or len(members) % 2 == 0):
+                names = ", ".join(h.name for h in members)
+                yield (
+                    f"hosts[*].roles: the {role.value} cluster of datacenter {dc.name!r} has "
+                    f"{len(members)} member(s) ({names}); a quorum cluster needs an odd "
+                    "number >= 3 inside one datacenter (it never spans datacenters)"
+                )
+        if env.hosts_with(Role.SENTINEL, dc.name) and not env.hosts_with(Role.REDIS, dc.name):
+            yield f"hosts[*].roles: sentinels in {dc.name!r} but no redis host to watch"
+
+    if env.ssh.user != "root" and not re.fullmatch(r"[a-z_][a-z0-9_-]*", env.ssh.user):
+        yield f"ssh.user: {env.ssh.user!r} is not a valid user name"
+
+
+def parse_environment(data: object, source: Path | str = "<memory>") -> Environment:
+    """Validate already-loaded data; raise :class:`ModelError` with every problem."""
+    if not isinstance(data, dict):
+        raise ModelError(source, ["(top level): expected a mapping of settings"])
+    try:
+        env = Environment.model_validate(data)
+    except ValidationError as error:
+        raise ModelError(source, _pydantic_problems(error)) from None
+    problems = list(_rule_problems(env))
+    if problems:
+        raise ModelError(source, problems)
+    return env
+
+
+def load_environment(path: Path | str) -> Environment:
+    """Read and validate ``path``; no host is contacted."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ModelError(path, ["file not found"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(top level)"
+        raise ModelError(path, [f"{where}: not valid YAML ({error})"]) from None
+    return parse_environment(data, path)
+
+
+def hosts_by_datacenter(env: Environment) -> dict[str, list[Host]]:
+    grouped: dict[str, list[Host]] = defaultdict(list)
+    for host in env.hosts:
+        grouped[host.datacenter].append(host)
+    return dict(grouped)
