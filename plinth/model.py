@@ -94,6 +94,20 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
+class PackageSources(Frozen):
+    apt_mirror: str = "http://deb.debian.org/debian"
+    """Debian mirror for bookworm, bookworm-updates."""
+    apt_security_mirror: str = "http://deb.debian.org/debian-security"
+    """Mirror for bookworm-security."""
+    pypi_index: str = "https://pypi.org/simple"
+    """PyPI index used by the controller to build wheelhouses."""
+    http_proxy: str | None = None
+    """Proxy for apt and pip on the hosts (the DC's squid in an OT network). None: direct."""
+    extra_ca_bundle: str | None = None
+    """PEM bundle (path on the controller, relative to the environment file) added to every
+    host's trust store: for a TLS-intercepting proxy or an internal mirror."""
+
+
 class Datacenter(Frozen):
     name: Name
     """Short name, used in stack names (``<env>-<dc>``) and host groups."""
@@ -103,6 +117,9 @@ class Datacenter(Frozen):
     """DNS domain of the DC; a host's FQDN is ``<host>.<domain>``."""
     gateway: ipaddress.IPv4Address | None = None
     """Default gateway of the host network, if the hosts need one (None: leave routing alone)."""
+    package_sources: PackageSources | None = None
+    """Replaces the environment's package sources for this DC's hosts (its own mirror and
+    squid proxy). None: the environment's."""
 
 
 class SshSettings(Frozen):
@@ -157,20 +174,6 @@ class Vip(Frozen):
     """Hosts of this role in the VIP's DC hold it (keepalived with unicast peers)."""
     services: tuple[str, ...] = ()
     """Service names reachable behind this VIP (postgresql, registry, airflow...)."""
-
-
-class PackageSources(Frozen):
-    apt_mirror: str = "http://deb.debian.org/debian"
-    """Debian mirror for bookworm, bookworm-updates."""
-    apt_security_mirror: str = "http://deb.debian.org/debian-security"
-    """Mirror for bookworm-security."""
-    pypi_index: str = "https://pypi.org/simple"
-    """PyPI index used by the controller to build wheelhouses."""
-    http_proxy: str | None = None
-    """Proxy for apt and pip on the hosts (the DC's squid in an OT network). None: direct."""
-    extra_ca_bundle: str | None = None
-    """PEM bundle (path on the controller, relative to the environment file) added to every
-    host's trust store: for a TLS-intercepting proxy or an internal mirror."""
 
 
 class BaseSettings(Frozen):
@@ -312,6 +315,10 @@ class Environment(Frozen):
     def vip_fqdn(self, vip: Vip) -> str:
         return f"{vip.name}.{self.datacenters_by_name[vip.datacenter].domain}"
 
+    def package_sources_for(self, datacenter: str) -> PackageSources:
+        """A DC's own package sources if it has them, else the environment's."""
+        return self.datacenters_by_name[datacenter].package_sources or self.package_sources
+
     def dns_domains(self) -> list[str]:
         return [dc.domain for dc in self.datacenters]
 
@@ -351,12 +358,14 @@ def _rule_problems(env: Environment) -> Iterator[str]:
     for field, names in (
         ("datacenters", [dc.name for dc in env.datacenters]),
         ("hosts", [h.name for h in env.hosts]),
-        ("vips", [v.name for v in env.vips]),
+        # VIP names are per datacenter: every DC has its own "pg" VIP.
+        ("vips", [f"{v.name}@{v.datacenter}" for v in env.vips]),
     ):
         for name, count in Counter(names).items():
             if count > 1:
                 idx = [i for i, n in enumerate(names) if n == name]
-                yield f"{field}[{idx[1]}].name: duplicate name {name!r} (also {field}[{idx[0]}])"
+                shown = name.split("@")[0]
+                yield f"{field}[{idx[1]}].name: duplicate name {shown!r} (also {field}[{idx[0]}])"
 
     subnets = [(dc.name, dc.subnet) for dc in env.datacenters]
     for i, (name_a, net_a) in enumerate(subnets):
@@ -427,10 +436,10 @@ def _rule_problems(env: Environment) -> Iterator[str]:
         for role in QUORUM_ROLES:
             members = env.hosts_with(role, dc.name)
             if members and (len(members) < 3 or len(members) % 2 == 0):
-                names = ", ".join(h.name for h in members)
+                member_names = ", ".join(h.name for h in members)
                 yield (
                     f"hosts[*].roles: the {role.value} cluster of datacenter {dc.name!r} has "
-                    f"{len(members)} member(s) ({names}); a quorum cluster needs an odd "
+                    f"{len(members)} member(s) ({member_names}); a quorum cluster needs an odd "
                     "number >= 3 inside one datacenter (it never spans datacenters)"
                 )
         if env.hosts_with(Role.SENTINEL, dc.name) and not env.hosts_with(Role.REDIS, dc.name):

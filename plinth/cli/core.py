@@ -1,9 +1,172 @@
-"""Core commands: validate, preview, up, outputs."""
+"""Core commands: validate, inventory, preview, up, outputs."""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
 import click
+
+from plinth import outputs as outputs_module
+from plinth import plan as plan_module
+from plinth.model import ModelError, load_environment
+from plinth.stacks import Stack, StackError, environment_file, resolve, write_inventory_files
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class OperatorError(click.ClickException):
+    """A one-line error for the operator, exit code 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def operator_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn the errors an operator can cause into clear messages, never tracebacks."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except ModelError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(1)
+        except (StackError, plan_module.PlanError) as error:
+            raise OperatorError(str(error)) from None
+
+    return wrapper
+
+
+def _environment_path(target: str) -> Path:
+    path = Path(target)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    return environment_file(target)
+
+
+@click.command()
+@click.argument("environment")
+@operator_errors
+def validate(environment: str) -> None:
+    """Check ENVIRONMENT (a name under inventory/ or a YAML path) without connecting anywhere.
+
+    Every problem is listed with the file and field path; exit code 1 if any.
+    """
+    path = _environment_path(environment)
+    env = load_environment(path)
+    click.echo(
+        f"ok: {path}: environment {env.name!r}, {len(env.datacenters)} datacenter(s), "
+        f"{len(env.hosts)} host(s), {len(env.vips)} VIP(s); stacks: {', '.join(env.stack_names())}"
+    )
+
+
+@click.command()
+@click.argument("environment")
+@operator_errors
+def inventory(environment: str) -> None:
+    """Write the pyinfra inventory files (inventory/<env>-<dc>.py) of ENVIRONMENT."""
+    path = _environment_path(environment)
+    env = load_environment(path)
+    for written in write_inventory_files(env, path):
+        click.echo(f"wrote {written}")
+
+
+def _print_plan(plan: plan_module.StackPlan) -> None:
+    click.echo(f"stack {plan.stack}: {plan.change_count} change(s) ({plan.seconds:.1f} s)")
+    for host in plan.hosts:
+        ops = plan.changes.get(host, [])
+        if not ops:
+            click.echo(f"  {host}: no changes")
+            continue
+        click.echo(f"  {host}:")
+        for op in ops:
+            marker = "?" if op.conditional else "~"
+            suffix = " (decided at apply time)" if op.conditional else ""
+            click.echo(f"    {marker} {op.name}{suffix}")
+            for reason in op.reasons:
+                click.echo(f"        reason: {reason}")
+
+
+def _stacks(target: str) -> list[Stack]:
+    stacks = resolve(target)
+    for stack in stacks:
+        write_inventory_files(stack.environment, stack.environment_file)
+    return stacks
+
+
+@click.command()
+@click.argument("stack")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (for CI).")
+@click.option(
+    "--expect-no-changes",
+    is_flag=True,
+    help="Exit 2 when anything would change (a drift check).",
+)
+@operator_errors
+def preview(stack: str, as_json: bool, expect_no_changes: bool) -> None:
+    """Show what `up` would change on STACK (an environment or <env>-<dc>), host by host."""
+    plans = [plan_module.preview(s) for s in _stacks(stack)]
+    if as_json:
+        click.echo(json.dumps({"stacks": [p.as_json() for p in plans]}, indent=2))
+    else:
+        for plan in plans:
+            _print_plan(plan)
+    if expect_no_changes and any(p.change_count for p in plans):
+        if not as_json:
+            click.echo("drift: changes pending (--expect-no-changes)", err=True)
+        sys.exit(2)
+
+
+@click.command()
+@click.argument("stack")
+@click.option("--yes", "-y", is_flag=True, help="Apply without asking for confirmation.")
+@operator_errors
+def up(stack: str, yes: bool) -> None:
+    """Preview, confirm and apply STACK (an environment means each of its DCs in turn)."""
+    stacks = _stacks(stack)
+    for current in stacks:
+        plan = plan_module.preview(current)
+        _print_plan(plan)
+        if plan.change_count == 0 and not any(
+            op.conditional for ops in plan.changes.values() for op in ops
+        ):
+            click.echo(f"stack {current.name}: nothing to do")
+            continue
+        if not yes and not click.confirm(f"Apply these changes to {current.name}?"):
+            raise OperatorError(f"stack {current.name}: not applied (declined)")
+        result = plan_module.apply(current)
+        changed = sum(len(v) for v in result.changed.values())
+        click.echo(
+            f"stack {current.name}: applied, {changed} operation(s) changed a host "
+            f"({result.seconds:.1f} s)"
+        )
+    env = stacks[0].environment
+    click.echo("")
+    click.echo(outputs_module.render_text(outputs_module.collect(env, stacks[0].environment_file)))
+
+
+@click.command()
+@click.argument("environment")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable outputs.")
+@operator_errors
+def outputs(environment: str, as_json: bool) -> None:
+    """The endpoints an application needs, per datacenter."""
+    path = _environment_path(environment)
+    env = load_environment(path)
+    data = outputs_module.collect(env, path)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(outputs_module.render_text(data))
 
 
 def register(group: click.Group) -> None:
     """Attach the core commands to the top-level group."""
+    for command in (validate, inventory, preview, up, outputs):
+        group.add_command(command)
