@@ -238,7 +238,7 @@ def test_model_is_frozen() -> None:
 
 def test_file_errors_name_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
-    with pytest.raises(ModelError, match="nope.yaml: 1 problem"):
+    with pytest.raises(ModelError, match=r"nope\.yaml: 1 problem"):
         load_environment(missing)
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [unclosed\n")
