@@ -1,0 +1,224 @@
+"""Generated secrets, stored encrypted in the repository (``inventory/<env>/secrets.json``).
+
+Format::
+
+    {"version": 1,
+     "kdf": {"name": "scrypt", "salt": "<b64>", "n": 32768, "r": 8, "p": 1},
+     "secrets": {"<name>": {"nonce": "<b64>", "ciphertext": "<b64>"}}}
+
+Each value is AES-256-GCM encrypted with a key derived from the passphrase by scrypt; the
+secret's name is the associated data, so a ciphertext copied under another name fails to
+decrypt instead of silently handing one service another's password. Names stay in clear so
+diffs show which secret changed, never its value.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets as _random
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from plinth.pki.fs import atomic_write
+
+FORMAT_VERSION = 1
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+
+Alphabet = Literal["urlsafe", "hex", "fernet"]
+
+
+class SecretsError(Exception):
+    """The secrets file cannot be used; the message names the file, never a value."""
+
+
+class SecretValue:
+    """A secret string that does not leak through ``str()``, ``repr()`` or f-strings.
+
+    Call :meth:`reveal` exactly where the clear value is needed (rendering a config file).
+    """
+
+    __slots__ = ("_name", "_value")
+
+    def __init__(self, name: str, value: str) -> None:
+        self._name = name
+        self._value = value
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"<secret {self._name}>"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, SecretValue)
+            and other._name == self._name
+            and _random.compare_digest(other._value, self._value)
+        )
+
+    def __hash__(self) -> int:
+        return hash(self._name)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a SecretValue is not picklable")
+
+
+class SecretStore:
+    """Encrypted name -> value store backed by one JSON file (written 0600, atomically).
+
+    Opening an existing file with the wrong passphrase raises :class:`SecretsError` at once
+    (every entry's GCM tag is checked), so a typo never leads to a half-rewritten file.
+    """
+
+    def __init__(self, path: Path, passphrase: str) -> None:
+        if not passphrase:
+            raise SecretsError(f"{path}: empty passphrase")
+        self.path = Path(path)
+        self._entries: dict[str, dict[str, str]] = {}
+        if self.path.exists():
+            data = self._load()
+            kdf = data["kdf"]
+            self._salt = _b64decode(kdf["salt"], self.path)
+            self._kdf = (int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
+            self._entries = data["secrets"]
+        else:
+            self._salt = os.urandom(16)
+            self._kdf = (SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        n, r, p = self._kdf
+        key = Scrypt(salt=self._salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
+        self._aead = AESGCM(key)
+        for name in self._entries:
+            self._decrypt(name)
+
+    def __repr__(self) -> str:
+        return f"SecretStore({str(self.path)!r})"
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def get(self, name: str) -> SecretValue:
+        if name not in self._entries:
+            raise SecretsError(f"{self.path}: no secret named {name!r}")
+        return SecretValue(name, self._decrypt(name))
+
+    def set(self, name: str, value: str | SecretValue) -> None:
+        """Store ``value`` under ``name`` (replacing any previous value) and save the file."""
+        _check_name(name, self.path)
+        clear = value.reveal() if isinstance(value, SecretValue) else value
+        nonce = os.urandom(12)
+        ciphertext = self._aead.encrypt(nonce, clear.encode(), name.encode())
+        self._entries[name] = {"nonce": _b64(nonce), "ciphertext": _b64(ciphertext)}
+        self._save()
+
+    def generate(self, name: str, nbytes: int = 32, alphabet: Alphabet = "urlsafe") -> SecretValue:
+        """Generate, store and return a random secret.
+
+        ``urlsafe`` and ``hex`` use ``nbytes`` of randomness; ``fernet`` is always the
+        url-safe base64 of 32 random bytes, the format Airflow's ``fernet_key`` requires.
+        """
+        value = random_secret(nbytes, alphabet)
+        self.set(name, value)
+        return SecretValue(name, value)
+
+    def ensure(self, name: str, kind: Alphabet = "urlsafe", nbytes: int = 32) -> bool:
+        """Generate ``name`` if it does not exist yet; return whether it was created."""
+        if name in self._entries:
+            return False
+        self.generate(name, nbytes, kind)
+        return True
+
+    def _decrypt(self, name: str) -> str:
+        entry = self._entries[name]
+        try:
+            nonce = _b64decode(entry["nonce"], self.path)
+            ciphertext = _b64decode(entry["ciphertext"], self.path)
+            return self._aead.decrypt(nonce, ciphertext, name.encode()).decode()
+        except (InvalidTag, KeyError, TypeError, UnicodeDecodeError):
+            raise SecretsError(
+                f"cannot decrypt secret {name!r} in {self.path}: wrong PLINTH_PASSPHRASE, "
+                "or the entry was edited or copied from another name"
+            ) from None
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SecretsError(f"cannot read {self.path}: {exc}") from None
+        if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+            raise SecretsError(f"{self.path}: unsupported format (expected version 1)")
+        kdf = data.get("kdf")
+        if not isinstance(kdf, dict) or kdf.get("name") != "scrypt":
+            raise SecretsError(f"{self.path}: unsupported key derivation (expected scrypt)")
+        if not isinstance(data.get("secrets"), dict):
+            raise SecretsError(f"{self.path}: 'secrets' must be an object")
+        return data
+
+    def _save(self) -> None:
+        n, r, p = self._kdf
+        data = {
+            "version": FORMAT_VERSION,
+            "kdf": {"name": "scrypt", "salt": _b64(self._salt), "n": n, "r": r, "p": p},
+            "secrets": {k: self._entries[k] for k in sorted(self._entries)},
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            atomic_write(self.path, (json.dumps(data, indent=2) + "\n").encode(), 0o600)
+        except OSError as exc:
+            raise SecretsError(f"cannot write {self.path}: {exc.strerror}") from None
+
+
+def random_secret(nbytes: int = 32, alphabet: Alphabet = "urlsafe") -> str:
+    if alphabet == "fernet":
+        return base64.urlsafe_b64encode(os.urandom(32)).decode()
+    if nbytes < 16:
+        raise SecretsError(f"refusing to generate a secret of {nbytes} bytes (minimum 16)")
+    if alphabet == "hex":
+        return _random.token_hex(nbytes)
+    if alphabet == "urlsafe":
+        return _random.token_urlsafe(nbytes)
+    raise SecretsError(f"unknown alphabet {alphabet!r}; use urlsafe, hex or fernet")
+
+
+def _check_name(name: str, path: Path) -> None:
+    if not _NAME.match(name):
+        raise SecretsError(
+            f"{path}: invalid secret name {name!r} (lowercase letters, digits, '_', '.', '-')"
+        )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _b64decode(text: object, path: Path) -> bytes:
+    if not isinstance(text, str):
+        raise SecretsError(f"{path}: damaged entry (base64 text expected)")
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise SecretsError(f"{path}: damaged entry (invalid base64)") from None
+
+
+__all__ = ["SecretStore", "SecretValue", "SecretsError", "random_secret"]
