@@ -1,0 +1,202 @@
+"""TLS keys and certificates on hosts, signed by the controller's PKI.
+
+Leaf keys are generated on the host and never leave it: the controller reads a CSR at
+execute time, signs it with the datacenter's intermediate and uploads the certificate.
+Nothing here touches CA keys on hosts; they never go there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Generator, Sequence
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import FunctionCommand, OperationError, QuoteString, StringCommand, operation
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
+from pyinfra.facts.files import File
+from pyinfra.operations import files
+
+from facts.pki import CertificateSigningRequest, DeployedCertificate
+from plinth.pki import LeafSigner, Profile, reissue_reason
+
+_NEW = ".plinth-new"
+
+
+@operation()
+def private_key(
+    path: str, owner: str, group: str, rotate: bool = False
+) -> Generator[StringCommand, None, None]:
+    """An ECDSA P-256 private key at ``path``, mode 0600, owned by the service user.
+
+    + path: key file; its directory must exist
+    + owner, group: the service user that reads the key
+    + rotate: replace an existing key with a new one (every certificate made for the old
+      key is then reissued by ``pki.certificate``). Pass it for one run only: a deploy that
+      always passes ``rotate=True`` makes a new key on every run.
+
+    An existing key is never regenerated otherwise; only its owner and mode are corrected.
+    Keys are written unencrypted (etcd and MinIO cannot read encrypted keys), so the 0600
+    mode is what protects them.
+
+    **Example:**
+
+    .. code:: python
+
+        pki.private_key(name="etcd key", path="/etc/etcd/pki/etcd.key",
+                        owner="etcd", group="etcd", _sudo=True)
+    """
+    info = host.get_fact(File, path=path)
+    if info is False:
+        raise OperationError(f"{path} exists and is not a regular file")
+    if info and not rotate:
+        fixes: list[StringCommand] = []
+        if info.get("user") != owner or info.get("group") != group:
+            fixes.append(StringCommand("chown", f"{owner}:{group}", QuoteString(path)))
+        if info.get("mode") != 600:
+            fixes.append(StringCommand("chmod", "600", QuoteString(path)))
+        if not fixes:
+            host.noop(f"key {path} already present")
+        yield from fixes
+        return
+    tmp = QuoteString(path + _NEW)
+    # The key is created under umask 077, so it is never readable by others, not even
+    # between creation and chmod; rename makes the swap atomic for a running service.
+    yield StringCommand(
+        "(umask 077 && rm -f", tmp, "&& openssl genpkey -algorithm EC",
+        "-pkeyopt ec_paramgen_curve:P-256 -pkeyopt ec_param_enc:named_curve -out", tmp, ")",
+    )  # fmt: skip
+    yield StringCommand("chown", f"{owner}:{group}", tmp)
+    yield StringCommand("mv", "-f", tmp, QuoteString(path))
+
+
+@operation()
+def certificate(
+    service: str,
+    profile: Profile,
+    common_name: str,
+    dns_names: Sequence[str],
+    ip_addresses: Sequence[str],
+    cert_path: str,
+    chain_path: str,
+    ca_path: str,
+    key_path: str,
+    owner: str,
+    group: str,
+    signer: LeafSigner,
+) -> Generator[Any, None, None]:
+    """A certificate for ``service`` signed by ``signer``'s datacenter, kept valid.
+
+    + service: name used in the issuance log and messages
+    + profile: ``server``, ``client`` or ``peer``
+    + common_name, dns_names, ip_addresses: subject and SANs (VIPs included)
+    + cert_path: leaf only; chain_path: leaf + intermediate (may equal cert_path)
+    + ca_path: the root certificate, kept in sync on its own
+    + key_path: the key made by ``pki.private_key`` (it must exist at execute time)
+    + signer: a :class:`plinth.pki.LeafSigner` for the host's datacenter
+
+    The certificate is reissued when it is missing, expires within a third of its
+    lifetime, its SANs, CN or profile changed, the intermediate changed, or it does not
+    match the key. The reason is decided at preview time, logged at info
+    ("reissue SERVICE certificate: REASON") and recorded in ``signer.reissues``; signing
+    happens only when the operation executes. The key is never touched.
+
+    **Example:**
+
+    .. code:: python
+
+        pki.certificate(name="etcd peer certificate", service="etcd", profile=Profile.PEER,
+                        common_name=fqdn, dns_names=[fqdn], ip_addresses=[node_ip],
+                        cert_path="/etc/etcd/pki/peer.crt",
+                        chain_path="/etc/etcd/pki/peer-chain.crt",
+                        ca_path="/etc/etcd/pki/ca.crt", key_path="/etc/etcd/pki/etcd.key",
+                        owner="etcd", group="etcd", signer=signer, _sudo=True)
+    """
+    profile = Profile(profile)
+    now = dt.datetime.now(dt.UTC)
+    deployed = host.get_fact(DeployedCertificate, cert_path=cert_path, key_path=key_path)
+    if deployed is None:
+        reason: str | None = "missing (openssl is not installed yet)"
+    else:
+        reason = reissue_reason(
+            deployed.cert_pem,
+            deployed.public_key_pem,
+            dns_names,
+            ip_addresses,
+            signer.issuer_pem(),
+            now,
+            expected_profile=profile,
+            expected_common_name=common_name,
+        )
+        if reason is None and chain_path != cert_path and not host.get_fact(File, path=chain_path):
+            reason = "chain file missing"
+    # Decided and logged before the first yield: pyinfra's prepare phase stops there.
+    if reason is not None:
+        signer.record_reissue(host.name, service, reason)
+        host.log(f"reissue {service} certificate: {reason}")
+
+    yield from files.put._inner(
+        src=io.BytesIO(signer.ca_bundle_pem()),
+        dest=ca_path,
+        user=owner,
+        group=group,
+        mode="644",
+    )
+
+    if reason is None:
+        assert deployed is not None and deployed.not_after is not None
+        host.noop(f"certificate for {service} valid until {deployed.not_after:%Y-%m-%d}")
+        return
+
+    # (temporary file, destination, content); a single file gets the chain.
+    installs = [(chain_path + _NEW, chain_path, "chain")]
+    if chain_path != cert_path:
+        installs.insert(0, (cert_path + _NEW, cert_path, "cert"))
+    yield FunctionCommand(
+        _sign_and_upload,
+        (signer, service, profile, common_name, tuple(dns_names), tuple(ip_addresses)),
+        {"key_path": key_path, "uploads": [(tmp, kind) for tmp, _, kind in installs]},
+    )
+    # Uploaded next to the destination, then renamed: a service reloading at the wrong
+    # moment sees the old or the new certificate, never half of one.
+    for tmp, dest, _ in installs:
+        yield StringCommand("chown", f"{owner}:{group}", QuoteString(tmp))
+        yield StringCommand("chmod", "644", QuoteString(tmp))
+        yield StringCommand("mv", "-f", QuoteString(tmp), QuoteString(dest))
+
+
+def _sign_and_upload(
+    state: Any,
+    host: Any,
+    signer: LeafSigner,
+    service: str,
+    profile: Profile,
+    common_name: str,
+    dns_names: tuple[str, ...],
+    ip_addresses: tuple[str, ...],
+    *,
+    key_path: str,
+    uploads: list[tuple[str, str]],
+) -> bool:
+    """Execute-time half of ``certificate``: CSR from the host, sign here, upload."""
+    csr = host.get_fact(CertificateSigningRequest, key_path=key_path, common_name=common_name)
+    issued = signer.sign(
+        csr.encode(), profile, common_name, dns_names, ip_addresses, service, host.name
+    )
+    # The callback does not receive the operation's connector arguments (_sudo, ...);
+    # they are still set on the host while its commands run.
+    arguments = {
+        key: value
+        for key, value in (host.current_op_global_arguments or {}).items()
+        if key in CONNECTOR_ARGUMENT_KEYS
+    }
+    contents = {"cert": issued.cert_pem, "chain": issued.chain_pem}
+    for remote, kind in uploads:
+        if not host.put_file(io.BytesIO(contents[kind]), remote, **arguments):
+            return False
+    host.log(
+        f"issued {service} certificate serial {issued.serial:X}, "
+        f"valid until {issued.not_after:%Y-%m-%d}"
+    )
+    return True
