@@ -270,3 +270,9 @@ def test_every_field_is_documented() -> None:
                 if not info.description:
                     undocumented.append(f"{obj.__name__}.{field_name}")
     assert undocumented == []
+
+
+def test_reference_doc_is_current() -> None:
+    from plinth import docgen
+
+    assert docgen.OUTPUT.read_text() == docgen.render(), "run: python -m plinth.docgen"
