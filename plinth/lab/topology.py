@@ -1,0 +1,228 @@
+"""What the lab looks like: the environment of each profile, addresses, names, limits.
+
+Pure (no Docker, no I/O) so it is unit-tested; ``containers`` turns it into containers.
+
+Address plan, per DC /24 (``10.231.<n>.0/24``, a range Docker's default pools and typical
+home/office networks do not use):
+
+    .1         Docker's bridge gateway (the controller's side; default route to outside)
+    .11-.13    small: all-roles nodes ``<dc>-n1..3``; full: persistence ``<dc>-db1..3``
+    .21-.22    full: edge hosts ``<dc>-edge1..2``
+    .31-.32    full: stateless hosts ``<dc>-app1..2``
+    .100       VIP ``pg`` (VRRP router id 51)
+    .101       VIP ``edge`` (VRRP router id 52)
+    .254       full: the inter-DC router container (``plinth-lab-router``)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from plinth.model import Environment, Role
+
+Profile = Literal["small", "full"]
+PROFILES: tuple[Profile, ...] = ("small", "full")
+
+DATACENTERS: dict[str, ipaddress.IPv4Network] = {
+    "dc1": ipaddress.IPv4Network("10.231.1.0/24"),
+    "dc2": ipaddress.IPv4Network("10.231.2.0/24"),
+}
+DOMAIN_SUFFIX = "lab.plinth.internal"
+DOCKER_GATEWAY_OFFSET = 1
+ROUTER_OFFSET = 254
+ROUTER_NAME = "router"
+
+PERSISTENCE_ROLES = (
+    Role.ETCD,
+    Role.POSTGRESQL,
+    Role.REDIS,
+    Role.SENTINEL,
+    Role.RABBITMQ,
+    Role.MINIO,
+)
+EDGE_ROLES = (Role.HAPROXY, Role.KEEPALIVED, Role.NGINX, Role.SQUID)
+STATELESS_ROLES = (Role.REGISTRY, *(r for r in Role if r.value.startswith("airflow-")))
+
+# Memory caps (not reservations). Sum of the full profile stays below ~20 GiB so a
+# runaway service hits its container's limit before the 24 GiB machine swaps or OOMs.
+MEMORY_SMALL_NODE = "4g"
+MEMORY_PERSISTENCE = "1536m"
+MEMORY_EDGE = "768m"
+MEMORY_STATELESS = "2g"
+MEMORY_ROUTER = "128m"
+
+SSH_SETTINGS = {
+    "user": "root",
+    "key": "../.lab/ssh/id_ed25519",
+    "known_hosts": "../.lab/ssh/known_hosts",
+    "strict_host_key_checking": "yes",
+}
+
+
+def security_mirror(mirror: str) -> str:
+    """bookworm-security on the same mirror host (``.../debian`` -> ``.../debian-security``)."""
+    mirror = mirror.rstrip("/")
+    if mirror.endswith("/debian"):
+        return mirror + "-security"
+    return mirror.rsplit("/", 1)[0] + "/debian-security"
+
+
+def host_address(dc: str, offset: int) -> ipaddress.IPv4Address:
+    return DATACENTERS[dc].network_address + offset
+
+
+def router_address(dc: str) -> ipaddress.IPv4Address:
+    return host_address(dc, ROUTER_OFFSET)
+
+
+def docker_gateway(dc: str) -> ipaddress.IPv4Address:
+    return host_address(dc, DOCKER_GATEWAY_OFFSET)
+
+
+def network_name(dc: str) -> str:
+    return f"plinth-lab-{dc}"
+
+
+def container_name(host: str) -> str:
+    return f"plinth-lab-{host}"
+
+
+def datacenters_of(profile: Profile) -> list[str]:
+    return ["dc1"] if profile == "small" else ["dc1", "dc2"]
+
+
+def has_router(profile: Profile) -> bool:
+    """Only the full profile has two DCs to route between."""
+    return profile == "full"
+
+
+def _host(name: str, dc: str, offset: int, roles: Iterable[Role]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "address": str(host_address(dc, offset)),
+        "datacenter": dc,
+        "roles": [r.value for r in roles],
+    }
+
+
+def _vips(dc: str, suffix: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": f"pg{suffix}",
+            "datacenter": dc,
+            "address": str(host_address(dc, 100)),
+            "router_id": 51,
+            "services": ["postgresql"],
+        },
+        {
+            "name": f"edge{suffix}",
+            "datacenter": dc,
+            "address": str(host_address(dc, 101)),
+            "router_id": 52,
+            "services": ["registry", "airflow"],
+        },
+    ]
+
+
+def build_environment(profile: Profile, mirror: str | None = None) -> dict[str, Any]:
+    """The YAML-ready content of ``inventory/lab.yaml`` for ``profile``.
+
+    ``mirror`` (default: the model's) is the Debian mirror the hosts use.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown lab profile {profile!r}; known: {', '.join(PROFILES)}")
+    dcs = datacenters_of(profile)
+    datacenters = []
+    for dc in dcs:
+        entry: dict[str, Any] = {
+            "name": dc,
+            "subnet": str(DATACENTERS[dc]),
+            "domain": f"{dc}.{DOMAIN_SUFFIX}",
+        }
+        # The gateway is the router toward the other DC; small has no router, so no gateway
+        # (a gateway that does not exist would break any deploy that routes through it).
+        if has_router(profile):
+            entry["gateway"] = str(router_address(dc))
+        datacenters.append(entry)
+
+    hosts: list[dict[str, Any]] = []
+    vips: list[dict[str, Any]] = []
+    if profile == "small":
+        hosts = [_host(f"dc1-n{i}", "dc1", 10 + i, Role) for i in (1, 2, 3)]
+        vips = _vips("dc1", "")
+    else:
+        for dc in dcs:
+            hosts += [_host(f"{dc}-db{i}", dc, 10 + i, PERSISTENCE_ROLES) for i in (1, 2, 3)]
+            hosts += [_host(f"{dc}-edge{i}", dc, 20 + i, EDGE_ROLES) for i in (1, 2)]
+            hosts += [_host(f"{dc}-app{i}", dc, 30 + i, STATELESS_ROLES) for i in (1, 2)]
+            # VIP names are unique per environment in the model, so the full profile
+            # suffixes them with the DC (pg-dc1, pg-dc2); router ids repeat per DC network.
+            vips += _vips(dc, f"-{dc}")
+
+    package_sources: dict[str, Any] = {}
+    if mirror is not None:
+        package_sources = {
+            "apt_mirror": mirror.rstrip("/"),
+            "apt_security_mirror": security_mirror(mirror),
+        }
+    return {
+        "name": "lab",
+        "kind": "lab",
+        "datacenters": datacenters,
+        "hosts": hosts,
+        "vips": vips,
+        "ssh": dict(SSH_SETTINGS),
+        "package_sources": package_sources,
+    }
+
+
+def memory_limit(roles: Iterable[Role | str]) -> str:
+    """Memory cap of a host container from what it runs."""
+    values = {Role(r) for r in roles}
+    if values >= set(PERSISTENCE_ROLES) and values >= set(STATELESS_ROLES):
+        return MEMORY_SMALL_NODE
+    if values & set(PERSISTENCE_ROLES):
+        return MEMORY_PERSISTENCE
+    if values & set(STATELESS_ROLES):
+        return MEMORY_STATELESS
+    return MEMORY_EDGE
+
+
+@dataclass(frozen=True)
+class Route:
+    destination: ipaddress.IPv4Network
+    via: ipaddress.IPv4Address
+
+
+def inter_dc_routes(env: Environment) -> dict[str, list[Route]]:
+    """Per host: a route to every other DC's subnet through the router in its own DC.
+
+    Hosts keep Docker's gateway as default route (package access goes direct).
+    """
+    if len(env.datacenters) < 2:
+        return {}
+    routes: dict[str, list[Route]] = {}
+    for host in env.hosts:
+        routes[host.name] = [
+            Route(dc.subnet, router_address(host.datacenter))
+            for dc in env.datacenters
+            if dc.name != host.datacenter
+        ]
+    return routes
+
+
+def subnet_conflicts(
+    wanted: Iterable[ipaddress.IPv4Network],
+    existing: Mapping[str, Iterable[ipaddress.IPv4Network]],
+) -> list[str]:
+    """One line per existing network (Docker network or route) that overlaps ours."""
+    problems = []
+    for ours in wanted:
+        for owner, theirs in existing.items():
+            for net in theirs:
+                if net.prefixlen > 0 and ours.overlaps(net):
+                    problems.append(f"{ours} overlaps {net} of {owner}")
+    return problems

@@ -1,0 +1,142 @@
+"""The lab's topology: pure data, no Docker."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+import yaml
+
+from plinth.lab import topology as topo
+from plinth.model import Role, parse_environment
+
+
+@pytest.mark.parametrize("profile", topo.PROFILES)
+def test_profiles_are_valid_environments(profile: topo.Profile) -> None:
+    data = topo.build_environment(profile)
+    # Through YAML, as `lab up` writes it.
+    env = parse_environment(yaml.safe_load(yaml.safe_dump(data, sort_keys=False)))
+    assert env.name == "lab"
+    assert env.kind == "lab"
+    assert env.ssh.strict_host_key_checking == "yes"
+    assert env.ssh.key == "../.lab/ssh/id_ed25519"
+    assert env.ssh.known_hosts == "../.lab/ssh/known_hosts"
+
+
+def test_small_profile_shape() -> None:
+    env = parse_environment(topo.build_environment("small"))
+    assert [dc.name for dc in env.datacenters] == ["dc1"]
+    assert [h.name for h in env.hosts] == ["dc1-n1", "dc1-n2", "dc1-n3"]
+    assert [str(h.address) for h in env.hosts] == ["10.231.1.11", "10.231.1.12", "10.231.1.13"]
+    for host in env.hosts:
+        assert set(host.roles) == set(Role)
+    assert {(v.name, str(v.address), v.router_id) for v in env.vips} == {
+        ("pg", "10.231.1.100", 51),
+        ("edge", "10.231.1.101", 52),
+    }
+    assert env.datacenters[0].gateway is None  # no router in small
+    assert topo.inter_dc_routes(env) == {}
+
+
+def test_full_profile_shape() -> None:
+    env = parse_environment(topo.build_environment("full"))
+    assert [dc.name for dc in env.datacenters] == ["dc1", "dc2"]
+    for dc in env.datacenters:
+        assert dc.domain == f"{dc.name}.lab.plinth.internal"
+        assert dc.gateway == topo.router_address(dc.name)
+        assert str(dc.gateway).endswith(".254")
+        names = {h.name: h for h in env.hosts_in(dc.name)}
+        assert sorted(names) == sorted(
+            [f"{dc.name}-db{i}" for i in (1, 2, 3)]
+            + [f"{dc.name}-edge{i}" for i in (1, 2)]
+            + [f"{dc.name}-app{i}" for i in (1, 2)]
+        )
+        assert set(names[f"{dc.name}-db1"].roles) == set(topo.PERSISTENCE_ROLES)
+        assert set(names[f"{dc.name}-edge2"].roles) == set(topo.EDGE_ROLES)
+        app_roles = set(names[f"{dc.name}-app1"].roles)
+        assert Role.REGISTRY in app_roles
+        assert {r for r in Role if r.value.startswith("airflow-")} <= app_roles
+        assert str(names[f"{dc.name}-db3"].address).endswith(".13")
+        assert str(names[f"{dc.name}-edge1"].address).endswith(".21")
+        assert str(names[f"{dc.name}-app2"].address).endswith(".32")
+        vips = {v.router_id: v for v in env.vips_in(dc.name)}
+        assert sorted(vips) == [51, 52]
+        assert vips[51].services == ("postgresql",)
+        assert vips[52].services == ("registry", "airflow")
+    # Tiers are apart: no host carries persistence and stateless roles together.
+    for host in env.hosts:
+        roles = set(host.roles)
+        assert not (roles & set(topo.PERSISTENCE_ROLES) and roles & set(topo.STATELESS_ROLES))
+
+
+def test_every_role_is_placed_in_full() -> None:
+    env = parse_environment(topo.build_environment("full"))
+    for dc in env.datacenters:
+        for role in Role:
+            assert env.hosts_with(role, dc.name), f"{role} missing in {dc.name}"
+
+
+@pytest.mark.parametrize("profile", topo.PROFILES)
+def test_reserved_addresses_are_free(profile: topo.Profile) -> None:
+    env = parse_environment(topo.build_environment(profile))
+    used = [h.address for h in env.hosts] + [v.address for v in env.vips]
+    assert len(used) == len(set(used))
+    for dc in env.datacenters:
+        assert topo.docker_gateway(dc.name) not in used
+        assert topo.router_address(dc.name) not in used
+        assert topo.router_address(dc.name) in dc.subnet
+
+
+def test_inter_dc_routes_go_through_the_local_router() -> None:
+    env = parse_environment(topo.build_environment("full"))
+    routes = topo.inter_dc_routes(env)
+    assert set(routes) == {h.name for h in env.hosts}
+    [route] = routes["dc1-db1"]
+    assert route.destination == ipaddress.IPv4Network("10.231.2.0/24")
+    assert route.via == ipaddress.IPv4Address("10.231.1.254")
+    [route] = routes["dc2-app2"]
+    assert route.destination == ipaddress.IPv4Network("10.231.1.0/24")
+    assert route.via == ipaddress.IPv4Address("10.231.2.254")
+
+
+def test_mirror_sets_package_sources() -> None:
+    data = topo.build_environment("small", mirror="http://mirror.example/debian/")
+    env = parse_environment(data)
+    assert env.package_sources.apt_mirror == "http://mirror.example/debian"
+    assert env.package_sources.apt_security_mirror == "http://mirror.example/debian-security"
+    assert topo.build_environment("small")["package_sources"] == {}
+
+
+def test_unknown_profile() -> None:
+    with pytest.raises(ValueError, match="unknown lab profile"):
+        topo.build_environment("huge")  # type: ignore[arg-type]
+
+
+def test_memory_limits() -> None:
+    assert topo.memory_limit(list(Role)) == topo.MEMORY_SMALL_NODE
+    assert topo.memory_limit(topo.PERSISTENCE_ROLES) == topo.MEMORY_PERSISTENCE
+    assert topo.memory_limit(topo.EDGE_ROLES) == topo.MEMORY_EDGE
+    assert topo.memory_limit(["registry", "airflow-worker"]) == topo.MEMORY_STATELESS
+
+
+def test_subnet_conflicts() -> None:
+    ours = [topo.DATACENTERS["dc1"], topo.DATACENTERS["dc2"]]
+    existing = {
+        "Docker network 'bridge'": [ipaddress.IPv4Network("172.17.0.0/16")],
+        "Docker network 'vpn'": [ipaddress.IPv4Network("10.231.0.0/16")],
+        "route via eth0": [ipaddress.IPv4Network("0.0.0.0/0")],  # default route: ignored
+    }
+    problems = topo.subnet_conflicts(ours, existing)
+    assert problems == [
+        "10.231.1.0/24 overlaps 10.231.0.0/16 of Docker network 'vpn'",
+        "10.231.2.0/24 overlaps 10.231.0.0/16 of Docker network 'vpn'",
+    ]
+    assert topo.subnet_conflicts(ours, {"x": [ipaddress.IPv4Network("10.232.0.0/16")]}) == []
+
+
+def test_names() -> None:
+    assert topo.network_name("dc2") == "plinth-lab-dc2"
+    assert topo.container_name("dc1-n1") == "plinth-lab-dc1-n1"
+    assert topo.security_mirror("http://deb.debian.org/debian") == (
+        "http://deb.debian.org/debian-security"
+    )
