@@ -1,10 +1,152 @@
-"""``plinth lab ...``: the containerised test inventory (owned by plinth.lab)."""
+"""``plinth lab ...``: the containerised test inventory (owned by plinth.lab).
+
+Heavy imports (docker, paramiko) happen inside the commands so ``plinth --help`` and the
+other command groups stay fast and work without them.
+"""
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
 import click
+
+
+class LabCommandError(click.ClickException):
+    """A LabError, shown as one ``error: ...`` line on stderr, exit status 1."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", file=file or sys.stderr)
+
+
+@contextmanager
+def _lab_errors() -> Iterator[None]:
+    from plinth.lab import LabError
+
+    try:
+        yield
+    except LabError as error:
+        raise LabCommandError(str(error).splitlines()[0] if str(error) else "lab failed") from None
+
+
+def _dc_pair(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.argument("dc_b")(func)
+    return click.argument("dc_a")(func)
 
 
 @click.group()
 def lab() -> None:
     """The lab: the platform on local systemd containers reached over SSH."""
+
+
+@lab.command()
+@click.option(
+    "--profile",
+    type=click.Choice(["small", "full"]),
+    default="small",
+    show_default=True,
+    help="small: one DC, 3 all-roles nodes; full: two DCs, separate tiers, a router.",
+)
+@click.option(
+    "--isolated",
+    is_flag=True,
+    help="Make the DC networks internal (no route out), like an OT network.",
+)
+def up(profile: str, isolated: bool) -> None:
+    """Create a fresh lab (removes any earlier one) and write inventory/lab.yaml."""
+    from plinth.lab.containers import lab_up
+    from plinth.lab.topology import Profile
+
+    started = time.monotonic()
+    with _lab_errors():
+        info = lab_up(cast(Profile, profile), isolated=isolated)
+    for host in info.hosts:
+        failed = f" (failed: {', '.join(host.failed_units)})" if host.failed_units else ""
+        click.echo(f"  {host.name:<12} {host.address:<15} {host.system_state}{failed}")
+    phases = ", ".join(f"{name} {secs:.1f}s" for name, secs in info.timings.items())
+    click.echo(f"lab up ({info.profile}) in {time.monotonic() - started:.1f}s: {phases}")
+    click.echo(f"environment: {info.env_file}")
+    for path in info.inventory_files:
+        click.echo(f"inventory:   {path}")
+    first = info.hosts[0]
+    click.echo(
+        "ssh:         ssh -i .lab/ssh/id_ed25519 -o UserKnownHostsFile=.lab/ssh/known_hosts "
+        f"root@{first.address}"
+    )
+
+
+@lab.command()
+def down() -> None:
+    """Remove the lab's containers, networks and generated inventory (keeps image, key)."""
+    from plinth.lab.containers import lab_down
+
+    started = time.monotonic()
+    with _lab_errors():
+        removed = lab_down()
+    for item in removed:
+        click.echo(f"  removed {item}")
+    click.echo(
+        f"lab down in {time.monotonic() - started:.1f}s: nothing of the lab remains "
+        "(containers, networks, mounts, inventory); base image and .lab/ssh kept"
+    )
+
+
+@lab.command()
+def status() -> None:
+    """Hosts: container state, address, systemd state; and the inter-DC link."""
+    from plinth.lab.containers import lab_status
+
+    with _lab_errors():
+        result = lab_status()
+    if not result.hosts:
+        click.echo("no lab (run `plinth lab up`)")
+        return
+    click.echo(f"{'HOST':<12} {'DC':<5} {'CONTAINER':<10} {'ADDRESS':<26} {'MEMORY':<14} SYSTEMD")
+    for host in result.hosts:
+        failed = f" (failed: {', '.join(host.failed_units)})" if host.failed_units else ""
+        click.echo(
+            f"{host.name:<12} {host.datacenter:<5} {host.state:<10} {host.address:<26} "
+            f"{host.memory:<14} {host.system_state}{failed}"
+        )
+    click.echo(f"link: {result.link}")
+    click.echo("memory: working set / limit (cgroup); free(1) inside shows the whole machine")
+
+
+@lab.command()
+@_dc_pair
+def partition(dc_a: str, dc_b: str) -> None:
+    """Cut the link between two DCs at the router (idempotent)."""
+    from plinth.lab.engine import ensure_engine
+    from plinth.lab.network import partition as cut
+
+    with _lab_errors():
+        click.echo(cut(ensure_engine(start=False), dc_a, dc_b))
+
+
+@lab.command()
+def heal() -> None:
+    """Restore the inter-DC link: remove partitions and added latency."""
+    from plinth.lab.engine import ensure_engine
+    from plinth.lab.network import heal as restore
+
+    with _lab_errors():
+        click.echo(restore(ensure_engine(start=False)))
+
+
+@lab.command()
+@_dc_pair
+@click.option(
+    "--ms", type=click.IntRange(0, 10000), required=True, help="One-way delay; 0 removes."
+)
+def latency(dc_a: str, dc_b: str, ms: int) -> None:
+    """Add a one-way delay between two DCs at the router (tc netem)."""
+    from plinth.lab.engine import ensure_engine
+    from plinth.lab.network import set_latency
+
+    with _lab_errors():
+        click.echo(set_latency(ensure_engine(start=False), dc_a, dc_b, ms))
