@@ -6,6 +6,7 @@ import datetime as dt
 import enum
 import os
 import re
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,10 +120,9 @@ def sign_csr(
     bad = outside_constraints(issuer_cert, dns, ips)
     if looks_like_hostname(common_name) and not dns:
         # OpenSSL applies DNS constraints to a dotted CN when there are no DNS SANs.
-        bad.extend(
-            f"CN:{n}"
-            for n in outside_constraints(issuer_cert, [normalize_dns_name(common_name)], [])
-        )
+        cn = normalize_dns_name(common_name)
+        if outside_constraints(issuer_cert, [cn], []):
+            bad.append(f"CN:{cn}")
     if bad:
         raise PkiError(
             f"refusing to sign {where}: {', '.join(bad)} outside the name constraints of "
@@ -135,6 +135,11 @@ def sign_csr(
     issuer_ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns]
     sans.extend(x509.IPAddress(ip) for ip in ips)
+    if profile is Profile.CLIENT:
+        # RFC 5280 verifiers (cryptography's, webpki) require a SAN even on client
+        # certificates; a URN carries the identity without claiming a host name. Name
+        # constraints do not cover URIs, and nothing authorizes on them.
+        sans.append(x509.UniformResourceIdentifier(client_urn(common_name)))
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -174,7 +179,7 @@ def sign_csr(
         IssuanceRecord(
             serial=format_serial(cert.serial_number),
             subject=cert.subject.rfc4514_string(),
-            sans=tuple([*(f"DNS:{n}" for n in dns), *(f"IP:{ip}" for ip in ips)]),
+            sans=tuple(_describe_san(g) for g in sans),
             profile=profile.value,
             issuer=issuer_cert.subject.rfc4514_string(),
             dc=dc,
@@ -193,6 +198,16 @@ def sign_csr(
         serial=cert.serial_number,
         not_after=cert.not_valid_after_utc,
     )
+
+
+def client_urn(identity: str) -> str:
+    """The URI SAN of a client certificate: ``urn:plinth:client:<identity>``."""
+    return "urn:plinth:client:" + urllib.parse.quote(identity, safe="@._-")
+
+
+def _describe_san(name: x509.GeneralName) -> str:
+    prefix = {x509.DNSName: "DNS", x509.IPAddress: "IP", x509.UniformResourceIdentifier: "URI"}
+    return f"{prefix.get(type(name), type(name).__name__)}:{name.value}"
 
 
 def _describe_key(public: object) -> str:

@@ -1,0 +1,77 @@
+"""pki.private_key and pki.certificate run for real on the @local connector (no Docker)."""
+
+from __future__ import annotations
+
+import getpass
+import grp
+import os
+import shutil
+import stat
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.connect import connect_all
+from pyinfra.api.operation import add_op
+from pyinfra.api.operations import run_ops
+
+from operations import pki as pki_ops
+from plinth.pki import LeafSigner, Profile, read_records
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+
+USER = getpass.getuser()
+GROUP = grp.getgrgid(os.getgid()).gr_name
+
+
+def deploy(pki, signer, tmp_path, rotate=False):
+    """One prepare + execute round; returns the state."""
+    inventory = Inventory((["@local"], {}))
+    state = State(inventory, Config())
+    connect_all(state)
+    key = str(tmp_path / "etcd.key")
+    add_op(state, pki_ops.private_key, name="key", path=key, owner=USER, group=GROUP,
+           rotate=rotate)  # fmt: skip
+    add_op(
+        state, pki_ops.certificate, name="cert", service="etcd", profile=Profile.PEER,
+        common_name="etcd1.dc1.grid.example", dns_names=["etcd1.dc1.grid.example"],
+        ip_addresses=["10.1.0.31"], cert_path=str(tmp_path / "peer.crt"),
+        chain_path=str(tmp_path / "peer-chain.crt"), ca_path=str(tmp_path / "ca.crt"),
+        key_path=key, owner=USER, group=GROUP, signer=signer,
+    )  # fmt: skip
+    run_ops(state)
+    assert not state.failed_hosts
+    return state
+
+
+def test_issue_then_noop_then_rotate(pki, tmp_path):
+    signer = LeafSigner(pki.store, "dc1", "alice", pki.passphrase)
+    assert pki.passphrase not in repr(signer)
+    deploy(pki, signer, tmp_path)
+    assert list(signer.reissues.values()) == ["missing"]
+    key = tmp_path / "etcd.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    chain = x509.load_pem_x509_certificates((tmp_path / "peer-chain.crt").read_bytes())
+    leaf = x509.load_pem_x509_certificate((tmp_path / "peer.crt").read_bytes())
+    assert chain[0] == leaf and chain[1] == pki.intermediate("dc1")
+    private = serialization.load_pem_private_key(key.read_bytes(), None)
+    assert leaf.public_key() == private.public_key()
+    assert (tmp_path / "ca.crt").read_bytes() == pki.store.root_cert_path.read_bytes()
+    assert stat.S_IMODE((tmp_path / "peer.crt").stat().st_mode) == 0o644
+    assert not list(tmp_path.glob("*.plinth-new"))
+    serial = format(leaf.serial_number, "X")
+    assert next(r for r in read_records(pki.store) if r.serial == serial).service == "etcd"
+
+    signer.reissues.clear()
+    key_before = key.read_bytes()
+    deploy(pki, signer, tmp_path)
+    assert signer.reissues == {}
+    assert key.read_bytes() == key_before
+    assert x509.load_pem_x509_certificate((tmp_path / "peer.crt").read_bytes()) == leaf
+
+    deploy(pki, signer, tmp_path, rotate=True)
+    assert key.read_bytes() != key_before
+    rotated = x509.load_pem_x509_certificate((tmp_path / "peer.crt").read_bytes())
+    new_key = serialization.load_pem_private_key(key.read_bytes(), None)
+    assert rotated.public_key() == new_key.public_key()
