@@ -140,3 +140,36 @@ def test_names() -> None:
     assert topo.security_mirror("http://deb.debian.org/debian") == (
         "http://deb.debian.org/debian-security"
     )
+
+
+# ---- engine decisions (no Docker: the ping is replaced) ----
+
+
+def test_engine_with_unanswering_docker_host_is_not_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from plinth.lab import LabError, engine
+
+    monkeypatch.setattr(engine, "_try_client", lambda timeout=10: None)
+    monkeypatch.setattr(engine, "_start_dockerd", lambda: pytest.fail("must not start"))
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.9.9.9:2375")
+    with pytest.raises(LabError, match=r"DOCKER_HOST=tcp://10\.9\.9\.9:2375"):
+        engine.ensure_engine()
+
+
+def test_engine_not_started_when_not_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from plinth.lab import LabError, engine
+
+    monkeypatch.setattr(engine, "_try_client", lambda timeout=10: None)
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    with pytest.raises(LabError, match=r"no Docker engine answers on unix:///var/run/docker\.sock"):
+        engine.ensure_engine(start=False)
+
+
+def test_answering_engine_is_used_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    from plinth.lab import engine
+
+    sentinel = object()
+    monkeypatch.setattr(engine, "_try_client", lambda timeout=10: sentinel)
+    monkeypatch.setattr(engine, "_start_dockerd", lambda: pytest.fail("must not start"))
+    assert engine.ensure_engine() is sentinel

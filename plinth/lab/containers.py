@@ -334,15 +334,16 @@ def lab_up(profile: topo.Profile = "small", isolated: bool = False) -> LabInfo:
     with _phase(timings, "cleanup"):
         for item in clean_leftovers(client) + _remove_inventory():
             print(f"lab: removed leftover {item}", flush=True)
-    with _phase(timings, "image"):
-        image = ensure_base_image(client)
-
     data = topo.build_environment(profile, mirror=mirror())
     env = parse_environment(data, "lab profile " + profile)  # our own data: must be valid
     dcs = [dc.name for dc in env.datacenters]
+    # Cheap checks before the (possibly minutes long) image build.
+    net.check_subnets(client, dcs)
+
+    with _phase(timings, "image"):
+        image = ensure_base_image(client)
 
     with _phase(timings, "network"):
-        net.check_subnets(client, dcs)
         net.create_networks(client, dcs, isolated=isolated)
 
     key_path, authorized_key = controller_key()
