@@ -100,3 +100,27 @@ class ManagedBlock(FactBase[str | None]):
 
 def block_markers(marker: str) -> tuple[str, str]:
     return (f"# BEGIN {marker} (managed by plinth)", f"# END {marker}")
+
+
+class Ipv4Routes(FactBase[dict[str, str | None]]):
+    """The main IPv4 routing table: ``{destination: next hop or None}``."""
+
+    def command(self) -> str:
+        return "ip -4 route show table main"
+
+    def requires_command(self) -> str:
+        return "ip"
+
+    @staticmethod
+    def default() -> dict[str, str | None]:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, str | None]:
+        routes: dict[str, str | None] = {}
+        for line in output:
+            fields = line.split()
+            if not fields:
+                continue
+            via = fields[fields.index("via") + 1] if "via" in fields[:-1] else None
+            routes[fields[0]] = via
+        return routes

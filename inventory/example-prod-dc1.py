@@ -1,4 +1,6 @@
-"""pyinfra inventory of stack example-prod-dc1: derived from example-prod.yaml (do not edit; edit the YAML).
+"""pyinfra inventory of stack example-prod-dc1.
+
+Derived from example-prod.yaml: edit the YAML, not this file.
 
 Usage: pyinfra inventory/example-prod-dc1.py deploy.py
 """

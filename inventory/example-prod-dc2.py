@@ -1,4 +1,6 @@
-"""pyinfra inventory of stack example-prod-dc2: derived from example-prod.yaml (do not edit; edit the YAML).
+"""pyinfra inventory of stack example-prod-dc2.
+
+Derived from example-prod.yaml: edit the YAML, not this file.
 
 Usage: pyinfra inventory/example-prod-dc2.py deploy.py
 """

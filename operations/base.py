@@ -18,7 +18,7 @@ from pyinfra.api import FileUploadCommand, StringCommand, deploy, operation
 from pyinfra.facts.files import Sha1File
 from pyinfra.operations import apt, files, server, systemd
 
-from facts.base import ContainerRuntime, ManagedBlock, SysctlValues, block_markers
+from facts.base import ContainerRuntime, Ipv4Routes, ManagedBlock, SysctlValues, block_markers
 from plinth.model import BaseSettings, PackageSources
 from plinth.render import render_template, sha1_text
 
@@ -40,6 +40,8 @@ class BaseHostInput:
     """Contents of the extra CA bundle (read on the controller)."""
     trust_anchors: dict[str, str] = field(default_factory=dict)
     """File name under /usr/local/share/ca-certificates -> PEM (the platform root)."""
+    routes: tuple[tuple[str, str], ...] = ()
+    """(destination subnet, next hop): the way to the other datacenters."""
 
 
 @operation()
@@ -106,6 +108,23 @@ def sysctl_settings(
             f"not applied in a container (read-only /proc/sys): {', '.join(skipped)}; "
             f"they stay in {path} for real hosts"
         )
+
+
+@operation()
+def routes_present(routes: tuple[tuple[str, str], ...]) -> Generator[StringCommand, None, None]:
+    """Each ``(destination, next hop)`` route is in the main table now.
+
+    Persistence across reboots is the ``plinth-routes`` unit's job; this makes the
+    running table match without waiting for one. Routes plinth did not declare
+    are left alone.
+    """
+    current = host.get_fact(Ipv4Routes)
+    missing = [(dest, via) for dest, via in routes if current.get(dest) != via]
+    if not missing:
+        host.noop("routes to the other datacenters already in place")
+        return
+    for dest, via in missing:
+        yield StringCommand("ip", "route", "replace", dest, "via", via)
 
 
 @deploy("Base host")
@@ -218,6 +237,22 @@ def base_host(spec: BaseHostInput) -> None:
         )
 
     sysctl_settings(name="Kernel settings baseline", values=dict(spec.settings.sysctl))
+
+    unit = files.put(
+        name="Persistent routes to the other datacenters",
+        src=StringIO(
+            render_template("base/etc/systemd/system/plinth-routes.service.j2", routes=spec.routes)
+        ),
+        dest="/etc/systemd/system/plinth-routes.service",
+        mode="644",
+    )
+    systemd.service(
+        name="plinth-routes enabled",
+        service="plinth-routes.service",
+        enabled=True,
+        daemon_reload=unit.did_change,
+    )
+    routes_present(name="Routes to the other datacenters", routes=spec.routes)
 
     files.directory(name="Persistent journal directory", path="/var/log/journal", mode="2755")
     journald = files.put(

@@ -13,13 +13,22 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import FunctionCommand, OperationError, QuoteString, StringCommand, operation
+from pyinfra.api import (
+    FunctionCommand,
+    OperationError,
+    QuoteString,
+    StringCommand,
+    deploy,
+    operation,
+)
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.facts.files import File
 from pyinfra.operations import files
 
 from facts.pki import CertificateSigningRequest, DeployedCertificate
+from plinth.certificates import TLS_ROOT, CertificateSpec, crl_path
 from plinth.pki import LeafSigner, Profile, reissue_reason
+from plinth.reasons import explain_change
 
 _NEW = ".plinth-new"
 
@@ -85,6 +94,7 @@ def certificate(
     owner: str,
     group: str,
     signer: LeafSigner,
+    force_reason: str | None = None,
 ) -> Generator[Any, None, None]:
     """A certificate for ``service`` signed by ``signer``'s datacenter, kept valid.
 
@@ -95,6 +105,7 @@ def certificate(
     + ca_path: the root certificate, kept in sync on its own
     + key_path: the key made by ``pki.private_key`` (it must exist at execute time)
     + signer: a :class:`plinth.pki.LeafSigner` for the host's datacenter
+    + force_reason: reissue even if the certificate is still good (``plinth pki rotate``)
 
     The certificate is reissued when it is missing, expires within a third of its
     lifetime, its SANs, CN or profile changed, the intermediate changed, or it does not
@@ -131,10 +142,12 @@ def certificate(
         )
         if reason is None and chain_path != cert_path and not host.get_fact(File, path=chain_path):
             reason = "chain file missing"
+    if reason is None and force_reason:
+        reason = force_reason
     # Decided and logged before the first yield: pyinfra's prepare phase stops there.
     if reason is not None:
         signer.record_reissue(host.name, service, reason)
-        host.log(f"reissue {service} certificate: {reason}")
+        explain_change(f"reissue {service} certificate: {reason}")
 
     yield from files.put._inner(
         src=io.BytesIO(signer.ca_bundle_pem()),
@@ -200,3 +213,70 @@ def _sign_and_upload(
         f"valid until {issued.not_after:%Y-%m-%d}"
     )
     return True
+
+
+@deploy("Host TLS")
+def host_tls(
+    specs: Sequence[CertificateSpec],
+    signer: LeafSigner,
+    crls: dict[str, bytes],
+    rotate_service: str | None = None,
+    rotate_keys: bool = False,
+) -> None:
+    """Keys, certificates and CRLs a host carries (see :mod:`plinth.certificates`).
+
+    + specs: the host's certificates, from ``plinth.certificates.host_certificates``
+    + signer: the host's datacenter signer
+    + crls: datacenter name -> CRL PEM; every host gets every DC's CRL, because a
+      service may verify clients from the other DC (DC2 replicating from DC1)
+    + rotate_service, rotate_keys: ``plinth pki rotate``: reissue that service's
+      certificate now, and with ``rotate_keys`` make a new key first
+    """
+    files.directory(name="TLS directory", path=TLS_ROOT, mode="755")
+    # host.loop keeps operation order stable across hosts (pyinfra is untyped here)
+    for spec in host.loop(specs):  # type: ignore[no-untyped-call]
+        rotating = rotate_service in (spec.service, "all")
+        files.directory(
+            name=f"{spec.service} TLS directory",
+            path=spec.directory,
+            user=spec.owner,
+            group=spec.group,
+            mode="750",
+        )
+        private_key(
+            name=f"{spec.service} private key",
+            path=spec.key_path,
+            owner=spec.owner,
+            group=spec.group,
+            rotate=rotating and rotate_keys,
+        )
+        certificate(
+            name=f"{spec.service} certificate",
+            service=spec.service,
+            profile=spec.profile,
+            common_name=spec.common_name,
+            dns_names=list(spec.dns_names),
+            ip_addresses=list(spec.ip_addresses),
+            cert_path=spec.cert_path,
+            chain_path=spec.chain_path,
+            ca_path=spec.ca_path,
+            key_path=spec.key_path,
+            owner=spec.owner,
+            group=spec.group,
+            signer=signer,
+            force_reason="rotation requested (plinth pki rotate)" if rotating else None,
+        )
+    files.directory(name="CRL directory", path=f"{TLS_ROOT}/crl", mode="755")
+    for dc, pem in host.loop(sorted(crls.items())):  # type: ignore[no-untyped-call]
+        files.put(
+            name=f"CRL of {dc}",
+            src=io.BytesIO(pem),
+            dest=crl_path(dc),
+            mode="644",
+        )
+    files.put(
+        name="CRLs of every datacenter in one file",
+        src=io.BytesIO(b"".join(pem for _, pem in sorted(crls.items()))),
+        dest=f"{TLS_ROOT}/crl/all.crl.pem",
+        mode="644",
+    )

@@ -42,6 +42,17 @@ class HostContext:
         entries += [(str(v.address), env.vip_fqdn(v), f"{v.name}-{v.datacenter}") for v in env.vips]
         return tuple(entries)
 
+    def inter_dc_routes(self) -> tuple[tuple[str, str], ...]:
+        """(other DC subnet, next hop) when this DC names an inter-DC gateway."""
+        via = self.datacenter.inter_dc_gateway
+        if via is None:
+            return ()
+        return tuple(
+            (str(dc.subnet), str(via))
+            for dc in self.environment.datacenters
+            if dc.name != self.datacenter.name
+        )
+
 
 def host_context(host_data: Any, host_name: str) -> HostContext:
     """Build the context from a pyinfra ``host.data`` and the inventory host name."""
@@ -62,3 +73,49 @@ def host_context(host_data: Any, host_name: str) -> HostContext:
         host=host,
         datacenter=env.datacenters_by_name[host.datacenter],
     )
+
+
+def operator_name() -> str:
+    """Who is deploying, for the issuance log: PLINTH_OPERATOR, GitLab's user, or user@host."""
+    import getpass
+    import os
+    import socket
+
+    explicit = os.environ.get("PLINTH_OPERATOR") or os.environ.get("GITLAB_USER_LOGIN")
+    if explicit:
+        return explicit
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+@cache
+def _checked_passphrase(environment: str, is_lab: bool, state_dir: str, dc: str) -> str:
+    """The passphrase, proven against the DC's intermediate key once per process.
+
+    Checked while pyinfra prepares (before anything runs on any host): a wrong
+    passphrase must stop the deploy there, not half-way through the apply.
+    """
+    from plinth.passphrase import get_passphrase
+    from plinth.pki import PkiStore
+    from plinth.stacks import project_root
+
+    passphrase = get_passphrase(environment, is_lab, project_root() / ".lab")
+    PkiStore(Path(state_dir)).intermediate_key(dc, passphrase)
+    return passphrase
+
+
+def tls_signer(context: HostContext) -> tuple[Any, dict[str, bytes]]:
+    """(LeafSigner for the host's DC, {dc: CRL PEM}) or a clear error naming what is missing."""
+    from plinth.pki import LeafSigner, PkiError, PkiStore
+
+    env = context.environment
+    state = context.environment_file.parent / env.name
+    store = PkiStore(state)
+    if not store.initialized():
+        raise PkiError(
+            f"environment {env.name!r} has no PKI ({state}/pki/root.crt): run "
+            f"`plinth pki init {env.name}` first"
+        )
+    dc = context.datacenter.name
+    passphrase = _checked_passphrase(env.name, env.kind == "lab", str(state), dc)
+    crls = {name: store.crl_path(name).read_bytes() for name in store.datacenters()}
+    return LeafSigner(store, dc, operator_name(), passphrase), crls

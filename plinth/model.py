@@ -115,8 +115,9 @@ class Datacenter(Frozen):
     """The DC's host network. Host addresses and VIPs must lie inside it."""
     domain: Annotated[str, Field(pattern=DNS_DOMAIN_PATTERN)]
     """DNS domain of the DC; a host's FQDN is ``<host>.<domain>``."""
-    gateway: ipaddress.IPv4Address | None = None
-    """Default gateway of the host network, if the hosts need one (None: leave routing alone)."""
+    inter_dc_gateway: ipaddress.IPv4Address | None = None
+    """Next hop from this DC's hosts towards the other datacenters' subnets; the base deploy
+    installs persistent routes through it. None: the network routes between DCs itself."""
     package_sources: PackageSources | None = None
     """Replaces the environment's package sources for this DC's hosts (its own mirror and
     squid proxy). None: the environment's."""
@@ -375,6 +376,13 @@ def _rule_problems(env: Environment) -> Iterator[str]:
                     f"datacenters[{dc_index[name_b]}].subnet: {net_b} overlaps "
                     f"datacenter {name_a!r} ({net_a})"
                 )
+
+    for i, site in enumerate(env.datacenters):
+        if site.inter_dc_gateway is not None and site.inter_dc_gateway not in site.subnet:
+            yield (
+                f"datacenters[{i}].inter_dc_gateway: {site.inter_dc_gateway} is outside "
+                f"{site.name}'s subnet {site.subnet}"
+            )
 
     host_addresses: dict[ipaddress.IPv4Address, int] = {}
     for i, host in enumerate(env.hosts):

@@ -28,9 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from plinth.reasons import MARKER
 from plinth.stacks import Stack, project_root
 
-REASON_PATTERN = re.compile(r"^\s*\[(?P<host>[^\]]+)\] (?P<kind>noop|plinth-change): (?P<text>.*)$")
+REASON_PATTERN = re.compile(rf"^\s*\[(?P<host>[^\]]+)\] (?P<kind>noop|{MARKER}): (?P<text>.*)$")
 
 
 class PlanError(Exception):
@@ -173,7 +174,7 @@ def preview(stack: Stack) -> StackPlan:
         if not match:
             continue
         host, kind, text = match["host"], match["kind"], match["text"]
-        if kind == "plinth-change" and ": " in text:
+        if kind == MARKER and ": " in text:
             op_name, reason = text.split(": ", 1)
             reasons.setdefault((host, op_name), []).append(reason)
         else:
@@ -192,16 +193,20 @@ def preview(stack: Stack) -> StackPlan:
     return plan
 
 
-def apply(stack: Stack) -> ApplyResult:
+def apply(stack: Stack, data: dict[str, str] | None = None) -> ApplyResult:
+    """Apply ``stack``; ``data`` becomes pyinfra ``--data key=value`` (one-off switches
+    such as a requested rotation, never secrets)."""
     check_reachable(stack)
     started = time.monotonic()
-    proc = _run(stack, ["-y", "--json", "--fail-percent", "0"])
+    extra = [arg for key, value in (data or {}).items() for arg in ("--data", f"{key}={value}")]
+    proc = _run(stack, ["-y", "--json", "--fail-percent", "0", *extra])
     elapsed = time.monotonic() - started
     try:
         data = _last_json(proc.stdout)
     except ValueError:
         data = {}
-    results = data.get("results") or {}
+    raw_results = data.get("results")
+    results: dict[str, Any] = raw_results if isinstance(raw_results, dict) else {}
     failed = list(results.get("failed_hosts") or [])
     if proc.returncode != 0 or failed:
         raise PlanError(
@@ -219,16 +224,3 @@ def apply(stack: Stack) -> ApplyResult:
 def children_peak_rss_mb() -> float:
     """Peak resident memory of any finished child (the pyinfra run), in MiB."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
-def explain_change(reason: str) -> None:
-    """Record why the current operation changes this host; shown by ``plinth preview``."""
-    from pyinfra import host, logger
-
-    op_name = "?"
-    op_hash = getattr(host, "current_op_hash", None)
-    if op_hash is not None:
-        meta = host.state.op_meta.get(op_hash)
-        if meta is not None and meta.names:
-            op_name = ", ".join(sorted(meta.names))
-    logger.info(f"{host.print_prefix}plinth-change: {op_name}: {reason}")

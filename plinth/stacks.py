@@ -153,7 +153,9 @@ def pyinfra_groups(inventory_file: str | Path) -> dict[str, Any]:
 
 
 INVENTORY_FILE_TEMPLATE = '''\
-"""pyinfra inventory of stack {stack}: derived from {env_file} (do not edit; edit the YAML).
+"""pyinfra inventory of stack {stack}.
+
+Derived from {env_file}: edit the YAML, not this file.
 
 Usage: pyinfra inventory/{stack}.py deploy.py
 """

@@ -34,7 +34,7 @@ def test_small_profile_shape() -> None:
         ("pg", "10.231.1.100", 51),
         ("edge", "10.231.1.101", 52),
     }
-    assert env.datacenters[0].gateway is None  # no router in small
+    assert env.datacenters[0].inter_dc_gateway is None  # no router in small
     assert topo.inter_dc_routes(env) == {}
 
 
@@ -43,8 +43,8 @@ def test_full_profile_shape() -> None:
     assert [dc.name for dc in env.datacenters] == ["dc1", "dc2"]
     for dc in env.datacenters:
         assert dc.domain == f"{dc.name}.lab.plinth.internal"
-        assert dc.gateway == topo.router_address(dc.name)
-        assert str(dc.gateway).endswith(".254")
+        assert dc.inter_dc_gateway == topo.router_address(dc.name)
+        assert str(dc.inter_dc_gateway).endswith(".254")
         names = {h.name: h for h in env.hosts_in(dc.name)}
         assert sorted(names) == sorted(
             [f"{dc.name}-db{i}" for i in (1, 2, 3)]

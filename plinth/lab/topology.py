@@ -108,17 +108,17 @@ def _host(name: str, dc: str, offset: int, roles: Iterable[Role]) -> dict[str, A
     }
 
 
-def _vips(dc: str, suffix: str) -> list[dict[str, Any]]:
+def _vips(dc: str) -> list[dict[str, Any]]:
     return [
         {
-            "name": f"pg{suffix}",
+            "name": "pg",
             "datacenter": dc,
             "address": str(host_address(dc, 100)),
             "router_id": 51,
             "services": ["postgresql"],
         },
         {
-            "name": f"edge{suffix}",
+            "name": "edge",
             "datacenter": dc,
             "address": str(host_address(dc, 101)),
             "router_id": 52,
@@ -142,25 +142,24 @@ def build_environment(profile: Profile, mirror: str | None = None) -> dict[str, 
             "subnet": str(DATACENTERS[dc]),
             "domain": f"{dc}.{DOMAIN_SUFFIX}",
         }
-        # The gateway is the router toward the other DC; small has no router, so no gateway
-        # (a gateway that does not exist would break any deploy that routes through it).
+        # The router is the path to the other DC (hosts keep Docker's gateway as their
+        # default route); the base deploy makes the routes persistent. small has no router.
         if has_router(profile):
-            entry["gateway"] = str(router_address(dc))
+            entry["inter_dc_gateway"] = str(router_address(dc))
         datacenters.append(entry)
 
     hosts: list[dict[str, Any]] = []
     vips: list[dict[str, Any]] = []
     if profile == "small":
         hosts = [_host(f"dc1-n{i}", "dc1", 10 + i, Role) for i in (1, 2, 3)]
-        vips = _vips("dc1", "")
+        vips = _vips("dc1")
     else:
         for dc in dcs:
             hosts += [_host(f"{dc}-db{i}", dc, 10 + i, PERSISTENCE_ROLES) for i in (1, 2, 3)]
             hosts += [_host(f"{dc}-edge{i}", dc, 20 + i, EDGE_ROLES) for i in (1, 2)]
             hosts += [_host(f"{dc}-app{i}", dc, 30 + i, STATELESS_ROLES) for i in (1, 2)]
-            # VIP names are unique per environment in the model, so the full profile
-            # suffixes them with the DC (pg-dc1, pg-dc2); router ids repeat per DC network.
-            vips += _vips(dc, f"-{dc}")
+            # VIP names and VRRP router ids repeat per DC: each DC is its own network.
+            vips += _vips(dc)
 
     package_sources: dict[str, Any] = {}
     if mirror is not None:

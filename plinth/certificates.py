@@ -1,0 +1,82 @@
+"""Which certificates each host carries, derived from the model.
+
+One place answers "what should be on this host": the deploy issues exactly
+these, and ``plinth pki status`` checks exactly these. Components add their
+certificates here as they land (etcd peer/server, Patroni, nginx...).
+
+SANs come from the model: host name, FQDN and address, plus the name and
+address of every VIP in the host's datacenter that serves the service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plinth.model import Environment, Host
+from plinth.pki import Profile
+
+TLS_ROOT = "/etc/plinth/tls"
+
+
+@dataclass(frozen=True)
+class CertificateSpec:
+    service: str
+    profile: Profile
+    common_name: str
+    dns_names: tuple[str, ...]
+    ip_addresses: tuple[str, ...]
+    owner: str = "root"
+    group: str = "root"
+
+    @property
+    def directory(self) -> str:
+        return f"{TLS_ROOT}/{self.service}"
+
+    @property
+    def key_path(self) -> str:
+        return f"{self.directory}/{self.service}.key"
+
+    @property
+    def cert_path(self) -> str:
+        return f"{self.directory}/{self.service}.crt"
+
+    @property
+    def chain_path(self) -> str:
+        return f"{self.directory}/{self.service}-chain.crt"
+
+    @property
+    def ca_path(self) -> str:
+        return f"{self.directory}/ca.crt"
+
+
+def service_names(env: Environment, host: Host, service: str) -> tuple[list[str], list[str]]:
+    """(DNS names, IPs) a client may dial to reach ``service`` on ``host``."""
+    dns = [env.fqdn(host), host.name]
+    ips = [str(host.address)]
+    for vip in env.vips_in(host.datacenter):
+        if service in vip.services:
+            dns.append(env.vip_fqdn(vip))
+            ips.append(str(vip.address))
+    return dns, ips
+
+
+def host_certificates(env: Environment, host: Host) -> list[CertificateSpec]:
+    """Every certificate ``host`` should carry, in deploy order."""
+    dns, ips = service_names(env, host, "host")
+    specs = [
+        # The host's own identity: a peer certificate (server + client) that
+        # platform tooling uses to authenticate the node, e.g. health probes.
+        CertificateSpec(
+            service="host",
+            profile=Profile.PEER,
+            common_name=env.fqdn(host),
+            dns_names=tuple(dns),
+            ip_addresses=tuple(ips),
+        )
+    ]
+    return specs
+
+
+def crl_path(datacenter: str) -> str:
+    """Where the hosts keep their datacenter's CRL for the services that check it."""
+    return f"{TLS_ROOT}/crl/{datacenter}.crl.pem"
