@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pyinfra.api import FactBase
 from pyinfra.api.exceptions import FactProcessError
 
-MISSING = "##PLINTH_MISSING##"
+MISSING = "__PLINTH_MISSING__"  # no "#": the shell would read a comment
 
 
 class ContainerRuntime(FactBase[str]):

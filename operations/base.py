@@ -220,7 +220,7 @@ def base_host(spec: BaseHostInput) -> None:
     if in_container:
         # chronyd needs CAP_SYS_TIME (ConditionCapability): containers share the
         # host's clock, so the unit is enabled for parity but not started.
-        systemd.service(name="chrony enabled", service="chrony.service", enabled=True)
+        systemd.service(name="chrony enabled", service="chrony.service", running=None, enabled=True)
     else:
         systemd.service(
             name="chrony running",
@@ -246,11 +246,12 @@ def base_host(spec: BaseHostInput) -> None:
         dest="/etc/systemd/system/plinth-routes.service",
         mode="644",
     )
+    systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
     systemd.service(
         name="plinth-routes enabled",
         service="plinth-routes.service",
+        running=True,
         enabled=True,
-        daemon_reload=unit.did_change,
     )
     routes_present(name="Routes to the other datacenters", routes=spec.routes)
 

@@ -28,6 +28,7 @@ from pyinfra.operations import files
 from facts.pki import CertificateSigningRequest, DeployedCertificate
 from plinth.certificates import TLS_ROOT, CertificateSpec, crl_path
 from plinth.pki import LeafSigner, Profile, reissue_reason
+from plinth.pki.names import outside_constraints, parse_ip
 from plinth.reasons import explain_change
 
 _NEW = ".plinth-new"
@@ -144,6 +145,17 @@ def certificate(
             reason = "chain file missing"
     if reason is None and force_reason:
         reason = force_reason
+    # Refused at preview time, before anything runs anywhere: signing would refuse it
+    # at apply time, half-way through a deploy.
+    outside = outside_constraints(
+        signer.issuer_certificate(), dns_names, [parse_ip(ip) for ip in ip_addresses]
+    )
+    if outside:
+        raise OperationError(
+            f"{service} certificate: {', '.join(outside)} outside the name constraints of "
+            f"{signer.dc}'s intermediate; fix the model (names must be in the DC's domain "
+            "and subnet)"
+        )
     # Decided and logged before the first yield: pyinfra's prepare phase stops there.
     if reason is not None:
         signer.record_reissue(host.name, service, reason)

@@ -4,8 +4,10 @@ One place answers "what should be on this host": the deploy issues exactly
 these, and ``plinth pki status`` checks exactly these. Components add their
 certificates here as they land (etcd peer/server, Patroni, nginx...).
 
-SANs come from the model: host name, FQDN and address, plus the name and
-address of every VIP in the host's datacenter that serves the service.
+SANs come from the model: the host's FQDN and address, plus the FQDN and
+address of every VIP in the host's datacenter that serves the service. Short
+names are left out on purpose: the DC intermediate is name-constrained to the
+DC's domain and subnet, and a bare ``dc1-db1`` would fall outside it.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class CertificateSpec:
 
 def service_names(env: Environment, host: Host, service: str) -> tuple[list[str], list[str]]:
     """(DNS names, IPs) a client may dial to reach ``service`` on ``host``."""
-    dns = [env.fqdn(host), host.name]
+    dns = [env.fqdn(host)]
     ips = [str(host.address)]
     for vip in env.vips_in(host.datacenter):
         if service in vip.services:

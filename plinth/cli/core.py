@@ -14,7 +14,18 @@ import click
 from plinth import outputs as outputs_module
 from plinth import plan as plan_module
 from plinth.model import ModelError, load_environment
-from plinth.stacks import Stack, StackError, environment_file, resolve, write_inventory_files
+from plinth.passphrase import PassphraseMissing
+from plinth.pki import PkiError, PkiStore, crl_warnings
+from plinth.provision import ensure_pki, ensure_secrets
+from plinth.secrets import SecretsError
+from plinth.stacks import (
+    Stack,
+    StackError,
+    environment_file,
+    resolve,
+    state_dir,
+    write_inventory_files,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,7 +48,13 @@ def operator_errors(func: Callable[P, R]) -> Callable[P, R]:
         except ModelError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(1)
-        except (StackError, plan_module.PlanError) as error:
+        except (
+            StackError,
+            plan_module.PlanError,
+            PkiError,
+            SecretsError,
+            PassphraseMissing,
+        ) as error:
             raise OperatorError(str(error)) from None
 
     return wrapper
@@ -84,6 +101,11 @@ def _print_plan(plan: plan_module.StackPlan) -> None:
         if not ops:
             click.echo(f"  {host}: no changes")
             continue
+        if all(op.conditional for op in ops):
+            # _if operations (restart after a change...) only run when what they
+            # follow changes, and nothing else changes on this host.
+            click.echo(f"  {host}: no changes")
+            continue
         click.echo(f"  {host}:")
         for op in ops:
             marker = "?" if op.conditional else "~"
@@ -94,9 +116,14 @@ def _print_plan(plan: plan_module.StackPlan) -> None:
 
 
 def _stacks(target: str) -> list[Stack]:
+    """Resolve, write the inventories, and prepare the controller side (lab PKI)."""
     stacks = resolve(target)
-    for stack in stacks:
-        write_inventory_files(stack.environment, stack.environment_file)
+    env = stacks[0].environment
+    write_inventory_files(env, stacks[0].environment_file)
+    for created in ensure_pki(env):
+        click.echo(f"pki: created {created}", err=True)
+    for warning in crl_warnings(PkiStore(state_dir(env.name))):
+        click.echo(f"warning: {warning}", err=True)
     return stacks
 
 
@@ -130,12 +157,14 @@ def preview(stack: str, as_json: bool, expect_no_changes: bool) -> None:
 def up(stack: str, yes: bool) -> None:
     """Preview, confirm and apply STACK (an environment means each of its DCs in turn)."""
     stacks = _stacks(stack)
+    for name in ensure_secrets(stacks[0].environment):
+        click.echo(f"secrets: generated {name}", err=True)
     for current in stacks:
         plan = plan_module.preview(current)
         _print_plan(plan)
-        if plan.change_count == 0 and not any(
-            op.conditional for ops in plan.changes.values() for op in ops
-        ):
+        # Conditional operations follow a change of an earlier one (restart after a
+        # config change): with no unconditional change, none of them can run.
+        if plan.change_count == 0:
             click.echo(f"stack {current.name}: nothing to do")
             continue
         if not yes and not click.confirm(f"Apply these changes to {current.name}?"):

@@ -2,7 +2,38 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
 import click
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+
+from plinth import plan as plan_module
+from plinth.certificates import host_certificates
+from plinth.cli.core import OperatorError, operator_errors
+from plinth.context import operator_name
+from plinth.model import Environment, load_environment
+from plinth.pki import (
+    REASONS,
+    PkiStore,
+    crl_warnings,
+    init_pki,
+    issue_client_bundle,
+    reissue_reason,
+    revoke,
+)
+from plinth.provision import datacenter_trust, passphrase_for
+from plinth.secrets import SecretStore
+from plinth.stacks import environment_file, resolve, state_dir
+
+
+def _load(environment: str) -> Environment:
+    return load_environment(environment_file(environment))
 
 
 @click.group()
@@ -10,6 +41,265 @@ def pki() -> None:
     """The platform PKI: offline root, per-DC intermediates, leaves issued on the hosts."""
 
 
+@pki.command("init")
+@click.argument("environment")
+@operator_errors
+def pki_init(environment: str) -> None:
+    """Create the root CA and one name-constrained intermediate per datacenter.
+
+    Idempotent: existing CA material is never replaced; a new datacenter gets its
+    intermediate. Needs PLINTH_PASSPHRASE (the lab keeps its own).
+    """
+    env = _load(environment)
+    created = init_pki(state_dir(env.name), env.name, datacenter_trust(env), passphrase_for(env))
+    if not created:
+        click.echo(f"PKI of {env.name} already complete ({state_dir(env.name) / 'pki'})")
+    for path in created:
+        click.echo(f"created {path}")
+
+
+def _days_left(not_after: dt.datetime | None, now: dt.datetime) -> int | None:
+    return None if not_after is None else (not_after - now).days
+
+
+@pki.command("status")
+@click.argument("environment")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@operator_errors
+def pki_status(environment: str, as_json: bool) -> None:
+    """Every deployed certificate: expiry, days left, chain and SANs. Exit 1 unless all green."""
+    from facts.pki import DeployedCertificate
+    from plinth.remote import connected, fact_by_host
+
+    env = _load(environment)
+    store = PkiStore(state_dir(env.name))
+    now = dt.datetime.now(dt.UTC)
+    rows: list[dict[str, Any]] = []
+    for stack in resolve(environment):
+        issuer_pem = store.intermediate_certificate(stack.datacenter).public_bytes(
+            serialization.Encoding.PEM
+        )
+        issuer = store.intermediate_certificate(stack.datacenter)
+        hosts = stack.environment.hosts_in(stack.datacenter)
+        specs_by_host = {h.name: host_certificates(env, h) for h in hosts}
+        services = sorted({s.service for specs in specs_by_host.values() for s in specs})
+        with connected(stack) as state:
+            for service in services:
+                sample = next(
+                    s for specs in specs_by_host.values() for s in specs if s.service == service
+                )
+                facts = fact_by_host(
+                    state,
+                    DeployedCertificate,
+                    cert_path=sample.cert_path,
+                    key_path=sample.key_path,
+                    _sudo=env.ssh.user != "root",
+                )
+                for host in hosts:
+                    spec = next((s for s in specs_by_host[host.name] if s.service == service), None)
+                    if spec is None:
+                        continue
+                    deployed = facts.get(host.name)
+                    cert_pem = deployed.cert_pem if deployed else None
+                    reason = reissue_reason(
+                        cert_pem,
+                        deployed.public_key_pem if deployed else None,
+                        spec.dns_names,
+                        spec.ip_addresses,
+                        issuer_pem,
+                        now,
+                        expected_profile=spec.profile,
+                        expected_common_name=spec.common_name,
+                    )
+                    chain_ok = False
+                    if cert_pem:
+                        try:
+                            x509.load_pem_x509_certificate(cert_pem).verify_directly_issued_by(
+                                issuer
+                            )
+                            chain_ok = True
+                        except (ValueError, TypeError, InvalidSignature):
+                            chain_ok = False
+                    sans_ok = bool(deployed and deployed.present) and (
+                        reason is None or "SANs" not in reason
+                    )
+                    rows.append(
+                        {
+                            "stack": stack.name,
+                            "host": host.name,
+                            "service": service,
+                            "serial": deployed.serial if deployed else None,
+                            "not_after": deployed.not_after.isoformat()
+                            if deployed and deployed.not_after
+                            else None,
+                            "days_left": _days_left(deployed.not_after if deployed else None, now),
+                            "chain_ok": chain_ok,
+                            "sans_ok": sans_ok,
+                            "key_matches": deployed.key_matches if deployed else None,
+                            "problem": reason,
+                            "ok": reason is None and chain_ok,
+                        }
+                    )
+    warnings = crl_warnings(store, now)
+    if as_json:
+        click.echo(json.dumps({"certificates": rows, "crl_warnings": warnings}, indent=2))
+    else:
+        click.echo(f"{'host':<14} {'service':<10} {'expires':<11} {'days':>4}  chain  SANs  status")
+        for row in rows:
+            expires = (row["not_after"] or "-")[:10]
+            days = "-" if row["days_left"] is None else str(row["days_left"])
+            status = "ok" if row["ok"] else f"NOT OK: {row['problem'] or 'chain invalid'}"
+            click.echo(
+                f"{row['host']:<14} {row['service']:<10} {expires:<11} {days:>4}  "
+                f"{'yes' if row['chain_ok'] else 'NO':<5}  {'yes' if row['sans_ok'] else 'NO':<4}"
+                f"  {status}"
+            )
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
+    if not rows or not all(r["ok"] for r in rows) or warnings:
+        sys.exit(1)
+
+
+@pki.command("revoke")
+@click.argument("environment")
+@click.argument("serial")
+@click.option(
+    "--reason",
+    type=click.Choice(sorted(REASONS)),
+    default="unspecified",
+    show_default=True,
+    help="CRL reason code.",
+)
+@click.option(
+    "--apply",
+    "apply_now",
+    is_flag=True,
+    help="Push the new CRL to every host right away (plinth up --yes).",
+)
+@operator_errors
+def pki_revoke(environment: str, serial: str, reason: str, apply_now: bool) -> None:
+    """Revoke certificate SERIAL (hex, as in the issuance log) and regenerate its DC's CRL."""
+    env = _load(environment)
+    store = PkiStore(state_dir(env.name))
+    revoked = revoke(store, serial, passphrase_for(env), reason, operator=operator_name())
+    click.echo(
+        f"revoked {serial} ({revoked.subject}) in {revoked.dc}: CRL number {revoked.crl_number}"
+    )
+    if apply_now:
+        for stack in resolve(environment):
+            result = plan_module.apply(stack)
+            click.echo(f"stack {stack.name}: CRL pushed ({result.seconds:.1f} s)")
+    else:
+        click.echo(f"push it to the hosts with: plinth up {env.name}")
+
+
+@pki.command("rotate")
+@click.argument("environment")
+@click.option(
+    "--service",
+    required=True,
+    help="Service whose certificates are reissued ('all' for every one).",
+)
+@click.option("--keys", is_flag=True, help="Also make new private keys on the hosts first.")
+@operator_errors
+def pki_rotate(environment: str, service: str, keys: bool) -> None:
+    """Reissue SERVICE's certificates now on every host of ENVIRONMENT (or of one stack)."""
+    stacks = resolve(environment)
+    env = stacks[0].environment
+    known = {s.service for h in env.hosts for s in host_certificates(env, h)}
+    if service != "all" and service not in known:
+        raise OperatorError(
+            f"unknown service {service!r}: certificates exist for {', '.join(sorted(known))}"
+        )
+    data = {"plinth_rotate_service": service}
+    if keys:
+        data["plinth_rotate_keys"] = "1"
+    for stack in stacks:
+        result = plan_module.apply(stack, data)
+        click.echo(
+            f"stack {stack.name}: {service} rotated{' with new keys' if keys else ''} "
+            f"({result.seconds:.1f} s)"
+        )
+
+
+@pki.command("client-cert")
+@click.argument("environment")
+@click.option("--cn", required=True, help="Identity: a PostgreSQL role, an application name.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Directory for <cn>.key, <cn>.crt and ca.crt.",
+)
+@click.option("--dc", "datacenter", default=None, help="Issuing datacenter (default: first).")
+@operator_errors
+def pki_client_cert(environment: str, cn: str, out_dir: Path, datacenter: str | None) -> None:
+    """Key, certificate and CA bundle for an application or operator identity (mTLS client)."""
+    env = _load(environment)
+    dc = datacenter or env.datacenters[0].name
+    store = PkiStore(state_dir(env.name))
+    bundle = issue_client_bundle(store, dc, cn, out_dir, passphrase_for(env), operator_name())
+    click.echo(f"key:  {bundle.key_path}\ncert: {bundle.cert_path}\nCA:   {bundle.ca_path}")
+    click.echo(f"serial {bundle.issued.serial:X}, valid until {bundle.issued.not_after:%Y-%m-%d}")
+
+
 @click.group()
 def secrets() -> None:
-    """Encrypted secrets stored beside the environment."""
+    """Encrypted secrets stored beside the environment (AES-GCM, scrypt from the passphrase)."""
+
+
+def _store(environment: str) -> SecretStore:
+    env = _load(environment)
+    return SecretStore(state_dir(env.name) / "secrets.json", passphrase_for(env))
+
+
+@secrets.command("list")
+@click.argument("environment")
+@operator_errors
+def secrets_list(environment: str) -> None:
+    """Names of the stored secrets (never their values)."""
+    for name in _store(environment).names():
+        click.echo(name)
+
+
+@secrets.command("get")
+@click.argument("environment")
+@click.argument("name")
+@operator_errors
+def secrets_get(environment: str, name: str) -> None:
+    """Print one secret's value on stdout (only when asked by name)."""
+    click.echo(_store(environment).get(name).reveal())
+
+
+@secrets.command("set")
+@click.argument("environment")
+@click.argument("name")
+@operator_errors
+def secrets_set(environment: str, name: str) -> None:
+    """Store NAME from standard input (or a hidden prompt), never from the command line."""
+    if sys.stdin.isatty():
+        value = click.prompt(f"value of {name}", hide_input=True, confirmation_prompt=True)
+    else:
+        value = sys.stdin.read().rstrip("\n")
+    if not value:
+        raise OperatorError(f"empty value for {name}: nothing stored")
+    _store(environment).set(name, value)
+    click.echo(f"stored {name}")
+
+
+@secrets.command("generate")
+@click.argument("environment")
+@click.argument("name")
+@click.option(
+    "--kind", type=click.Choice(["urlsafe", "hex", "fernet"]), default="urlsafe", show_default=True
+)
+@click.option("--force", is_flag=True, help="Replace an existing value.")
+@operator_errors
+def secrets_generate(environment: str, name: str, kind: str, force: bool) -> None:
+    """Generate a random value for NAME (kept if it exists, unless --force)."""
+    store = _store(environment)
+    if name in store.names() and not force:
+        raise OperatorError(f"{name} already exists: use --force to replace it")
+    store.generate(name, alphabet=kind)  # type: ignore[arg-type]
+    click.echo(f"generated {name}")

@@ -348,6 +348,9 @@ class LeafSigner:
     passphrase: str = field(repr=False)
     reissues: dict[tuple[str, str], str] = field(default_factory=dict, repr=False, compare=False)
 
+    def issuer_certificate(self) -> x509.Certificate:
+        return self.store.intermediate_certificate(self.dc)
+
     def issuer_pem(self) -> bytes:
         return self.store.intermediate_certificate(self.dc).public_bytes(serialization.Encoding.PEM)
 

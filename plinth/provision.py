@@ -1,0 +1,78 @@
+"""Controller-side preparation of an environment before a deploy.
+
+The lab gets its PKI on first use; every environment gets the secrets its
+components need, generated once and stored encrypted (never defaults in code).
+"""
+
+from __future__ import annotations
+
+from plinth.model import Environment
+from plinth.passphrase import get_passphrase
+from plinth.pki import DatacenterTrust, PkiError, PkiStore, init_pki
+from plinth.secrets import SecretStore
+from plinth.stacks import project_root, state_dir
+
+
+def passphrase_for(env: Environment) -> str:
+    return get_passphrase(env.name, env.kind == "lab", project_root() / ".lab")
+
+
+def datacenter_trust(env: Environment) -> list[DatacenterTrust]:
+    return [DatacenterTrust(dc.name, (dc.domain,), (dc.subnet,)) for dc in env.datacenters]
+
+
+def ensure_pki(env: Environment) -> list[str]:
+    """Create the PKI of a lab environment if missing (real ones need `pki init`)."""
+    store = PkiStore(state_dir(env.name))
+    missing_dcs = [dc.name for dc in env.datacenters if dc.name not in store.datacenters()]
+    if not missing_dcs:
+        return []
+    if env.kind != "lab":
+        raise PkiError(
+            f"environment {env.name!r} has no intermediate for {', '.join(missing_dcs)}: run "
+            f"`plinth pki init {env.name}` (with the root key at hand) first"
+        )
+    return init_pki(state_dir(env.name), env.name, datacenter_trust(env), passphrase_for(env))
+
+
+# Secrets each component needs, by the role that needs them: generated on the first
+# `up` so no password is ever a default in code. kind: urlsafe | hex | fernet.
+REQUIRED_SECRETS: dict[str, dict[str, str]] = {
+    "postgresql": {
+        "postgresql-superuser-password": "urlsafe",
+        "postgresql-replication-password": "urlsafe",
+        "postgresql-rewind-password": "urlsafe",
+    },
+    "redis": {
+        "redis-default-password": "urlsafe",
+        "redis-replication-password": "urlsafe",
+    },
+    "sentinel": {"redis-sentinel-password": "urlsafe"},
+    "rabbitmq": {"rabbitmq-erlang-cookie": "hex", "rabbitmq-admin-password": "urlsafe"},
+    "minio": {"minio-root-password": "urlsafe"},
+    "registry": {"registry-http-secret": "urlsafe"},
+    "airflow-api": {
+        "airflow-fernet-key": "fernet",
+        "airflow-jwt-secret": "urlsafe",
+        "airflow-api-secret-key": "urlsafe",
+    },
+}
+
+
+def required_secrets(env: Environment) -> dict[str, str]:
+    present = {role.value for host in env.hosts for role in host.roles}
+    needed: dict[str, str] = {}
+    for role, secrets in REQUIRED_SECRETS.items():
+        if role in present:
+            needed.update(secrets)
+    return needed
+
+
+def ensure_secrets(env: Environment) -> list[str]:
+    """Generate the secrets the environment's components need; names of those created."""
+    store = SecretStore(state_dir(env.name) / "secrets.json", passphrase_for(env))
+    return [
+        name
+        for name, kind in sorted(required_secrets(env).items())
+        if store.ensure(name, kind)  # type: ignore[arg-type]
+    ]
