@@ -28,6 +28,8 @@ from pyinfra.operations import files
 from facts.pki import CertificateSigningRequest, DeployedCertificate
 from plinth.certificates import TLS_ROOT, CertificateSpec, crl_path
 from plinth.pki import LeafSigner, Profile, reissue_reason
+from plinth.pki.crl import revoked_serials
+from plinth.pki.log import format_serial
 from plinth.pki.names import outside_constraints, parse_ip
 from plinth.reasons import explain_change
 
@@ -143,6 +145,14 @@ def certificate(
         )
         if reason is None and chain_path != cert_path and not host.get_fact(File, path=chain_path):
             reason = "chain file missing"
+    # A revoked certificate still on the host fails every peer that checks the CRL.
+    if (
+        reason is None
+        and deployed is not None
+        and deployed.serial is not None
+        and format_serial(deployed.serial) in revoked_serials(signer.store, signer.dc)
+    ):
+        reason = f"serial {format_serial(deployed.serial)} is revoked"
     if reason is None and force_reason:
         reason = force_reason
     # Refused at preview time, before anything runs anywhere: signing would refuse it

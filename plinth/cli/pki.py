@@ -120,7 +120,7 @@ def pki_status(environment: str, as_json: bool) -> None:
                             chain_ok = True
                         except (ValueError, TypeError, InvalidSignature):
                             chain_ok = False
-                    sans_ok = bool(deployed and deployed.present) and (
+                    sans_ok = bool(deployed and deployed.cert_present) and (
                         reason is None or "SANs" not in reason
                     )
                     rows.append(
