@@ -1,0 +1,64 @@
+"""Bad input stops before any host is touched, with one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.lab.conftest import REPO, Lab, plinth
+
+DRIFT_FILE = "/etc/systemd/journald.conf.d/60-plinth.conf"
+
+
+def test_missing_docker_engine_is_one_clear_line() -> None:
+    result = plinth(
+        "lab", "up", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, check=False
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: no Docker engine answers at DOCKER_HOST=unix:///nonexistent")
+
+
+@pytest.mark.lab
+def test_wrong_passphrase_applies_nothing(deployed_small_lab: Lab, tmp_path: Path) -> None:
+    host = deployed_small_lab.host(deployed_small_lab.environment.hosts[0].name, tmp_path)
+    host.run(f"rm -f {DRIFT_FILE}")
+    wrong = {"PLINTH_PASSPHRASE": "certainly-not-the-lab-passphrase"}
+    result = plinth("up", "lab", "--yes", env=wrong, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "secrets.json" in result.stderr or "PLINTH_PASSPHRASE" in result.stderr
+    # plain pyinfra: the passphrase is proven while preparing, before any command runs
+    plain = subprocess.run(
+        ["pyinfra", "inventory/lab-dc1.py", "deploy.py", "-y"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, **wrong},
+    )
+    assert plain.returncode != 0
+    assert "wrong PLINTH_PASSPHRASE" in plain.stdout + plain.stderr
+    assert not host.file(DRIFT_FILE).exists
+    plinth("up", "lab", "--yes")
+    assert host.file(DRIFT_FILE).exists
+
+
+@pytest.mark.lab
+def test_invalid_environment_touches_nothing(deployed_small_lab: Lab, tmp_path: Path) -> None:
+    lab_yaml = (REPO / "inventory" / "lab.yaml").read_text()
+    broken = REPO / "inventory" / "labbroken.yaml"
+    broken.write_text(
+        lab_yaml.replace("name: lab\n", "name: labbroken\n").replace(
+            "router_id: 52", "router_id: 51"
+        )
+    )
+    try:
+        result = plinth("up", "labbroken", "--yes", check=False)
+        assert result.returncode == 1
+        assert f"{broken}: vips[1].router_id: 51 is already used by vips[0]" in result.stderr
+        assert not (REPO / "inventory" / "labbroken").exists()  # no PKI, no secrets written
+    finally:
+        broken.unlink()
