@@ -109,3 +109,8 @@ def deployed_small_lab(small_lab: Lab) -> Lab:
     result = plinth("up", "lab", "--yes")
     assert "stack lab-dc1: applied" in result.stdout, result.stdout
     return small_lab
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The full rehearsal replaces the small lab: run it after every small-lab test."""
+    items.sort(key=lambda item: item.get_closest_marker("full") is not None)

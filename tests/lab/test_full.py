@@ -1,0 +1,80 @@
+"""The two-datacenter rehearsal (`full` profile). Slow: run with PLINTH_FULL_LAB=1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from plinth.model import load_environment
+from tests.lab.conftest import LAB_ENV, Lab, full_lab_enabled, plinth
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.full,
+    pytest.mark.skipif(
+        not full_lab_enabled(),
+        reason="the full two-DC lab takes ~3 minutes; set PLINTH_FULL_LAB=1 to run it",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def full_lab() -> Iterator[Lab]:
+    plinth("lab", "up", "--profile", "full")
+    plinth("up", "lab", "--yes")
+    yield Lab(load_environment(LAB_ENV))
+    # Leave the machine with the small lab the other tests expect (or nothing).
+    plinth("lab", "down")
+
+
+def docker_exec(container: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", "exec", f"plinth-lab-{container}", *cmd],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_both_stacks_deployed_and_idempotent(full_lab: Lab) -> None:
+    plan = json.loads(plinth("preview", "lab", "--json").stdout)
+    assert [(s["stack"], s["change_count"]) for s in plan["stacks"]] == [
+        ("lab-dc1", 0),
+        ("lab-dc2", 0),
+    ]
+
+
+def test_dc2_reads_dc1_outputs_and_names(full_lab: Lab, tmp_path: Path) -> None:
+    outputs = json.loads(plinth("outputs", "lab", "--json").stdout)
+    assert outputs["datacenters"]["dc1"]["vips"]["pg"]["fqdn"] == "pg.dc1.lab.plinth.internal"
+    host = full_lab.host("dc2-db1", tmp_path)
+    assert host.check_output("getent hosts pg.dc1.lab.plinth.internal").startswith("10.231.1.100")
+
+
+def test_inter_dc_routes_survive_restart_and_partition_cuts_them(full_lab: Lab) -> None:
+    assert docker_exec("dc1-db1", "ping", "-c1", "-W2", "10.231.2.11").returncode == 0
+    subprocess.run(["docker", "restart", "plinth-lab-dc2-app1"], check=True, capture_output=True)
+    routed = False
+    for _ in range(30):
+        if docker_exec("dc2-app1", "ping", "-c1", "-W1", "10.231.1.11").returncode == 0:
+            routed = True
+            break
+    assert routed, "plinth-routes did not restore the route to dc1 after a restart"
+    plinth("lab", "partition", "dc1", "dc2")
+    try:
+        assert docker_exec("dc1-db1", "ping", "-c1", "-W2", "10.231.2.11").returncode != 0
+        assert docker_exec("dc1-db1", "ping", "-c1", "-W2", "10.231.1.12").returncode == 0
+    finally:
+        plinth("lab", "heal")
+    assert docker_exec("dc1-db1", "ping", "-c1", "-W2", "10.231.2.11").returncode == 0
+
+
+def test_certificates_of_both_datacenters(full_lab: Lab) -> None:
+    status = plinth("pki", "status", "lab", "--json")
+    rows = json.loads(status.stdout)["certificates"]
+    assert {r["stack"] for r in rows} == {"lab-dc1", "lab-dc2"}
+    assert len(rows) == len(full_lab.environment.hosts) and all(r["ok"] for r in rows)
