@@ -44,6 +44,11 @@ class BaseHostInput:
     """(destination subnet, next hop): the way to the other datacenters."""
 
 
+def rendered(template: str, **values: object) -> StringIO:
+    """A rendered template as an upload source (``files.put`` compares its sha1)."""
+    return StringIO(render_template(template, **values))
+
+
 @operation()
 def managed_block(path: str, marker: str, content: str) -> Generator[StringCommand, None, None]:
     """Keep ``content`` between plinth's markers in ``path``, leaving the rest alone.
@@ -143,7 +148,7 @@ def base_host(spec: BaseHostInput) -> None:
     sources = spec.package_sources
     apt_sources = files.put(
         name="apt sources from the model",
-        src=StringIO(render_template("base/etc/apt/sources.list.j2", sources=sources)),
+        src=rendered("base/etc/apt/sources.list.j2", sources=sources),
         dest="/etc/apt/sources.list",
         mode="644",
     )
@@ -156,11 +161,7 @@ def base_host(spec: BaseHostInput) -> None:
     if sources.http_proxy:
         apt_proxy = files.put(
             name="apt proxy",
-            src=StringIO(
-                render_template(
-                    "base/etc/apt/apt.conf.d/80plinth-proxy.j2", proxy=sources.http_proxy
-                )
-            ),
+            src=rendered("base/etc/apt/apt.conf.d/80plinth-proxy.j2", proxy=sources.http_proxy),
             dest=proxy_path,
             mode="644",
         )
@@ -207,10 +208,8 @@ def base_host(spec: BaseHostInput) -> None:
     if spec.settings.ntp_servers:
         chrony = files.put(
             name="chrony time sources",
-            src=StringIO(
-                render_template(
-                    "base/etc/chrony/sources.d/plinth.sources.j2", servers=spec.settings.ntp_servers
-                )
+            src=rendered(
+                "base/etc/chrony/sources.d/plinth.sources.j2", servers=spec.settings.ntp_servers
             ),
             dest=chrony_sources,
             mode="644",
@@ -240,9 +239,7 @@ def base_host(spec: BaseHostInput) -> None:
 
     unit = files.put(
         name="Persistent routes to the other datacenters",
-        src=StringIO(
-            render_template("base/etc/systemd/system/plinth-routes.service.j2", routes=spec.routes)
-        ),
+        src=rendered("base/etc/systemd/system/plinth-routes.service.j2", routes=spec.routes),
         dest="/etc/systemd/system/plinth-routes.service",
         mode="644",
     )
@@ -258,11 +255,9 @@ def base_host(spec: BaseHostInput) -> None:
     files.directory(name="Persistent journal directory", path="/var/log/journal", mode="2755")
     journald = files.put(
         name="journald persistence",
-        src=StringIO(
-            render_template(
-                "base/etc/systemd/journald.conf.d/60-plinth.conf.j2",
-                max_use=spec.settings.journald_max_use,
-            )
+        src=rendered(
+            "base/etc/systemd/journald.conf.d/60-plinth.conf.j2",
+            max_use=spec.settings.journald_max_use,
         ),
         dest="/etc/systemd/journald.conf.d/60-plinth.conf",
         mode="644",

@@ -356,6 +356,9 @@ def _rule_problems(env: Environment) -> Iterator[str]:
     """Cross-field rules. Each message starts with the field path it is about."""
     dc_index = {dc.name: i for i, dc in enumerate(env.datacenters)}
 
+    def unknown_datacenter(where: str, name: str) -> str:
+        return f"{where}.datacenter: unknown datacenter {name!r}; known: {', '.join(dc_index)}"
+
     for field, names in (
         ("datacenters", [dc.name for dc in env.datacenters]),
         ("hosts", [h.name for h in env.hosts]),
@@ -396,10 +399,7 @@ def _rule_problems(env: Environment) -> Iterator[str]:
             host_addresses[host.address] = i
         dc = env.datacenters_by_name.get(host.datacenter)
         if dc is None:
-            yield (
-                f"hosts[{i}].datacenter: unknown datacenter {host.datacenter!r}; "
-                f"known: {', '.join(dc_index)}"
-            )
+            yield unknown_datacenter(f"hosts[{i}]", host.datacenter)
             continue
         if host.address not in dc.subnet:
             yield f"hosts[{i}].address: {host.address} is outside {dc.name}'s subnet {dc.subnet}"
@@ -413,10 +413,7 @@ def _rule_problems(env: Environment) -> Iterator[str]:
     for i, vip in enumerate(env.vips):
         dc = env.datacenters_by_name.get(vip.datacenter)
         if dc is None:
-            yield (
-                f"vips[{i}].datacenter: unknown datacenter {vip.datacenter!r}; "
-                f"known: {', '.join(dc_index)}"
-            )
+            yield unknown_datacenter(f"vips[{i}]", vip.datacenter)
             continue
         if vip.address not in dc.subnet:
             yield f"vips[{i}].address: {vip.address} is outside {dc.name}'s subnet {dc.subnet}"

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -36,6 +37,16 @@ def put_remote(lab: Lab, host: str, tmp: Path, path: str, data: bytes) -> None:
         ["ssh", "-F", str(lab.ssh_config(tmp)), f"root@{address}", f"cat > {path}"],
         input=data,
         check=True,
+    )
+
+
+def public_pem(key: Any) -> str:
+    return str(
+        key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        .decode()
+        .strip()
     )
 
 
@@ -70,15 +81,7 @@ def test_keys_are_made_on_hosts_and_never_exist_on_the_controller(
         pub_from_key = remote_text(
             lab, host.name, tmp_path, f"openssl pkey -in {SPEC_DIR}/host.key -pubout"
         )
-        assert (
-            cert.public_key()
-            .public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            .decode()
-            .strip()
-            == pub_from_key.strip()
-        )
+        assert public_pem(cert.public_key()) == pub_from_key.strip()
         host_public_keys.add(pub_from_key.strip())
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert lab.environment.fqdn(host) in sans.get_values_for_type(x509.DNSName)
@@ -104,14 +107,7 @@ def test_keys_are_made_on_hosts_and_never_exist_on_the_controller(
                     key = serialization.load_pem_private_key(data, password=None)
                 except (ValueError, TypeError):
                     continue
-                public = (
-                    key.public_key()
-                    .public_bytes(
-                        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                    )
-                    .decode()
-                    .strip()
-                )
+                public = public_pem(key.public_key())
                 assert public not in host_public_keys, f"leaf key of a host found at {path}"
     for ca_key in (STATE / "pki").rglob("*.key.enc"):
         assert b"ENCRYPTED PRIVATE KEY" in ca_key.read_bytes()
@@ -185,15 +181,7 @@ def test_rotation_with_new_keys(deployed_small_lab: Lab, tmp_path: Path) -> None
         after = remote_text(lab, name, tmp_path, f"openssl pkey -in {SPEC_DIR}/host.key -pubout")
         assert after != before[name]
         cert = deployed_cert(lab, name, tmp_path)
-        assert (
-            cert.public_key()
-            .public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            .decode()
-            .strip()
-            == after.strip()
-        )
+        assert public_pem(cert.public_key()) == after.strip()
     assert plinth("preview", "lab", "--expect-no-changes", check=False).returncode == 0
     unknown = plinth("pki", "rotate", "lab", "--service", "nosuch", check=False)
     assert unknown.returncode == 1 and "unknown service 'nosuch'" in unknown.stderr
