@@ -14,7 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from plinth import plan as plan_module
-from plinth.certificates import host_certificates
+from plinth.certificates import CertificateSpec, host_certificates
 from plinth.cli.core import OperatorError, operator_errors
 from plinth.context import operator_name
 from plinth.model import Environment, load_environment
@@ -27,6 +27,8 @@ from plinth.pki import (
     reissue_reason,
     revoke,
 )
+from plinth.pki.crl import revoked_serials
+from plinth.pki.log import format_serial
 from plinth.provision import datacenter_trust, passphrase_for
 from plinth.secrets import SecretStore
 from plinth.stacks import environment_file, resolve, state_dir
@@ -58,8 +60,47 @@ def pki_init(environment: str) -> None:
         click.echo(f"created {path}")
 
 
-def _days_left(not_after: dt.datetime | None, now: dt.datetime) -> int | None:
-    return None if not_after is None else (not_after - now).days
+def _certificate_row(
+    spec: CertificateSpec,
+    deployed: Any,
+    issuer: x509.Certificate,
+    revoked: frozenset[str],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """One line of ``pki status``: what is on the host against what the model wants."""
+    cert_pem = deployed.cert_pem if deployed else None
+    problem = reissue_reason(
+        cert_pem,
+        deployed.public_key_pem if deployed else None,
+        spec.dns_names,
+        spec.ip_addresses,
+        issuer.public_bytes(serialization.Encoding.PEM),
+        now,
+        expected_profile=spec.profile,
+        expected_common_name=spec.common_name,
+    )
+    chain_ok = False
+    if cert_pem:
+        try:
+            x509.load_pem_x509_certificate(cert_pem).verify_directly_issued_by(issuer)
+            chain_ok = True
+        except (ValueError, TypeError, InvalidSignature):
+            problem = problem or "not signed by this datacenter's intermediate"
+    serial = format_serial(deployed.serial) if deployed and deployed.serial is not None else None
+    if problem is None and serial in revoked:
+        problem = f"serial {serial} is revoked"
+    not_after = deployed.not_after if deployed else None
+    return {
+        "service": spec.service,
+        "serial": serial,
+        "not_after": not_after.isoformat() if not_after else None,
+        "days_left": None if not_after is None else (not_after - now).days,
+        "chain_ok": chain_ok,
+        "sans_ok": cert_pem is not None and (problem is None or "SANs" not in problem),
+        "key_matches": deployed.key_matches if deployed else None,
+        "problem": problem,
+        "ok": problem is None,
+    }
 
 
 @pki.command("status")
@@ -67,7 +108,11 @@ def _days_left(not_after: dt.datetime | None, now: dt.datetime) -> int | None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @operator_errors
 def pki_status(environment: str, as_json: bool) -> None:
-    """Every deployed certificate: expiry, days left, chain and SANs. Exit 1 unless all green."""
+    """Every deployed certificate: expiry, days left, chain and SANs.
+
+    Exit 1 unless every certificate is valid, matches its key and the model, is not
+    revoked and is outside its renewal window, and no CRL is about to expire.
+    """
     from facts.pki import DeployedCertificate
     from plinth.remote import connected, fact_by_host
 
@@ -76,70 +121,28 @@ def pki_status(environment: str, as_json: bool) -> None:
     now = dt.datetime.now(dt.UTC)
     rows: list[dict[str, Any]] = []
     for stack in resolve(environment):
-        issuer_pem = store.intermediate_certificate(stack.datacenter).public_bytes(
-            serialization.Encoding.PEM
-        )
         issuer = store.intermediate_certificate(stack.datacenter)
-        hosts = stack.environment.hosts_in(stack.datacenter)
-        specs_by_host = {h.name: host_certificates(env, h) for h in hosts}
-        services = sorted({s.service for specs in specs_by_host.values() for s in specs})
+        revoked = revoked_serials(store, stack.datacenter)
+        specs = {h.name: host_certificates(env, h) for h in env.hosts_in(stack.datacenter)}
+        # Paths depend only on the service, so one fact read per service covers all hosts.
+        by_service = {s.service: s for host_specs in specs.values() for s in host_specs}
         with connected(stack) as state:
-            for service in services:
-                sample = next(
-                    s for specs in specs_by_host.values() for s in specs if s.service == service
-                )
-                facts = fact_by_host(
+            deployed = {
+                service: fact_by_host(
                     state,
                     DeployedCertificate,
-                    cert_path=sample.cert_path,
-                    key_path=sample.key_path,
+                    cert_path=spec.cert_path,
+                    key_path=spec.key_path,
                     _sudo=env.ssh.user != "root",
                 )
-                for host in hosts:
-                    spec = next((s for s in specs_by_host[host.name] if s.service == service), None)
-                    if spec is None:
-                        continue
-                    deployed = facts.get(host.name)
-                    cert_pem = deployed.cert_pem if deployed else None
-                    reason = reissue_reason(
-                        cert_pem,
-                        deployed.public_key_pem if deployed else None,
-                        spec.dns_names,
-                        spec.ip_addresses,
-                        issuer_pem,
-                        now,
-                        expected_profile=spec.profile,
-                        expected_common_name=spec.common_name,
-                    )
-                    chain_ok = False
-                    if cert_pem:
-                        try:
-                            x509.load_pem_x509_certificate(cert_pem).verify_directly_issued_by(
-                                issuer
-                            )
-                            chain_ok = True
-                        except (ValueError, TypeError, InvalidSignature):
-                            chain_ok = False
-                    sans_ok = bool(deployed and deployed.cert_present) and (
-                        reason is None or "SANs" not in reason
-                    )
-                    rows.append(
-                        {
-                            "stack": stack.name,
-                            "host": host.name,
-                            "service": service,
-                            "serial": deployed.serial if deployed else None,
-                            "not_after": deployed.not_after.isoformat()
-                            if deployed and deployed.not_after
-                            else None,
-                            "days_left": _days_left(deployed.not_after if deployed else None, now),
-                            "chain_ok": chain_ok,
-                            "sans_ok": sans_ok,
-                            "key_matches": deployed.key_matches if deployed else None,
-                            "problem": reason,
-                            "ok": reason is None and chain_ok,
-                        }
-                    )
+                for service, spec in sorted(by_service.items())
+            }
+        for host_name, host_specs in specs.items():
+            for spec in host_specs:
+                row = _certificate_row(
+                    spec, deployed[spec.service].get(host_name), issuer, revoked, now
+                )
+                rows.append({"stack": stack.name, "host": host_name, **row})
     warnings = crl_warnings(store, now)
     if as_json:
         click.echo(json.dumps({"certificates": rows, "crl_warnings": warnings}, indent=2))
@@ -148,7 +151,7 @@ def pki_status(environment: str, as_json: bool) -> None:
         for row in rows:
             expires = (row["not_after"] or "-")[:10]
             days = "-" if row["days_left"] is None else str(row["days_left"])
-            status = "ok" if row["ok"] else f"NOT OK: {row['problem'] or 'chain invalid'}"
+            status = "ok" if row["ok"] else f"NOT OK: {row['problem']}"
             click.echo(
                 f"{row['host']:<14} {row['service']:<10} {expires:<11} {days:>4}  "
                 f"{'yes' if row['chain_ok'] else 'NO':<5}  {'yes' if row['sans_ok'] else 'NO':<4}"
