@@ -24,6 +24,7 @@ from plinth.pki import (
     crl_warnings,
     init_pki,
     issue_client_bundle,
+    refresh_crl,
     reissue_reason,
     revoke,
 )
@@ -194,6 +195,19 @@ def pki_revoke(environment: str, serial: str, reason: str, apply_now: bool) -> N
             click.echo(f"stack {stack.name}: CRL pushed ({result.seconds:.1f} s)")
     else:
         click.echo(f"push it to the hosts with: plinth up {env.name}")
+
+
+@pki.command("refresh-crl")
+@click.argument("environment")
+@operator_errors
+def pki_refresh_crl(environment: str) -> None:
+    """Re-sign every DC's CRL with a new nextUpdate (weekly; then `plinth up`)."""
+    env = _load(environment)
+    store = PkiStore(state_dir(env.name))
+    for dc in store.datacenters():
+        number = refresh_crl(store, dc, passphrase_for(env))
+        click.echo(f"{dc}: CRL number {number}")
+    click.echo(f"push them to the hosts with: plinth up {env.name}")
 
 
 @pki.command("rotate")
