@@ -1,0 +1,96 @@
+"""The pki and secrets commands on a production-like environment (no hosts contacted)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from plinth.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+PASSPHRASE = "unit-test-passphrase-not-secret"
+
+
+@pytest.fixture()
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "inventory").mkdir()
+    shutil.copy(REPO / "inventory" / "example-prod.yaml", tmp_path / "inventory")
+    (tmp_path / "deploy.py").write_text("")
+    monkeypatch.setenv("PLINTH_ROOT", str(tmp_path))
+    monkeypatch.setenv("PLINTH_PASSPHRASE", PASSPHRASE)
+    return tmp_path
+
+
+def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_production_needs_the_passphrase_variable(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PLINTH_PASSPHRASE")
+    code, _, err = run("pki", "init", "example-prod")
+    assert code == 1
+    assert err.strip() == (
+        "error: PLINTH_PASSPHRASE is not set: environment 'example-prod' needs it to decrypt "
+        "its CA keys and secrets (export it, e.g. from your password manager)"
+    )
+    assert not (project / "inventory" / "example-prod").exists()
+
+
+def test_init_is_idempotent_and_client_certificates_work(project: Path) -> None:
+    code, out, _ = run("pki", "init", "example-prod")
+    assert code == 0 and "created pki/dc2/intermediate.crt" in out
+    code, out, _ = run("pki", "init", "example-prod")
+    assert code == 0 and "already complete" in out
+    code, out, _ = run(
+        "pki", "client-cert", "example-prod", "--cn", "grid-etl", "--out", str(project / "client")
+    )
+    assert code == 0 and (project / "client" / "grid-etl.key").exists()
+    code, _, err = run(
+        "pki",
+        "client-cert",
+        "example-prod",
+        "--cn",
+        "x",
+        "--dc",
+        "dc9",
+        "--out",
+        str(project / "c2"),
+    )
+    assert code == 1 and err.startswith("error: unknown datacenter 'dc9'")
+
+
+def test_wrong_passphrase_is_one_line_and_writes_nothing(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("pki", "init", "example-prod")
+    log = project / "inventory" / "example-prod" / "pki" / "issued.jsonl"
+    before = log.read_bytes() if log.exists() else b""
+    monkeypatch.setenv("PLINTH_PASSPHRASE", "wrong")
+    code, _, err = run(
+        "pki", "client-cert", "example-prod", "--cn", "app", "--out", str(project / "c")
+    )
+    assert code == 1 and "wrong PLINTH_PASSPHRASE" in err and len(err.strip().splitlines()) == 1
+    assert (log.read_bytes() if log.exists() else b"") == before
+    assert not (project / "c" / "app.crt").exists()
+
+
+def test_secrets_round_trip_without_values_on_the_command_line(project: Path) -> None:
+    assert (
+        run("secrets", "generate", "example-prod", "airflow-fernet-key", "--kind", "fernet")[0] == 0
+    )
+    assert run("secrets", "set", "example-prod", "partner-api-token", stdin="tok-123\n")[0] == 0
+    code, out, _ = run("secrets", "list", "example-prod")
+    assert out.split() == ["airflow-fernet-key", "partner-api-token"]
+    assert run("secrets", "get", "example-prod", "partner-api-token")[1].strip() == "tok-123"
+    stored = (project / "inventory" / "example-prod" / "secrets.json").read_text()
+    assert "tok-123" not in stored
+    code, _, err = run("secrets", "generate", "example-prod", "airflow-fernet-key")
+    assert code == 1 and "already exists" in err
+    code, _, err = run("secrets", "get", "example-prod", "nosuch")
+    assert code == 1 and err.startswith("error: ")
