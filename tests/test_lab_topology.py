@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 import yaml
@@ -173,3 +174,10 @@ def test_answering_engine_is_used_as_is(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(engine, "_try_client", lambda timeout=10: sentinel)
     monkeypatch.setattr(engine, "_start_dockerd", lambda: pytest.fail("must not start"))
     assert engine.ensure_engine() is sentinel
+
+
+def test_extra_ca_bundle_is_passed_to_the_hosts(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    data = topo.build_environment("small", extra_ca_bundle=bundle)
+    env = parse_environment(data)
+    assert env.package_sources.extra_ca_bundle == str(bundle)

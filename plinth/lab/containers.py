@@ -334,7 +334,9 @@ def lab_up(profile: topo.Profile = "small", isolated: bool = False) -> LabInfo:
     with _phase(timings, "cleanup"):
         for item in clean_leftovers(client) + _remove_inventory():
             print(f"lab: removed leftover {item}", flush=True)
-    data = topo.build_environment(profile, mirror=mirror())
+    data = topo.build_environment(
+        profile, mirror=mirror(), extra_ca_bundle=topo.controller_ca_bundle()
+    )
     env = parse_environment(data, "lab profile " + profile)  # our own data: must be valid
     dcs = [dc.name for dc in env.datacenters]
     # Cheap checks before the (possibly minutes long) image build.

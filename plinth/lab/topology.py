@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from plinth.model import Environment, Role
@@ -127,10 +128,13 @@ def _vips(dc: str) -> list[dict[str, Any]]:
     ]
 
 
-def build_environment(profile: Profile, mirror: str | None = None) -> dict[str, Any]:
+def build_environment(
+    profile: Profile, mirror: str | None = None, extra_ca_bundle: Path | None = None
+) -> dict[str, Any]:
     """The YAML-ready content of ``inventory/lab.yaml`` for ``profile``.
 
-    ``mirror`` (default: the model's) is the Debian mirror the hosts use.
+    ``mirror`` (default: the model's) is the Debian mirror the hosts use;
+    ``extra_ca_bundle`` a PEM bundle the hosts add to their trust store.
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown lab profile {profile!r}; known: {', '.join(PROFILES)}")
@@ -167,6 +171,10 @@ def build_environment(profile: Profile, mirror: str | None = None) -> dict[str, 
             "apt_mirror": mirror.rstrip("/"),
             "apt_security_mirror": security_mirror(mirror),
         }
+    if extra_ca_bundle is not None:
+        # The controller's own trust: where egress is TLS-inspected (as an OT site's
+        # proxy would be), hosts need that CA to reach PyPI and artifact sources.
+        package_sources["extra_ca_bundle"] = str(extra_ca_bundle)
     return {
         "name": "lab",
         "kind": "lab",
@@ -176,6 +184,14 @@ def build_environment(profile: Profile, mirror: str | None = None) -> dict[str, 
         "ssh": dict(SSH_SETTINGS),
         "package_sources": package_sources,
     }
+
+
+CONTROLLER_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def controller_ca_bundle() -> Path | None:
+    """The controller's CA bundle, if it has one (Debian's ca-certificates)."""
+    return CONTROLLER_CA_BUNDLE if CONTROLLER_CA_BUNDLE.is_file() else None
 
 
 def memory_limit(roles: Iterable[Role | str]) -> str:

@@ -66,6 +66,12 @@ def test_base_settings_are_on_every_host(deployed_small_lab: Lab, tmp_path: Path
         assert host.check_output("cat /proc/sys/net/ipv4/tcp_keepalive_time") == "60"
         assert host.check_output("cat /proc/sys/net/ipv4/ip_nonlocal_bind") == "1"
         assert host.check_output("readlink /etc/localtime") == "/usr/share/zoneinfo/UTC"
+        # trust: the platform root and the extra bundle are in the system store
+        assert host.file("/usr/local/share/ca-certificates/plinth-lab-root.crt").exists
+        if env.package_sources.extra_ca_bundle:
+            assert host.file("/usr/local/share/ca-certificates/plinth-extra-ca.crt").exists
+            # the package index is reachable over verified TLS through that bundle
+            assert host.run("curl -sf -o /dev/null https://pypi.org/simple/pip/").rc == 0
 
 
 def test_unreachable_host_fails_loudly_and_applies_nothing(
