@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 DNS_DOMAIN_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
@@ -217,6 +224,23 @@ class EtcdSettings(Frozen):
     """Client (and Patroni) port, TLS with client certificates."""
     peer_port: int = 2380
     """Raft peer port, TLS with peer certificates."""
+    heartbeat_interval_ms: int = Field(100, ge=10, le=10000)
+    """Raft heartbeat interval. Raise it with the round trip between members."""
+    election_timeout_ms: int = Field(1000, ge=100, le=50000)
+    """Raft election timeout; etcd wants at least 5x the heartbeat interval."""
+    quota_backend_bytes: int = Field(2 * 1024**3, ge=64 * 1024**2)
+    """Backend size quota: etcd raises a NOSPACE alarm (read-only) beyond it."""
+    auto_compaction_retention_hours: int = Field(1, ge=0)
+    """Keep this many hours of key history (periodic compaction); 0 disables."""
+
+    @model_validator(mode="after")
+    def _timing(self) -> EtcdSettings:
+        if self.election_timeout_ms < 5 * self.heartbeat_interval_ms:
+            raise ValueError(
+                f"election_timeout_ms: {self.election_timeout_ms} is less than 5 x "
+                f"heartbeat_interval_ms ({self.heartbeat_interval_ms})"
+            )
+        return self
 
 
 class PatroniSettings(Frozen):
@@ -228,6 +252,61 @@ class PatroniSettings(Frozen):
     """Patroni REST API port."""
     synchronous_mode: bool = True
     """Synchronous replication: no committed transaction is lost on failover."""
+    ttl: int = Field(12, ge=6, le=300)
+    """Leader lock lifetime in seconds: an unreachable primary is replaced after at most
+    this long. Patroni needs ``loop_wait + 2 * retry_timeout <= ttl``."""
+    loop_wait: int = Field(2, ge=1, le=60)
+    """Seconds between Patroni's HA loops."""
+    retry_timeout: int = Field(5, ge=2, le=60)
+    """Seconds Patroni retries the DCS and PostgreSQL before giving up (demoting)."""
+    maximum_lag_on_failover: int = Field(1024**2, ge=0)
+    """Bytes a replica may lag and still be promoted (synchronous standbys never lag)."""
+    replica_max_lag: str = "16MB"
+    """Lag above which haproxy's replica port stops routing to a replica (``/replica?lag=``)."""
+    parameters: dict[str, str] = Field(
+        default_factory=lambda: {
+            "max_connections": "200",
+            "shared_buffers": "128MB",
+            "wal_level": "replica",
+            "hot_standby": "on",
+            "max_wal_senders": "10",
+            "max_replication_slots": "10",
+            "wal_log_hints": "on",
+            "password_encryption": "scram-sha-256",
+            "ssl_min_protocol_version": "TLSv1.2",
+            "log_connections": "on",
+            "log_disconnections": "on",
+        }
+    )
+    """PostgreSQL settings kept in Patroni's dynamic configuration (in etcd). After the
+    bootstrap they are changed through Patroni's REST API (``PATCH /config``), never in
+    files Patroni owns; a setting that needs a restart is rolled replicas first, one
+    switchover, old primary last. Values are strings, as PostgreSQL prints them."""
+    login_roles: tuple[str, ...] = ("plinth_probe",)
+    """Roles that log in with a client certificate alone (CN = role, from
+    ``plinth pki client-cert ENV --cn ROLE``); each is created on the primary with LOGIN and
+    a schema of its own, nothing more. ``plinth_probe`` is the write probe of the lab tests
+    and benchmark (an operator's end-to-end check through the VIP)."""
+
+    @field_validator("login_roles")
+    @classmethod
+    def _role_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        reserved = {"postgres", "replicator", "rewind_user"}
+        for role in value:
+            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
+                raise ValueError(f"{role!r} is not a plain PostgreSQL role name ([a-z_][a-z0-9_]*)")
+            if role in reserved:
+                raise ValueError(f"{role!r} is reserved for Patroni")
+        return value
+
+    @model_validator(mode="after")
+    def _timing(self) -> PatroniSettings:
+        if self.loop_wait + 2 * self.retry_timeout > self.ttl:
+            raise ValueError(
+                f"ttl: {self.ttl} is less than loop_wait + 2 * retry_timeout "
+                f"({self.loop_wait} + 2 * {self.retry_timeout}); Patroni would lose its lock"
+            )
+        return self
 
 
 class HaproxySettings(Frozen):
@@ -237,6 +316,15 @@ class HaproxySettings(Frozen):
     """VIP port routed to replicas (Patroni /replica?lag=...)."""
     maxconn: int = Field(4000, le=9000)
     """Global maxconn; ~2 descriptors per connection must fit the open-file limit."""
+    check_interval_ms: int = Field(1000, ge=100, le=60000)
+    """Interval of the Patroni health checks; a server is marked down after two failures."""
+
+
+class KeepalivedSettings(Frozen):
+    advert_int: int = Field(1, ge=1, le=255)
+    """VRRP advertisement interval in seconds; a dead MASTER is replaced after ~3 of them."""
+    check_interval: int = Field(1, ge=1, le=60)
+    """Seconds between runs of the haproxy track script (two failures release the VIP)."""
 
 
 class RedisSettings(Frozen):
@@ -253,6 +341,18 @@ class RabbitmqSettings(Frozen):
     """Management API over TLS."""
 
 
+class SquidSettings(Frozen):
+    port: int = Field(3128, ge=1, le=65535)
+    """Proxy port on the squid hosts (and the DC's edge VIP)."""
+    allowed_domains: tuple[str, ...] = ()
+    """Destinations allowed besides the package sources' hosts (artifact sources). A
+    leading dot allows subdomains (``.example.org``)."""
+    cache_size_mb: int = Field(4096, ge=100)
+    """Disk cache size: packages installed by one host are served to the next."""
+    max_object_size_mb: int = Field(512, ge=1)
+    """Largest object cached (a big wheel or .deb)."""
+
+
 class ComponentSettings(Frozen):
     etcd: EtcdSettings = EtcdSettings()
     """etcd settings (one 3- or 5-member cluster per DC)."""
@@ -260,10 +360,14 @@ class ComponentSettings(Frozen):
     """Patroni / PostgreSQL settings."""
     haproxy: HaproxySettings = HaproxySettings()
     """haproxy (NLB) settings."""
+    keepalived: KeepalivedSettings = KeepalivedSettings()
+    """keepalived (VRRP VIPs) settings."""
     redis: RedisSettings = RedisSettings()
     """Redis + Sentinel settings."""
     rabbitmq: RabbitmqSettings = RabbitmqSettings()
     """RabbitMQ settings."""
+    squid: SquidSettings = SquidSettings()
+    """squid (egress proxy) settings."""
 
 
 class Environment(Frozen):

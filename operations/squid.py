@@ -1,0 +1,102 @@
+"""squid: the egress proxy of a datacenter, the only way from the platform's hosts to
+the package sources and artifact sources the model allows.
+
+It does not configure the clients: hosts use it through ``package_sources.http_proxy``
+(the base deploy writes apt's proxy from that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import StringIO
+from urllib.parse import urlsplit
+
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, server, systemd
+
+from operations.checked import checked_file
+from plinth.model import Environment, Host, PackageSources, SquidSettings
+from plinth.render import render_template
+
+CONFIG = "/etc/squid/squid.conf"
+
+
+@dataclass(frozen=True)
+class SquidInput:
+    """The slice of the model squid reads."""
+
+    hostname: str
+    settings: SquidSettings
+    client_networks: tuple[str, ...]
+    allowed_domains: tuple[str, ...]
+
+
+def allowed_domains(sources: PackageSources, settings: SquidSettings) -> tuple[str, ...]:
+    """Destinations the proxy lets through: the package sources, then the extra ones.
+
+    A PyPI index on pypi.org also needs files.pythonhosted.org, where the wheels live.
+    """
+    domains: list[str] = []
+    for url in (sources.apt_mirror, sources.apt_security_mirror, sources.pypi_index):
+        host = urlsplit(url).hostname
+        if host and host not in domains:
+            domains.append(host)
+    if "pypi.org" in domains and "files.pythonhosted.org" not in domains:
+        domains.append("files.pythonhosted.org")
+    for domain in settings.allowed_domains:
+        if domain not in domains:
+            domains.append(domain)
+    return tuple(domains)
+
+
+def squid_input(env: Environment, host: Host) -> SquidInput:
+    # Clients may sit in any DC (DC2 hosts keep using DC1's proxy while theirs is
+    # down), so every platform subnet may use every proxy.
+    settings = env.components.squid
+    # The proxy itself must go direct: its own sources, never a proxy (itself).
+    sources = env.package_sources_for(host.datacenter)
+    return SquidInput(
+        hostname=env.fqdn(host),
+        settings=settings,
+        client_networks=tuple(str(dc.subnet) for dc in env.datacenters),
+        allowed_domains=allowed_domains(sources, settings),
+    )
+
+
+def render_config(spec: SquidInput) -> str:
+    return render_template(
+        "squid/etc/squid/squid.conf.j2",
+        listen_port=spec.settings.port,
+        hostname=spec.hostname,
+        client_networks=spec.client_networks,
+        allowed_domains=spec.allowed_domains,
+        cache_size_mb=spec.settings.cache_size_mb,
+        max_object_size_mb=spec.settings.max_object_size_mb,
+    )
+
+
+@deploy("squid")
+def squid(spec: SquidInput) -> None:
+    """Install squid, write its allowlist configuration (checked with ``squid -k parse``
+    before it replaces the running one) and reload it only when it changed."""
+    apt.packages(name="squid package", packages=["squid"])
+    config = checked_file(
+        name="squid configuration",
+        path=CONFIG,
+        src=StringIO(render_config(spec)),
+        check="squid -k parse -f {path}",
+        mode="644",
+    )
+    files.directory(
+        name="squid cache directory",
+        path="/var/spool/squid",
+        user="proxy",
+        group="proxy",
+        mode="750",
+    )
+    systemd.service(name="squid running", service="squid.service", running=True, enabled=True)
+    server.shell(
+        name="squid reloads its configuration",
+        commands=["squid -k reconfigure"],
+        _if=config.did_change,
+    )
