@@ -5,9 +5,13 @@ typed model. The order, and why:
 
 1. base host: names, package sources, trust anchors, time. Everything after
    installs packages, resolves platform names and trusts the platform root.
-2. host TLS: keys made on the host, certificates signed from CSRs, CRLs. Every
+2. the PostgreSQL cell's packages (etcd, Patroni/PostgreSQL, haproxy, keepalived by
+   role), installed but not started: their service users must exist before host TLS
+   makes the keys those users own.
+3. host TLS: keys made on the host, certificates signed from CSRs, CRLs. Every
    TLS-speaking component after this finds its certificate in place.
-3. (next) squid before anything that downloads; etcd before Patroni (its DCS);
+4. etcd (Patroni's DCS), one member at a time when it restarts.
+5. (next) squid before anything that downloads; etcd before Patroni (its DCS);
    Patroni before haproxy/keepalived (they route to its primary); Redis,
    RabbitMQ and MinIO before the stateless tier; nginx before Airflow.
 """
@@ -15,9 +19,12 @@ typed model. The order, and why:
 from pyinfra import host
 
 from operations.base import BaseHostInput, base_host, read_extra_ca
+from operations.etcd import etcd_input, etcd_member
+from operations.patroni import cell_packages_installed
 from operations.pki import host_tls
 from plinth.certificates import host_certificates
 from plinth.context import host_context, tls_signer
+from plinth.model import Role
 from plinth.trust import platform_trust_anchors
 
 context = host_context(host.data, host.name)
@@ -37,11 +44,17 @@ base_host(
     )
 )
 
+cell_packages_installed(context.host.roles)
+
+certificates = {spec.service: spec for spec in host_certificates(environment, context.host)}
 signer, crls = tls_signer(context)
 host_tls(
-    host_certificates(environment, context.host),
+    list(certificates.values()),
     signer,
     crls,
     rotate_service=host.data.get("plinth_rotate_service"),
     rotate_keys=bool(host.data.get("plinth_rotate_keys")),
 )
+
+if Role.ETCD in context.host.roles:
+    etcd_member(etcd_input(context, certificates["etcd"]))

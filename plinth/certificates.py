@@ -14,10 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plinth.model import Environment, Host
+from plinth.model import Environment, Host, Role
 from plinth.pki import Profile
 
 TLS_ROOT = "/etc/plinth/tls"
+
+# PostgreSQL roles Patroni itself uses; their client certificates carry these CNs
+# (pg_hba ``clientcert=verify-full`` maps CN to the role).
+REPLICATION_ROLE = "replicator"
+REWIND_ROLE = "rewind_user"
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,38 @@ def host_certificates(env: Environment, host: Host) -> list[CertificateSpec]:
             ip_addresses=tuple(ips),
         )
     ]
+    if Role.ETCD in host.roles:
+        # One peer certificate for both raft peers and clients: etcd checks that a
+        # peer's certificate names its source address, so the node IP is a SAN.
+        dns, ips = service_names(env, host, "etcd")
+        specs.append(
+            CertificateSpec(
+                "etcd", Profile.PEER, env.fqdn(host), tuple(dns), tuple(ips), "etcd", "etcd"
+            )
+        )
+    if Role.POSTGRESQL in host.roles:
+        # PostgreSQL's server certificate (the pg VIP's names too: clients dial the VIP
+        # with verify-full) and Patroni's: REST API server, client of the other
+        # members' APIs and of etcd.
+        dns, ips = service_names(env, host, "postgresql")
+        specs.append(
+            CertificateSpec(
+                "patroni",
+                Profile.PEER,
+                env.fqdn(host),
+                tuple(dns),
+                tuple(ips),
+                "postgres",
+                "postgres",
+            )
+        )
+        for service, role in (("pg-replicator", REPLICATION_ROLE), ("pg-rewind", REWIND_ROLE)):
+            specs.append(
+                CertificateSpec(service, Profile.CLIENT, role, (), (), "postgres", "postgres")
+            )
+    if Role.HAPROXY in host.roles:
+        # haproxy's health checks are clients of Patroni's REST API (verify_client: required).
+        specs.append(CertificateSpec("haproxy", Profile.CLIENT, env.fqdn(host), (), ()))
     return specs
 
 
