@@ -11,7 +11,8 @@ typed model. The order, and why:
 3. host TLS: keys made on the host, certificates signed from CSRs, CRLs. Every
    TLS-speaking component after this finds its certificate in place.
 4. etcd (Patroni's DCS), one member at a time when it restarts.
-5. (next) squid before anything that downloads; etcd before Patroni (its DCS);
+5. Patroni/PostgreSQL (needs etcd), then haproxy/keepalived (route to its primary).
+6. (next) squid before anything that downloads; etcd before Patroni (its DCS);
    Patroni before haproxy/keepalived (they route to its primary); Redis,
    RabbitMQ and MinIO before the stateless tier; nginx before Airflow.
 """
@@ -20,7 +21,13 @@ from pyinfra import host
 
 from operations.base import BaseHostInput, base_host, read_extra_ca
 from operations.etcd import etcd_input, etcd_member
-from operations.patroni import cell_packages_installed
+from operations.patroni import (
+    cell_packages_installed,
+    patroni_input,
+    patroni_member,
+    read_passwords,
+    render,
+)
 from operations.pki import host_tls
 from plinth.certificates import host_certificates
 from plinth.context import host_context, tls_signer
@@ -58,3 +65,9 @@ host_tls(
 
 if Role.ETCD in context.host.roles:
     etcd_member(etcd_input(context, certificates["etcd"]))
+
+if Role.POSTGRESQL in context.host.roles:
+    patroni = patroni_input(
+        context, certificates["patroni"], certificates["pg-replicator"], certificates["pg-rewind"]
+    )
+    patroni_member(patroni, render(patroni, read_passwords(context)))

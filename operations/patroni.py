@@ -1,21 +1,52 @@
-"""Patroni + PostgreSQL 15: the DC's HA database cell (and its packages).
+"""Patroni + PostgreSQL 15: the DC's HA database cell (and the cell's packages).
 
-Placeholder split: the cell's packages are installed first (before host TLS, so the
-service users that own the keys exist); Patroni itself is configured after etcd.
+The cell's packages are installed first, not started (before host TLS, so the service
+users that own the keys exist). Patroni is configured after etcd, its DCS.
+
+What plinth writes and what it leaves to Patroni:
+
+* ``/etc/patroni/config.yml`` (local configuration: TLS, etcd, authentication, pg_hba)
+  is ours; a change is applied with a reload (SIGHUP), which never restarts PostgreSQL.
+* ``postgresql.conf`` and ``pg_hba.conf`` are Patroni's, written from the above.
+* dynamic settings (timings, synchronous mode, PostgreSQL parameters) live in etcd:
+  ``bootstrap.dcs`` seeds them once; afterwards :func:`dynamic_config` compares them
+  with the model through ``GET /config`` and sends only the difference with
+  ``PATCH /config`` — the cluster's own changes to other keys are left alone.
+* a parameter that needs a restart is rolled by :func:`pending_restarts`: replicas one at
+  a time, one switchover, the old primary last, each step behind a live gate.
+
+Secrets (the passwords of ``postgres``, ``replicator`` and ``rewind_user``) are read on the
+controller from the encrypted store and reach the host only inside the uploaded file,
+compared by checksum: never in an operation's arguments, a log line or a plan.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from io import StringIO
+from typing import Any
 
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import files
+from pyinfra.facts.systemd import SystemdStatus
+from pyinfra.operations import files, systemd
 
-from plinth.model import Role
+from facts.patroni import (
+    PatroniCluster,
+    PatroniDynamicConfig,
+    PostgresRoles,
+    patroni_cluster_command,
+)
+from operations.checked import checked_file
+from plinth.certificates import CertificateSpec
+from plinth.context import HostContext
+from plinth.model import PatroniSettings, Role
+from plinth.reasons import explain_change
+from plinth.render import render_template
 
 POLICY_RC = "/usr/sbin/policy-rc.d"
 
@@ -72,3 +103,308 @@ def cell_packages_installed(roles: Sequence[Role]) -> None:
             create_remote_dir=True,
         )
     packages_not_started(name="PostgreSQL cell packages, not started", packages=packages)
+
+
+CONFIG = "/etc/patroni/config.yml"
+DATA_ROOT = "/var/lib/postgresql/15"
+READY_WAIT_SECONDS = 240
+SECRET_NAMES = {
+    "superuser": "postgresql-superuser-password",
+    "replication": "postgresql-replication-password",
+    "rewind": "postgresql-rewind-password",
+}
+
+
+@dataclass(frozen=True)
+class PatroniInput:
+    """The slice of the model one Patroni member reads (no secrets: see :func:`render`)."""
+
+    name: str
+    address: str
+    scope: str
+    settings: PatroniSettings
+    etcd_hosts: tuple[str, ...]
+    """``address:port`` of the DC's etcd members."""
+    networks: tuple[str, ...]
+    """Subnets allowed to reach PostgreSQL with Patroni's roles (every DC's)."""
+    members: tuple[str, ...]
+    """Names of every member of the cluster."""
+    tls: CertificateSpec
+    replication: CertificateSpec
+    rewind: CertificateSpec
+
+    @property
+    def api(self) -> str:
+        return f"https://{self.address}:{self.settings.rest_api_port}"
+
+    @property
+    def data_dir(self) -> str:
+        return f"{DATA_ROOT}/{self.scope}"
+
+    def cluster_command(self) -> str:
+        return patroni_cluster_command(
+            self.tls.ca_path, self.tls.chain_path, self.tls.key_path, self.api
+        )
+
+    def curl(self, path: str, *args: str) -> str:
+        q = shlex.quote
+        tls = self.tls
+        return (
+            f"curl -s -m 10 --cacert {q(tls.ca_path)} --cert {q(tls.chain_path)} "
+            f"--key {q(tls.key_path)} {' '.join(args)} {q(self.api + path)}"
+        )
+
+
+def dynamic_settings(settings: PatroniSettings) -> dict[str, Any]:
+    """Patroni's dynamic configuration as the model wants it (the keys plinth manages)."""
+    return {
+        "ttl": settings.ttl,
+        "loop_wait": settings.loop_wait,
+        "retry_timeout": settings.retry_timeout,
+        "maximum_lag_on_failover": settings.maximum_lag_on_failover,
+        "synchronous_mode": settings.synchronous_mode,
+        "postgresql": {
+            "use_pg_rewind": True,
+            "use_slots": True,
+            "parameters": dict(settings.parameters),
+        },
+    }
+
+
+def config_difference(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The PATCH body that turns ``current`` into ``wanted`` for the keys ``wanted`` has.
+
+    Keys only the cluster has are left alone; values compare as strings (PostgreSQL
+    parameters come back as they were sent, numbers and strings alike).
+    """
+    patch: dict[str, Any] = {}
+    for key, value in wanted.items():
+        have = current.get(key)
+        if isinstance(value, dict):
+            sub = config_difference(have if isinstance(have, dict) else {}, value)
+            if sub:
+                patch[key] = sub
+        elif have is None or str(have).lower() != str(value).lower():
+            patch[key] = value
+    return patch
+
+
+def flatten(patch: dict[str, Any], prefix: str = "") -> list[str]:
+    """``a.b=c`` lines of a patch, for reasons and logs (dynamic settings hold no secrets)."""
+    out = []
+    for key, value in sorted(patch.items()):
+        if isinstance(value, dict):
+            out += flatten(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={value}")
+    return out
+
+
+def patroni_input(
+    context: HostContext,
+    tls: CertificateSpec,
+    replication: CertificateSpec,
+    rewind: CertificateSpec,
+) -> PatroniInput:
+    env = context.environment
+    dc = context.datacenter.name
+    settings = env.components.patroni
+    etcd_port = env.components.etcd.client_port
+    return PatroniInput(
+        name=context.host.name,
+        address=str(context.host.address),
+        scope=f"{settings.scope_prefix}-{dc}",
+        settings=settings,
+        etcd_hosts=tuple(f"{h.address}:{etcd_port}" for h in env.hosts_with(Role.ETCD, dc)),
+        networks=tuple(str(d.subnet) for d in env.datacenters),
+        members=tuple(h.name for h in env.hosts_with(Role.POSTGRESQL, dc)),
+        tls=tls,
+        replication=replication,
+        rewind=rewind,
+    )
+
+
+def render(spec: PatroniInput, passwords: dict[str, str]) -> str:
+    """patroni.yml for ``spec``; ``passwords`` maps superuser/replication/rewind to values."""
+    return render_template(
+        "patroni/etc/patroni/config.yml.j2",
+        scope=spec.scope,
+        member=spec.name,
+        address=spec.address,
+        settings=spec.settings,
+        tls=spec.tls,
+        replication=spec.replication,
+        rewind=spec.rewind,
+        etcd_hosts=list(spec.etcd_hosts),
+        dynamic=dynamic_settings(spec.settings),
+        data_dir=spec.data_dir,
+        networks=spec.networks,
+        passwords=passwords,
+    )
+
+
+def read_passwords(context: HostContext) -> dict[str, str]:
+    """The three Patroni passwords from the environment's encrypted secrets."""
+    from plinth.provision import passphrase_for
+    from plinth.secrets import SecretStore
+
+    env = context.environment
+    store = SecretStore(
+        context.environment_file.parent / env.name / "secrets.json", passphrase_for(env)
+    )
+    missing = [name for name in SECRET_NAMES.values() if name not in store]
+    if missing:
+        raise ValueError(
+            f"environment {env.name!r} has no secret(s) {', '.join(missing)}: run "
+            f"`plinth up {env.name}` (generates them) or `plinth secrets generate`"
+        )
+    return {key: store.get(name).reveal() for key, name in SECRET_NAMES.items()}
+
+
+def _running() -> bool:
+    return bool(host.get_fact(SystemdStatus).get("patroni.service"))
+
+
+@operation()
+def member_started() -> Generator[StringCommand, None, None]:
+    """Start Patroni where it is not running (it bootstraps or clones PostgreSQL)."""
+    if _running():
+        host.noop("patroni is running")
+        return
+    yield StringCommand("systemctl", "start", "patroni.service")
+
+
+@operation(is_idempotent=False)
+def reloaded() -> Generator[StringCommand, None, None]:
+    """Reload a running Patroni after its local configuration changed (SIGHUP: it rewrites
+    pg_hba.conf and reloads PostgreSQL; a parameter needing a restart is only flagged)."""
+    if not _running():
+        host.noop("patroni not running yet")
+        return
+    yield StringCommand("systemctl", "reload", "patroni.service")
+
+
+@operation()
+def member_ready(spec: PatroniInput) -> Generator[StringCommand, None, None]:
+    """Wait until this member's PostgreSQL runs (bootstrapped, or cloned and replicating)."""
+    state = host.get_fact(
+        PatroniCluster,
+        ca=spec.tls.ca_path,
+        cert=spec.tls.chain_path,
+        key=spec.tls.key_path,
+        api=spec.api,
+    )
+    me = state.member(spec.name) if state else None
+    if me is not None and me.state in ("running", "streaming"):
+        host.noop(f"{spec.name} is {me.role}, {me.state}")
+        return
+    yield StringCommand(
+        f"for i in $(seq {READY_WAIT_SECONDS}); do "
+        f'[ "$({spec.curl("/health", "-o /dev/null", "-w %{http_code}")})" = 200 ] && exit 0; '
+        "sleep 1; done; "
+        f'echo "error: PostgreSQL on {spec.name} not running after {READY_WAIT_SECONDS} s; '
+        'see journalctl -u patroni" >&2; exit 1'
+    )
+
+
+@operation()
+def dynamic_config(spec: PatroniInput) -> Generator[StringCommand, None, None]:
+    """Bring Patroni's dynamic configuration to the model through ``PATCH /config``.
+
+    Sent from the member that leads at preview time (any member accepts it); the others
+    have nothing to do. Before the cluster exists, ``bootstrap.dcs`` seeds it instead.
+    """
+    cluster = host.get_fact(
+        PatroniCluster,
+        ca=spec.tls.ca_path,
+        cert=spec.tls.chain_path,
+        key=spec.tls.key_path,
+        api=spec.api,
+    )
+    if cluster is None or cluster.leader is None:
+        host.noop("no running cluster yet: bootstrap.dcs seeds the dynamic configuration")
+        return
+    if cluster.leader.name != spec.name:
+        host.noop(f"dynamic configuration is applied from the leader ({cluster.leader.name})")
+        return
+    current = host.get_fact(
+        PatroniDynamicConfig,
+        ca=spec.tls.ca_path,
+        cert=spec.tls.chain_path,
+        key=spec.tls.key_path,
+        api=spec.api,
+    )
+    patch = config_difference(current or {}, dynamic_settings(spec.settings))
+    if not patch:
+        host.noop("dynamic configuration matches the model")
+        return
+    explain_change("PATCH /config " + ", ".join(flatten(patch)))
+    body = shlex.quote(json.dumps(patch, sort_keys=True))
+    header = shlex.quote("Content-Type: application/json")
+    request = spec.curl("/config", "-f", "-XPATCH", "-H", header, "-d", body)
+    yield StringCommand(
+        f'out=$({request}) || {{ echo "error: PATCH /config refused: $out" >&2; exit 1; }}'
+    )
+
+
+@operation()
+def login_roles(roles: Sequence[str], port: int) -> Generator[StringCommand, None, None]:
+    """Certificate-authenticated login roles, each with a schema of its own.
+
+    Created on the primary only (decided by PostgreSQL itself when the command runs);
+    replicas see them through replication, so the next run has nothing to do anywhere.
+    """
+    existing = host.get_fact(PostgresRoles, port=port)
+    missing = [r for r in roles if existing is None or r not in existing]
+    if not missing:
+        host.noop("login roles present")
+        return
+    explain_change(f"create role(s) {', '.join(missing)}")
+    array = "ARRAY[" + ",".join(f"'{r}'" for r in missing) + "]"
+    sql = (
+        f"SELECT format('CREATE ROLE %I LOGIN', r) FROM unnest({array}) r "
+        "WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) \\gexec\n"
+        f"SELECT format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', r, r) "
+        f"FROM unnest({array}) r \\gexec\n"
+    )
+    psql = f"runuser -u postgres -- psql -p {port} -X -v ON_ERROR_STOP=1"
+    yield StringCommand(
+        f'cd / && if [ "$({psql} -Atqc "select pg_is_in_recovery()")" = f ]; then '
+        f"printf '%s' {shlex.quote(sql)} | {psql} -q; fi"
+    )
+
+
+@deploy("Patroni")
+def patroni_member(spec: PatroniInput, config_text: str) -> None:
+    """One member of the DC's Patroni cluster (see the module docstring).
+
+    + config_text: the rendered patroni.yml (:func:`render`), passed as text so the
+      passwords inside never become an operation argument
+    """
+    files.directory(
+        name="PostgreSQL data root", path=DATA_ROOT, user="postgres", group="postgres", mode="700"
+    )
+    config = checked_file(
+        name="Patroni configuration",
+        path=CONFIG,
+        src=StringIO(config_text),
+        check="python3 -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' {path}",
+        mode="600",
+        user="postgres",
+        group="postgres",
+    )
+    systemd.service(
+        name="patroni enabled at boot", service="patroni.service", running=None, enabled=True
+    )
+    started = member_started(name="patroni started")
+    reloaded(
+        name="patroni reloaded for its new configuration",
+        _if=lambda: config.did_change() and not started.did_change(),
+    )
+    member_ready(name="PostgreSQL running under Patroni", spec=spec)
+    dynamic_config(name="Patroni dynamic configuration", spec=spec)
+    login_roles(
+        name="Login roles (client certificate)",
+        roles=list(spec.settings.login_roles),
+        port=spec.settings.postgresql_port,
+    )

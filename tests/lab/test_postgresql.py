@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from facts.etcd import etcd_cluster_command, parse_etcd_cluster
 from plinth.model import Role
-from tests.lab.conftest import Lab
+from plinth.provision import passphrase_for
+from plinth.secrets import SecretStore
+from plinth.stacks import state_dir
+from tests.lab.conftest import REPO, Lab, plinth
 
 pytestmark = pytest.mark.lab
 
@@ -57,3 +63,132 @@ def test_etcd_refuses_plaintext_and_clients_without_a_certificate(
     # peers too: the raft port wants a certificate
     peer = f"{first.address}:{lab.environment.components.etcd.peer_port}"
     assert remote.run(f"curl -sf -m 5 --cacert {ETCD_TLS}/ca.crt https://{peer}/version").rc != 0
+
+
+PROBE = "plinth_probe"
+
+
+def psql_binary() -> str:
+    found = shutil.which("psql")
+    if found is None:
+        pytest.skip("the controller has no psql (apt-get install postgresql-client)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def client_bundle(deployed_small_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A client certificate for the probe role, as an application gets one."""
+    out = tmp_path_factory.mktemp("pg-client")
+    plinth("pki", "client-cert", "lab", "--cn", PROBE, "--out", str(out))
+    return out
+
+
+def dsn(lab: Lab, bundle: Path | None, host: str, address: str, **extra: str) -> str:
+    params = {
+        "host": host,
+        "hostaddr": address,
+        "port": str(lab.environment.components.patroni.postgresql_port),
+        "dbname": "postgres",
+        "user": PROBE,
+        "sslmode": "verify-full",
+        "connect_timeout": "3",
+    }
+    if bundle is not None:
+        params |= {
+            "sslrootcert": str(bundle / "ca.crt"),
+            "sslcert": str(bundle / f"{PROBE}.crt"),
+            "sslkey": str(bundle / f"{PROBE}.key"),
+        }
+    params |= extra
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def psql(conninfo: str, sql: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [psql_binary(), conninfo, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def leader_of(lab: Lab, tmp: Path) -> str:
+    first = lab.environment.hosts_with(Role.POSTGRESQL)[0].name
+    out = lab.host(first, tmp).check_output("patronictl -c /etc/patroni/config.yml list -f json")
+    return next(m["Member"] for m in json.loads(out) if m["Role"] == "Leader")
+
+
+def test_write_needs_verify_full_tls_and_a_client_certificate(
+    deployed_small_lab: Lab, client_bundle: Path, tmp_path: Path
+) -> None:
+    lab = deployed_small_lab
+    env = lab.environment
+    leader = next(h for h in env.hosts if h.name == leader_of(lab, tmp_path))
+    good = dsn(lab, client_bundle, env.fqdn(leader), str(leader.address))
+    result = psql(
+        good,
+        "create table if not exists cert_write (id serial primary key, at timestamptz);"
+        "insert into cert_write default values;"
+        "select ssl, version from pg_stat_ssl where pid = pg_backend_pid()",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("t|TLSv1.")
+
+    # no client certificate
+    no_cert = dsn(lab, None, env.fqdn(leader), str(leader.address))
+    no_cert += f" sslrootcert={client_bundle / 'ca.crt'}"
+    refused = psql(no_cert, "select 1")
+    assert refused.returncode != 0 and "certificate" in refused.stderr, refused.stderr
+
+    # a certificate from another CA, with the right CN
+    other = tmp_path / "other"
+    other.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(other / "o.key"), "-out", str(other / "o.crt"),
+         "-subj", f"/CN={PROBE}", "-days", "1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (other / "o.key").chmod(0o600)
+    foreign = dsn(lab, client_bundle, env.fqdn(leader), str(leader.address))
+    foreign += f" sslcert={other / 'o.crt'} sslkey={other / 'o.key'}"
+    refused = psql(foreign, "select 1")
+    assert refused.returncode != 0 and "unknown ca" in refused.stderr, refused.stderr
+
+    # plaintext: no pg_hba line accepts it
+    plain = dsn(lab, None, env.fqdn(leader), str(leader.address), sslmode="disable")
+    refused = psql(plain, "select 1")
+    assert refused.returncode != 0 and "no encryption" in refused.stderr, refused.stderr
+
+
+def test_replicas_stream_over_verified_tls_with_one_synchronous(
+    deployed_small_lab: Lab, tmp_path: Path
+) -> None:
+    lab = deployed_small_lab
+    leader = leader_of(lab, tmp_path)
+    out = lab.host(leader, tmp_path).check_output(
+        'cd / && runuser -u postgres -- psql -XAtc "select r.usename, r.state, r.sync_state, '
+        "s.ssl, s.client_dn from pg_stat_replication r join pg_stat_ssl s using (pid) "
+        'order by r.sync_state"'
+    )
+    rows = [line.split("|") for line in out.splitlines()]
+    assert len(rows) == 2, out
+    assert all(r[0] == "replicator" and r[1] == "streaming" and r[3] == "t" for r in rows), out
+    assert all(r[4] == "/CN=replicator" for r in rows), out
+    assert sorted(r[2] for r in rows) == ["async", "sync"], out
+
+
+def test_second_up_changes_nothing_and_no_secret_reaches_the_plan(
+    deployed_small_lab: Lab,
+) -> None:
+    result = plinth("preview", "lab", "--expect-no-changes", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    env = deployed_small_lab.environment
+    store = SecretStore(state_dir(env.name) / "secrets.json", passphrase_for(env))
+    password = store.get("postgresql-superuser-password").reveal()
+    plan = subprocess.run(
+        ["pyinfra", "inventory/lab-dc1.py", "deploy.py", "--dry", "--json", "-vv"],
+        cwd=REPO, capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    assert password not in plan.stdout + plan.stderr
