@@ -151,13 +151,13 @@ def _read_cluster(target: Any, spec: EtcdInput) -> EtcdClusterState | None:
     return parse_etcd_cluster(out) if ok else None
 
 
-def _gated_restart(state: Any, target: Any, spec: EtcdInput) -> bool:
+def _gated_restart(state: Any, host: Any, spec: EtcdInput) -> bool:
     """Execute-time: restart this member only while the whole cluster is healthy."""
-    cluster = _read_cluster(target, spec)
+    cluster = _read_cluster(host, spec)
     if cluster is None or not cluster.healthy:
         problems = "; ".join(cluster.problems()) if cluster else "cannot read the cluster"
         return refuse(
-            target,
+            host,
             f"etcd restart of {spec.name} refused: cluster not healthy ({problems}); "
             "nothing was changed on this member",
         )
@@ -165,31 +165,31 @@ def _gated_restart(state: Any, target: Any, spec: EtcdInput) -> bool:
     if me is not None and me.is_leader:
         successor = next((m for m in cluster.members if m.name != spec.name and m.healthy), None)
         if successor is None:
-            return refuse(target, f"etcd restart of {spec.name} refused: no healthy successor")
-        note(target, f"etcd: moving leadership from {spec.name} to {successor.name}")
+            return refuse(host, f"etcd restart of {spec.name} refused: no healthy successor")
+        note(host, f"etcd: moving leadership from {spec.name} to {successor.name}")
         ok, _, err = run(
-            target,
+            host,
             spec.etcdctl_env()
             + f"; ETCDCTL_ENDPOINTS={me.client_url} etcdctl move-leader {successor.id}",
         )
         if not ok:
-            return refuse(target, f"etcd move-leader failed: {' '.join(err)[-300:]}")
-    ok, _, err = run(target, "systemctl restart etcd.service", timeout=120)
+            return refuse(host, f"etcd move-leader failed: {' '.join(err)[-300:]}")
+    ok, _, err = run(host, "systemctl restart etcd.service", timeout=120)
     if not ok:
-        return refuse(target, f"etcd restart of {spec.name} failed: {' '.join(err)[-300:]}")
+        return refuse(host, f"etcd restart of {spec.name} failed: {' '.join(err)[-300:]}")
 
     def healthy_again() -> EtcdClusterState | None:
-        current = _read_cluster(target, spec)
+        current = _read_cluster(host, spec)
         return current if current is not None and current.healthy else None
 
     after, waited = wait_for(healthy_again, HEALTHY_WAIT_SECONDS)
     if after is None:
         return refuse(
-            target,
+            host,
             f"etcd member {spec.name} restarted but the cluster is not healthy after "
             f"{HEALTHY_WAIT_SECONDS} s; stopping here",
         )
-    note(target, f"etcd member {spec.name} restarted, cluster healthy again in {waited:.1f} s")
+    note(host, f"etcd member {spec.name} restarted, cluster healthy again in {waited:.1f} s")
     return True
 
 
@@ -216,11 +216,12 @@ def etcd_member(spec: EtcdInput) -> None:
         mode="644",
     )
     systemd.service(name="etcd enabled at boot", service="etcd.service", running=None, enabled=True)
-    member_started(name="etcd member started", spec=spec)
+    started = member_started(name="etcd member started", spec=spec)
+    # A member this run started already runs the new configuration.
     rolling_restart(
         name="etcd restarted for its new configuration, one member at a time",
         spec=spec,
-        _if=config.did_change,
+        _if=lambda: config.did_change() and not started.did_change(),
         _serial=True,
     )
     cluster_healthy(name="etcd cluster healthy", spec=spec)
