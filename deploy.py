@@ -21,6 +21,8 @@ from pyinfra import host
 
 from operations.base import BaseHostInput, base_host, read_extra_ca
 from operations.etcd import etcd_input, etcd_member
+from operations.haproxy import haproxy_input, haproxy_node
+from operations.keepalived import keepalived_input, keepalived_node
 from operations.patroni import (
     cell_packages_installed,
     patroni_input,
@@ -71,3 +73,9 @@ if Role.POSTGRESQL in context.host.roles:
         context, certificates["patroni"], certificates["pg-replicator"], certificates["pg-rewind"]
     )
     patroni_member(patroni, render(patroni, read_passwords(context)))
+
+if Role.HAPROXY in context.host.roles:
+    haproxy_node(haproxy_input(context, certificates["haproxy"]))
+
+if Role.KEEPALIVED in context.host.roles:
+    keepalived_node(keepalived_input(context))
