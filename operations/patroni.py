@@ -24,21 +24,24 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from io import StringIO
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, systemd
 
 from facts.patroni import (
     PatroniCluster,
+    PatroniClusterState,
     PatroniDynamicConfig,
     PostgresRoles,
+    parse_patroni_cluster,
     patroni_cluster_command,
 )
 from operations.checked import checked_file
@@ -47,6 +50,7 @@ from plinth.context import HostContext
 from plinth.model import PatroniSettings, Role
 from plinth.reasons import explain_change
 from plinth.render import render_template
+from plinth.rolling import note, refuse, run, wait_for
 
 POLICY_RC = "/usr/sbin/policy-rc.d"
 
@@ -308,7 +312,7 @@ def member_ready(spec: PatroniInput) -> Generator[StringCommand, None, None]:
 
 
 @operation()
-def dynamic_config(spec: PatroniInput) -> Generator[StringCommand, None, None]:
+def dynamic_config(spec: PatroniInput) -> Generator[FunctionCommand, None, None]:
     """Bring Patroni's dynamic configuration to the model through ``PATCH /config``.
 
     Sent from the member that leads at preview time (any member accepts it); the others
@@ -338,13 +342,48 @@ def dynamic_config(spec: PatroniInput) -> Generator[StringCommand, None, None]:
     if not patch:
         host.noop("dynamic configuration matches the model")
         return
+    if cluster.problems(spec.members, spec.settings.maximum_lag_on_failover):
+        explain_change("cluster not healthy now: the change will be refused unless it recovers")
     explain_change("PATCH /config " + ", ".join(flatten(patch)))
+    yield FunctionCommand(_gated_patch, (spec, patch), {})
+
+
+def _read(host: Any, spec: PatroniInput) -> PatroniClusterState | None:
+    ok, out, _ = run(host, spec.cluster_command())
+    return parse_patroni_cluster(out) if ok else None
+
+
+def _gate(host: Any, spec: PatroniInput, what: str) -> PatroniClusterState | None:
+    """The live cluster if it is fit for ``what`` (every member present and running or
+    streaming, lag within bounds); otherwise log why and return None."""
+    cluster = _read(host, spec)
+    if cluster is None:
+        refuse(host, f"{what} refused: cannot read the Patroni cluster from {spec.name}")
+        return None
+    problems = cluster.problems(spec.members, spec.settings.maximum_lag_on_failover)
+    if problems:
+        refuse(host, f"{what} refused: {'; '.join(problems)}; nothing was changed")
+        return None
+    return cluster
+
+
+def _gated_patch(state: Any, host: Any, spec: PatroniInput, patch: dict[str, Any]) -> bool:
+    if _gate(host, spec, "Patroni configuration change") is None:
+        return False
     body = shlex.quote(json.dumps(patch, sort_keys=True))
     header = shlex.quote("Content-Type: application/json")
-    request = spec.curl("/config", "-f", "-XPATCH", "-H", header, "-d", body)
-    yield StringCommand(
-        f'out=$({request}) || {{ echo "error: PATCH /config refused: $out" >&2; exit 1; }}'
-    )
+    ok, out, err = run(host, spec.curl("/config", "-f", "-XPATCH", "-H", header, "-d", body))
+    if not ok:
+        return refuse(host, f"PATCH /config refused: {' '.join(out + err)[-300:]}")
+    note(host, "Patroni dynamic configuration: " + ", ".join(flatten(patch)))
+    _PATCHED.add(spec.scope)
+    return True
+
+
+# Scopes whose dynamic configuration this run changed. Operation bodies are evaluated
+# again when they execute: by then the configuration matches and Patroni may not have
+# flagged pending restarts yet, so the roll must remember that a PATCH just happened.
+_PATCHED: set[str] = set()
 
 
 @operation()
@@ -372,6 +411,155 @@ def login_roles(roles: Sequence[str], port: int) -> Generator[StringCommand, Non
         f'cd / && if [ "$({psql} -Atqc "select pg_is_in_recovery()")" = f ]; then '
         f"printf '%s' {shlex.quote(sql)} | {psql} -q; fi"
     )
+
+
+def _member_api(spec: PatroniInput, member: str, cluster: PatroniClusterState) -> str:
+    found = cluster.member(member)
+    address = found.host if found else member
+    return f"https://{address}:{spec.settings.rest_api_port}"
+
+
+def _post(host: Any, spec: PatroniInput, api: str, path: str, body: dict[str, Any]) -> bool:
+    q = shlex.quote
+    tls = spec.tls
+    command = (
+        f"curl -s -f -m 60 --cacert {q(tls.ca_path)} --cert {q(tls.chain_path)} "
+        f"--key {q(tls.key_path)} -XPOST -H 'Content-Type: application/json' "
+        f"-d {q(json.dumps(body))} {q(api + path)}"
+    )
+    ok, _, _ = run(host, command, timeout=90)
+    return ok
+
+
+def _wait_healthy(
+    host: Any, spec: PatroniInput, seconds: float = 120
+) -> PatroniClusterState | None:
+    def probe() -> PatroniClusterState | None:
+        cluster = _read(host, spec)
+        if cluster is None or cluster.problems(spec.members, spec.settings.maximum_lag_on_failover):
+            return None
+        return cluster
+
+    return wait_for(probe, seconds)[0]
+
+
+def _roll(state: Any, host: Any, spec: PatroniInput, after_patch: bool) -> bool:
+    """Execute-time: restart members with ``pending_restart``: replicas one at a time, one
+    switchover, the old leader last; each step only after a live gate passes.
+
+    Whichever member runs this first does the whole roll (the operation is serial); the
+    others then find nothing pending.
+    """
+    if after_patch:
+        # Patroni flags pending_restart on its next loop after a PATCH.
+        def flagged() -> PatroniClusterState | None:
+            cluster = _read(host, spec)
+            return cluster if cluster and any(m.pending_restart for m in cluster.members) else None
+
+        wait_for(flagged, spec.settings.loop_wait + 4)
+    cluster = _read(host, spec)
+    if cluster is None or not any(m.pending_restart for m in cluster.members):
+        note(host, "no member needs a restart")
+        return True
+    started = time.monotonic()
+    pending = sorted(m.name for m in cluster.members if m.pending_restart)
+    note(host, f"rolling restart of {', '.join(pending)}")
+    cluster = _gate(host, spec, "rolling restart")
+    if cluster is None or cluster.leader is None:
+        return False
+    old_leader = cluster.leader.name
+    for replica in [m for m in cluster.replicas if m.pending_restart]:
+        if _gate(host, spec, f"restart of replica {replica.name}") is None:
+            return False
+        note(host, f"restarting replica {replica.name}")
+        api = _member_api(spec, replica.name, cluster)
+        if not _post(host, spec, api, "/restart", {"restart_pending": True}):
+            return refuse(host, f"restart of replica {replica.name} failed (POST /restart)")
+        if _wait_healthy(host, spec) is None:
+            return refuse(host, f"replica {replica.name} did not come back healthy; stopping here")
+    current = _read(host, spec)
+    leader = current.member(old_leader) if current else None
+    if current is not None and leader is not None and leader.pending_restart:
+        gated = _gate(host, spec, f"switchover away from {old_leader}")
+        if gated is None:
+            return False
+
+        # In synchronous mode Patroni only promotes a synchronous standby: after the
+        # replica restarts one may not be assigned again yet, so wait for it.
+        def sync_standby() -> str | None:
+            current = _read(host, spec)
+            names = (
+                [m.name for m in current.replicas if m.role == "sync_standby"] if current else []
+            )
+            return names[0] if names else None
+
+        candidate: str | None = None
+        if spec.settings.synchronous_mode:
+            candidate, _ = wait_for(sync_standby, 30)
+        else:
+            candidate = gated.replicas[0].name if gated.replicas else None
+        if candidate is None:
+            return refuse(
+                host, f"switchover away from {old_leader} refused: no synchronous standby"
+            )
+        note(host, f"switchover {old_leader} -> {candidate}")
+        api = _member_api(spec, old_leader, gated)
+        if not _post(
+            host, spec, api, "/switchover", {"leader": old_leader, "candidate": candidate}
+        ):
+            return refuse(host, f"switchover {old_leader} -> {candidate} failed")
+        after = _wait_healthy(host, spec)
+        if after is None or after.leader is None or after.leader.name != candidate:
+            return refuse(host, f"switchover to {candidate} did not settle; stopping here")
+        demoted = after.member(old_leader)
+        # A demoted primary restarts as a replica, usually with the new settings already.
+        if demoted is not None and demoted.pending_restart:
+            if _gate(host, spec, f"restart of the old leader {old_leader}") is None:
+                return False
+            note(host, f"restarting the old leader {old_leader}")
+            api = _member_api(spec, old_leader, after)
+            if not _post(host, spec, api, "/restart", {"restart_pending": True}):
+                return refuse(host, f"restart of {old_leader} failed (POST /restart)")
+            if _wait_healthy(host, spec) is None:
+                return refuse(host, f"{old_leader} did not come back healthy")
+    note(host, f"rolling restart done in {time.monotonic() - started:.1f} s")
+    return True
+
+
+@operation(is_idempotent=False)
+def pending_restarts(spec: PatroniInput) -> Generator[FunctionCommand, None, None]:
+    """Roll the restarts PostgreSQL asks for (``pending_restart``), gated at each step.
+
+    Run it ``_serial=True`` after :func:`dynamic_config`: the first member to run it
+    rolls the whole cluster; the gate refuses (nothing restarted) when a member is
+    missing, not running or lagging.
+    """
+    cluster = host.get_fact(
+        PatroniCluster,
+        ca=spec.tls.ca_path,
+        cert=spec.tls.chain_path,
+        key=spec.tls.key_path,
+        api=spec.api,
+    )
+    if cluster is None or cluster.leader is None:
+        host.noop("no running cluster")
+        return
+    pending = [m.name for m in cluster.members if m.pending_restart]
+    current = host.get_fact(
+        PatroniDynamicConfig,
+        ca=spec.tls.ca_path,
+        cert=spec.tls.chain_path,
+        key=spec.tls.key_path,
+        api=spec.api,
+    )
+    patch = config_difference(current or {}, dynamic_settings(spec.settings))
+    after_patch = bool(patch) or spec.scope in _PATCHED
+    if not pending and not after_patch:
+        host.noop("no member needs a restart")
+        return
+    if pending:
+        explain_change(f"pending restart: {', '.join(pending)}")
+    yield FunctionCommand(_roll, (spec, after_patch), {})
 
 
 @deploy("Patroni")
@@ -403,6 +591,11 @@ def patroni_member(spec: PatroniInput, config_text: str) -> None:
     )
     member_ready(name="PostgreSQL running under Patroni", spec=spec)
     dynamic_config(name="Patroni dynamic configuration", spec=spec)
+    pending_restarts(
+        name="PostgreSQL restarts rolled (replicas, switchover, old leader)",
+        spec=spec,
+        _serial=True,
+    )
     login_roles(
         name="Login roles (client certificate)",
         roles=list(spec.settings.login_roles),

@@ -32,8 +32,28 @@ def collect(env: Environment, environment_file: Path) -> dict[str, Any]:
                 for vip in env.vips_in(dc.name)
             },
             "hosts": {h.name: str(h.address) for h in env.hosts_in(dc.name)},
+            "postgresql": _postgresql(env, dc.name, data["ca_bundle"]),
         }
     return data
+
+
+def _postgresql(env: Environment, dc: str, ca_bundle: str | None) -> dict[str, Any] | None:
+    """Where applications reach the DC's PostgreSQL: the VIP, its ports, how to verify."""
+    from plinth.model import Role
+
+    vip = next((v for v in env.vips_in(dc) if "postgresql" in v.services), None)
+    if vip is None or not env.hosts_with(Role.POSTGRESQL, dc):
+        return None
+    haproxy = env.components.haproxy
+    return {
+        "host": env.vip_fqdn(vip),
+        "address": str(vip.address),
+        "primary_port": haproxy.primary_port,
+        "replica_port": haproxy.replica_port,
+        "sslmode": "verify-full",
+        "sslrootcert": ca_bundle,
+        "client_certificate": f"plinth pki client-cert {env.name} --cn <role> --out <dir>",
+    }
 
 
 def render_text(data: dict[str, Any]) -> str:
@@ -45,4 +65,11 @@ def render_text(data: dict[str, Any]) -> str:
             services = ", ".join(vip["services"]) or "-"
             lines.append(f"    VIP {vip_name}: {vip['fqdn']} ({vip['address']}) serves {services}")
         lines.append(f"    hosts: {', '.join(f'{n} {a}' for n, a in dc['hosts'].items())}")
+        pg = dc.get("postgresql")
+        if pg:
+            lines.append(
+                f"    PostgreSQL: {pg['host']} ({pg['address']}) primary :{pg['primary_port']}, "
+                f"replicas :{pg['replica_port']}, sslmode={pg['sslmode']}, client certificate "
+                f"required ({pg['client_certificate']})"
+            )
     return "\n".join(lines)

@@ -48,3 +48,10 @@ def test_vrrp_state() -> None:
 def test_interfaces() -> None:
     lines = ["2: eth0    inet 10.0.0.11/24 brd 10.0.0.255 scope global eth0\\       valid_lft"]
     assert parse_interfaces(lines) == {"10.0.0.11": "eth0"}
+
+
+def test_status_reads_the_state_directory_the_notify_script_writes() -> None:
+    from operations.keepalived import STATE_DIR
+    from plinth.cli.cluster import KEEPALIVED_STATE_DIR
+
+    assert KEEPALIVED_STATE_DIR == STATE_DIR

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from plinth.cli import core, lab, pki
+from plinth.cli import cluster, core, lab, pki
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,6 +13,8 @@ def main() -> None:
 
 
 core.register(main)
+main.add_command(cluster.status)
+main.add_command(cluster.switchover)
 main.add_command(lab.lab)
 main.add_command(pki.pki)
 main.add_command(pki.secrets)
