@@ -265,6 +265,18 @@ def read_passwords(context: HostContext) -> dict[str, str]:
     return {key: store.get(name).reveal() for key, name in SECRET_NAMES.items()}
 
 
+def cluster_fact(spec: PatroniInput) -> PatroniClusterState | None:
+    """The cluster as this member's REST API reports it now (mutual TLS)."""
+    state: PatroniClusterState | None = host.get_fact(
+        PatroniCluster,
+        ca=spec.tls.ca_path,
+        cert=spec.tls.chain_path,
+        key=spec.tls.key_path,
+        api=spec.api,
+    )
+    return state
+
+
 def _running() -> bool:
     return bool(host.get_fact(SystemdStatus).get("patroni.service"))
 
@@ -291,13 +303,7 @@ def reloaded() -> Generator[StringCommand, None, None]:
 @operation()
 def member_ready(spec: PatroniInput) -> Generator[StringCommand, None, None]:
     """Wait until this member's PostgreSQL runs (bootstrapped, or cloned and replicating)."""
-    state = host.get_fact(
-        PatroniCluster,
-        ca=spec.tls.ca_path,
-        cert=spec.tls.chain_path,
-        key=spec.tls.key_path,
-        api=spec.api,
-    )
+    state = cluster_fact(spec)
     me = state.member(spec.name) if state else None
     if me is not None and me.state in ("running", "streaming"):
         host.noop(f"{spec.name} is {me.role}, {me.state}")
@@ -318,13 +324,7 @@ def dynamic_config(spec: PatroniInput) -> Generator[FunctionCommand, None, None]
     Sent from the member that leads at preview time (any member accepts it); the others
     have nothing to do. Before the cluster exists, ``bootstrap.dcs`` seeds it instead.
     """
-    cluster = host.get_fact(
-        PatroniCluster,
-        ca=spec.tls.ca_path,
-        cert=spec.tls.chain_path,
-        key=spec.tls.key_path,
-        api=spec.api,
-    )
+    cluster = cluster_fact(spec)
     if cluster is None or cluster.leader is None:
         host.noop("no running cluster yet: bootstrap.dcs seeds the dynamic configuration")
         return
@@ -534,13 +534,7 @@ def pending_restarts(spec: PatroniInput) -> Generator[FunctionCommand, None, Non
     rolls the whole cluster; the gate refuses (nothing restarted) when a member is
     missing, not running or lagging.
     """
-    cluster = host.get_fact(
-        PatroniCluster,
-        ca=spec.tls.ca_path,
-        cert=spec.tls.chain_path,
-        key=spec.tls.key_path,
-        api=spec.api,
-    )
+    cluster = cluster_fact(spec)
     if cluster is None or cluster.leader is None:
         host.noop("no running cluster")
         return
