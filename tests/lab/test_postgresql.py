@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,10 +114,25 @@ def psql(conninfo: str, sql: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def patroni_members(lab: Lab, tmp: Path) -> list[dict[str, Any]] | None:
+    """`patronictl list` from the first member that answers (one may be stopped)."""
+    for host in lab.environment.hosts_with(Role.POSTGRESQL):
+        try:
+            result = lab.host(host.name, tmp).run(
+                "patronictl -c /etc/patroni/config.yml list -f json"
+            )
+        except RuntimeError:  # ssh could not reach this container
+            continue
+        if result.rc == 0:
+            members: list[dict[str, Any]] = json.loads(result.stdout)
+            return members
+    return None
+
+
 def leader_of(lab: Lab, tmp: Path) -> str:
-    first = lab.environment.hosts_with(Role.POSTGRESQL)[0].name
-    out = lab.host(first, tmp).check_output("patronictl -c /etc/patroni/config.yml list -f json")
-    return next(m["Member"] for m in json.loads(out) if m["Role"] == "Leader")
+    members = patroni_members(lab, tmp)
+    assert members is not None, "no Patroni member answers"
+    return next(m["Member"] for m in members if m["Role"] == "Leader")
 
 
 def test_write_needs_verify_full_tls_and_a_client_certificate(
