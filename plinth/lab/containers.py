@@ -169,9 +169,23 @@ def clean_leftovers(client: docker.DockerClient) -> list[str]:
     def remove(container: Any) -> None:
         try:
             container.remove(force=True, v=True)
-            removed.append(f"container {container.name}")
         except NotFound:
-            pass
+            return
+        except APIError as error:
+            # 409 "removal already in progress": the engine is still tearing down a
+            # container (systemd inside can be slow to stop); wait for it to be gone.
+            if error.status_code != 409:
+                raise
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    client.containers.get(container.id)
+                except NotFound:
+                    break
+                time.sleep(0.5)
+            else:
+                raise LabError(f"container {container.name} is still being removed after 60 s")
+        removed.append(f"container {container.name}")
 
     _parallel(remove, containers)
     removed += [f"network {name}" for name in net.remove_networks(client)]
