@@ -277,6 +277,18 @@ def cluster_fact(spec: PatroniInput) -> PatroniClusterState | None:
     return state
 
 
+def pending_config_patch(spec: PatroniInput) -> dict[str, Any]:
+    """What ``PATCH /config`` must send for the live dynamic config to match the model."""
+    current = host.get_fact(
+        PatroniDynamicConfig,
+        ca=spec.tls.ca_path,
+        cert=spec.tls.chain_path,
+        key=spec.tls.key_path,
+        api=spec.api,
+    )
+    return config_difference(current or {}, dynamic_settings(spec.settings))
+
+
 def _running() -> bool:
     return bool(host.get_fact(SystemdStatus).get("patroni.service"))
 
@@ -331,14 +343,7 @@ def dynamic_config(spec: PatroniInput) -> Generator[FunctionCommand, None, None]
     if cluster.leader.name != spec.name:
         host.noop(f"dynamic configuration is applied from the leader ({cluster.leader.name})")
         return
-    current = host.get_fact(
-        PatroniDynamicConfig,
-        ca=spec.tls.ca_path,
-        cert=spec.tls.chain_path,
-        key=spec.tls.key_path,
-        api=spec.api,
-    )
-    patch = config_difference(current or {}, dynamic_settings(spec.settings))
+    patch = pending_config_patch(spec)
     if not patch:
         host.noop("dynamic configuration matches the model")
         return
@@ -539,14 +544,7 @@ def pending_restarts(spec: PatroniInput) -> Generator[FunctionCommand, None, Non
         host.noop("no running cluster")
         return
     pending = [m.name for m in cluster.members if m.pending_restart]
-    current = host.get_fact(
-        PatroniDynamicConfig,
-        ca=spec.tls.ca_path,
-        cert=spec.tls.chain_path,
-        key=spec.tls.key_path,
-        api=spec.api,
-    )
-    patch = config_difference(current or {}, dynamic_settings(spec.settings))
+    patch = pending_config_patch(spec)
     after_patch = bool(patch) or spec.scope in _PATCHED
     if not pending and not after_patch:
         host.noop("no member needs a restart")
