@@ -456,12 +456,15 @@ def _roll(state: Any, host: Any, spec: PatroniInput, after_patch: bool) -> bool:
     others then find nothing pending.
     """
     if after_patch:
-        # Patroni flags pending_restart on its next loop after a PATCH.
-        def flagged() -> PatroniClusterState | None:
+        # Each member flags pending_restart on its own next loop after a PATCH, so one
+        # flagged member says nothing about the others: a replica not yet flagged would be
+        # skipped, become the switchover candidate, and need a second switchover later.
+        # A restart-requiring parameter concerns every member; wait (bounded) for all.
+        def all_flagged() -> PatroniClusterState | None:
             cluster = _read(host, spec)
-            return cluster if cluster and any(m.pending_restart for m in cluster.members) else None
+            return cluster if cluster and all(m.pending_restart for m in cluster.members) else None
 
-        wait_for(flagged, spec.settings.loop_wait + 4)
+        wait_for(all_flagged, 2 * spec.settings.loop_wait + 4)
     cluster = _read(host, spec)
     if cluster is None or not any(m.pending_restart for m in cluster.members):
         note(host, "no member needs a restart")
@@ -473,11 +476,20 @@ def _roll(state: Any, host: Any, spec: PatroniInput, after_patch: bool) -> bool:
     if cluster is None or cluster.leader is None:
         return False
     old_leader = cluster.leader.name
-    for replica in [m for m in cluster.replicas if m.pending_restart]:
-        if _gate(host, spec, f"restart of replica {replica.name}") is None:
+    restarted: set[str] = set()
+    # Re-read before each step: a replica may flag pending_restart only after the
+    # others restarted, and it must be restarted before it can become the new leader.
+    while True:
+        gated = _gate(host, spec, "restart of the next replica")
+        if gated is None:
             return False
+        waiting = [m for m in gated.replicas if m.pending_restart and m.name not in restarted]
+        if not waiting:
+            break
+        replica = waiting[0]
         note(host, f"restarting replica {replica.name}")
-        api = _member_api(spec, replica.name, cluster)
+        restarted.add(replica.name)
+        api = _member_api(spec, replica.name, gated)
         if not _post(host, spec, api, "/restart", {"restart_pending": True}):
             return refuse(host, f"restart of replica {replica.name} failed (POST /restart)")
         if _wait_healthy(host, spec) is None:
@@ -491,10 +503,17 @@ def _roll(state: Any, host: Any, spec: PatroniInput, after_patch: bool) -> bool:
 
         # In synchronous mode Patroni only promotes a synchronous standby: after the
         # replica restarts one may not be assigned again yet, so wait for it.
+        # A standby still pending a restart would itself need a switchover once promoted.
         def sync_standby() -> str | None:
             current = _read(host, spec)
             names = (
-                [m.name for m in current.replicas if m.role == "sync_standby"] if current else []
+                [
+                    m.name
+                    for m in current.replicas
+                    if m.role == "sync_standby" and not m.pending_restart
+                ]
+                if current
+                else []
             )
             return names[0] if names else None
 
@@ -502,7 +521,8 @@ def _roll(state: Any, host: Any, spec: PatroniInput, after_patch: bool) -> bool:
         if spec.settings.synchronous_mode:
             candidate, _ = wait_for(sync_standby, 30)
         else:
-            candidate = gated.replicas[0].name if gated.replicas else None
+            ready = [m.name for m in gated.replicas if not m.pending_restart]
+            candidate = ready[0] if ready else None
         if candidate is None:
             return refuse(
                 host, f"switchover away from {old_leader} refused: no synchronous standby"
