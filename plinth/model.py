@@ -378,7 +378,12 @@ class Environment(Frozen):
     kind: Literal["lab", "production", "staging"] = "production"
     """``lab`` environments keep their passphrase in local state; others need PLINTH_PASSPHRASE."""
     datacenters: tuple[Datacenter, ...] = Field(min_length=1)
-    """The datacenters, in deploy order (DC1 is the active site)."""
+    """The datacenters, in deploy order."""
+    active_datacenter: str | None = None
+    """The site that takes writes; the others stand by (a Patroni standby cluster
+    replicating from the active site's PostgreSQL VIP). Default: the first datacenter.
+    Read when a cluster is created; changing it never demotes a running cluster (see the
+    DC failover runbook in docs/components/postgresql.md)."""
     hosts: tuple[Host, ...] = Field(min_length=1)
     """Every managed host."""
     vips: tuple[Vip, ...] = ()
@@ -400,6 +405,15 @@ class Environment(Frozen):
 
     def stack_names(self) -> list[str]:
         return [f"{self.name}-{dc.name}" for dc in self.datacenters]
+
+    @property
+    def active_site(self) -> str:
+        """Name of the datacenter that takes writes (``active_datacenter`` or the first)."""
+        return self.active_datacenter or self.datacenters[0].name
+
+    def vip_serving(self, service: str, datacenter: str) -> Vip | None:
+        """The first VIP of ``datacenter`` that carries ``service``."""
+        return next((v for v in self.vips_in(datacenter) if service in v.services), None)
 
     def hosts_in(self, datacenter: str) -> list[Host]:
         return [h for h in self.hosts if h.datacenter == datacenter]
@@ -553,6 +567,26 @@ def _rule_problems(env: Environment) -> Iterator[str]:
                 )
         if env.hosts_with(Role.SENTINEL, dc.name) and not env.hosts_with(Role.REDIS, dc.name):
             yield f"hosts[*].roles: sentinels in {dc.name!r} but no redis host to watch"
+
+    if env.active_datacenter is not None and env.active_datacenter not in dc_index:
+        yield (
+            f"active_datacenter: unknown datacenter {env.active_datacenter!r}; "
+            f"known: {', '.join(dc_index)}"
+        )
+    elif (
+        any(
+            env.hosts_with(Role.POSTGRESQL, dc.name)
+            for dc in env.datacenters
+            if dc.name != env.active_site
+        )
+        and env.vip_serving("postgresql", env.active_site) is None
+    ):
+        # Standby clusters replicate from the active site through its PostgreSQL VIP
+        # (haproxy routes it to whichever member is primary now).
+        yield (
+            f"vips: standby PostgreSQL clusters replicate from the active datacenter "
+            f"{env.active_site!r}, which has no VIP with the 'postgresql' service"
+        )
 
     if env.ssh.user != "root" and not re.fullmatch(r"[a-z_][a-z0-9_-]*", env.ssh.user):
         yield f"ssh.user: {env.ssh.user!r} is not a valid user name"

@@ -11,11 +11,13 @@ from pyinfra.api.exceptions import FactProcessError
 from facts.patroni import MISSING, UNREACHABLE, normalise_role, parse_patroni_cluster
 from operations.patroni import (
     PatroniInput,
+    StandbySource,
     cell_packages,
     config_difference,
     dynamic_settings,
     flatten,
     render,
+    standby_slot,
 )
 from plinth.certificates import CertificateSpec
 from plinth.model import PatroniSettings, Role
@@ -79,7 +81,7 @@ def test_unreachable_missing_and_garbage() -> None:
 
 
 def test_config_difference_touches_only_managed_keys() -> None:
-    wanted = dynamic_settings(PatroniSettings())
+    wanted = dynamic_settings(spec())
     current = json.loads(json.dumps(wanted))
     current["postgresql"]["parameters"]["max_connections"] = 200  # number vs "200": equal
     current["postgresql"]["parameters"]["work_mem"] = "8MB"  # set by the cluster: kept
@@ -140,3 +142,34 @@ def test_cell_packages_by_role() -> None:
     assert cell_packages([Role.HAPROXY]) == ["haproxy"]
     assert "patroni" in cell_packages([Role.POSTGRESQL, Role.ETCD])
     assert cell_packages([Role.REDIS]) == []
+
+
+def test_standby_site_bootstraps_from_the_active_vip_and_never_patches_it_away() -> None:
+    from dataclasses import replace
+
+    standby = replace(
+        spec(),
+        scope="pg-dc2",
+        standby=StandbySource("10.0.0.100", 5000, standby_slot("dc2")),
+    )
+    dcs = yaml.safe_load(render(standby, {"superuser": "s", "replication": "r", "rewind": "w"}))[
+        "bootstrap"
+    ]["dcs"]
+    assert dcs["standby_cluster"] == {
+        "host": "10.0.0.100",
+        "port": 5000,
+        "primary_slot_name": "standby_dc2",
+        "create_replica_methods": ["basebackup"],
+    }
+    # Cascading replicas of a standby leader are asynchronous.
+    assert dcs["synchronous_mode"] is False
+    # After an operator promoted the site (standby_cluster removed), a run keeps it so.
+    assert "standby_cluster" not in dynamic_settings(standby)
+
+
+def test_active_site_keeps_a_slot_per_standby_site() -> None:
+    from dataclasses import replace
+
+    active = replace(spec(), standby_slots=(standby_slot("dc-2"),))
+    assert dynamic_settings(active)["slots"] == {"standby_dc_2": {"type": "physical"}}
+    assert "slots" not in dynamic_settings(spec())
