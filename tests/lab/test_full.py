@@ -146,3 +146,14 @@ def test_dc2_is_a_standby_cluster_streaming_from_dc1(full_lab: Lab, tmp_path: Pa
         dc1_leader, "select active from pg_replication_slots where slot_name = 'standby_dc2'"
     )
     assert active.stdout.strip() == "t", (active.stdout, active.stderr)
+
+
+def test_status_shows_the_standby_sites_lag(full_lab: Lab) -> None:
+    result = plinth("status", "lab", "--json", check=False)
+    stacks = {s["stack"]: s for s in json.loads(result.stdout)["stacks"]}
+    standby = stacks["lab-dc2"]["patroni"]
+    assert standby["standby"] is True and not stacks["lab-dc1"]["patroni"]["standby"]
+    lag = standby["standby_of"]["lag_bytes"]
+    assert standby["standby_of"]["datacenter"] == "dc1" and isinstance(lag, int), standby
+    print(f"\ndc2 standby lag behind dc1: {lag} bytes")
+    assert "standby cluster of dc1: lag" in plinth("status", "lab-dc2", check=False).stdout
