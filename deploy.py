@@ -19,6 +19,7 @@ typed model. The order, and why:
 
 from pyinfra import host
 
+from operations.airflow import AirflowInstall, airflow_installed, has_airflow
 from operations.base import BaseHostInput, base_host, read_extra_ca
 from operations.etcd import etcd_input, etcd_member
 from operations.haproxy import haproxy_input, haproxy_node
@@ -35,6 +36,7 @@ from plinth.certificates import host_certificates
 from plinth.context import host_context, tls_signer
 from plinth.model import Role
 from plinth.trust import platform_trust_anchors
+from plinth.wheelhouse import airflow_wheelhouse
 
 context = host_context(host.data, host.name)
 environment = context.environment
@@ -79,3 +81,6 @@ if Role.HAPROXY in context.host.roles:
 
 if Role.KEEPALIVED in context.host.roles:
     keepalived_node(keepalived_input(context))
+
+if has_airflow(context.host.roles):
+    airflow_installed(AirflowInstall(airflow_wheelhouse(environment)))

@@ -353,6 +353,22 @@ class SquidSettings(Frozen):
     """Largest object cached (a big wheel or .deb)."""
 
 
+class AirflowSettings(Frozen):
+    version: str = Field("3.3.2", pattern=r"^\d+\.\d+\.\d+$")
+    """Apache Airflow release. The controller builds one wheelhouse per version (and
+    extras) from ``package_sources.pypi_index``; hosts install from it offline."""
+    extras: tuple[str, ...] = ("celery", "postgres")
+    """pip extras of ``apache-airflow`` (providers): Celery executor, PostgreSQL."""
+
+    @field_validator("extras")
+    @classmethod
+    def _extra_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for extra in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", extra):
+                raise ValueError(f"{extra!r} is not a pip extra name")
+        return value
+
+
 class ComponentSettings(Frozen):
     etcd: EtcdSettings = EtcdSettings()
     """etcd settings (one 3- or 5-member cluster per DC)."""
@@ -368,6 +384,8 @@ class ComponentSettings(Frozen):
     """RabbitMQ settings."""
     squid: SquidSettings = SquidSettings()
     """squid (egress proxy) settings."""
+    airflow: AirflowSettings = AirflowSettings()
+    """Apache Airflow settings."""
 
 
 class Environment(Frozen):
