@@ -790,4 +790,41 @@ def redis_node(spec: RedisInput, passwords: Passwords) -> None:
         )
 
 
-__all__ = ["Passwords", "RedisInput", "read_passwords", "redis_input", "redis_node"]
+def describe(
+    master_name: str, state: ReplicationState | None, view: SentinelView | None
+) -> dict[str, Any]:
+    """JSON-ready form of the cell for ``plinth status``."""
+    master = state.master if state else None
+    return {
+        "master_name": master_name,
+        "master": master.address if master else None,
+        "sentinel_master": view.master[0] if view and view.master else None,
+        "problems": cell_problems(state, view),
+        "nodes": [
+            {
+                "address": n.address,
+                "role": n.role,
+                "up": n.up,
+                "error": n.error,
+                "version": n.version,
+                "link_up": n.master_link_up if n.role == "slave" else None,
+                "offset": n.offset,
+            }
+            for n in (state.nodes if state else ())
+        ],
+        "sentinels": [
+            {
+                "address": s.address,
+                "up": s.up,
+                "error": s.error,
+                "master": s.master[0] if s.master else None,
+                "quorum_ok": s.quorum_ok,
+                "quorum": s.quorum_message,
+                "other_sentinels": s.other_sentinels,
+            }
+            for s in (view.sentinels if view else ())
+        ],
+    }
+
+
+__all__ = ["Passwords", "RedisInput", "describe", "read_passwords", "redis_input", "redis_node"]
