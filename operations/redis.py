@@ -595,32 +595,76 @@ class _Roll:
             return refuse(self.host, f"sentinel {address} did not rejoin; stopping here")
         return True
 
+    def cli(self, address: str, *args: str, user: str = "default") -> tuple[bool, list[str]]:
+        ok, out, err = run(self.host, self.spec.redis_cli(address, *args, user=user))
+        return ok and not any(line.startswith(("ERR", "NOPERM")) for line in out), out + err
+
     def failover(self, old: str) -> bool:
+        """Move the master away from ``old`` without losing an acknowledged write.
+
+        ``SENTINEL FAILOVER`` alone is not coordinated: the old master keeps accepting
+        writes until Sentinel demotes it, and those are lost. So writes are paused on the
+        old master first (clients block, nothing is acknowledged), the failover starts once
+        every replica has the master's last offset, the old master is demoted as soon as
+        the Sentinels name the new one, and only then are writes released (the blocked
+        clients get READONLY and follow Sentinel to the new master).
+        """
         gated = self.gate(f"failover away from {old}")
         if gated is None:
             return False
         _, view = gated
-        sentinel = view.sentinels[0].address
+        pause_ms = str(2 * self.spec.settings.failover_timeout_milliseconds)
+        ok, out = self.cli(old, "CLIENT", "PAUSE", pause_ms, "WRITE")
+        if not ok:
+            return refuse(self.host, f"CLIENT PAUSE on {old} refused: {' '.join(out)[-300:]}")
+        try:
+            moved = self._paused_failover(old, view)
+        finally:
+            self.cli(old, "CLIENT", "UNPAUSE")
+        if not moved:
+            return False
+
+        def settled() -> bool:
+            state, current = self.read()
+            return state is not None and current is not None and not cell_problems(state, current)
+
+        if not wait_for(settled, READY_WAIT_SECONDS)[0]:
+            return refuse(self.host, f"cell not healthy after the failover away from {old}")
+        return True
+
+    def _paused_failover(self, old: str, view: SentinelView) -> bool:
+        def caught_up() -> bool:
+            state = read_replication(self.host, self.spec)
+            master = state.node(old) if state else None
+            return bool(
+                master
+                and master.replicas
+                and all(link.offset >= master.offset for link in master.replicas)
+            )
+
+        if not wait_for(caught_up, 10, interval=0.2)[0]:
+            return refuse(self.host, f"replicas of {old} did not catch up; nothing was changed")
         note(self.host, f"redis: SENTINEL FAILOVER {self.spec.master_name} (from {old})")
-        ok, out, err = run(
-            self.host,
-            self.spec.redis_cli(
-                sentinel, "SENTINEL", "FAILOVER", self.spec.master_name, user="sentinel"
-            ),
-        )
+        ok, out = self.cli(
+            view.sentinels[0].address,
+            "SENTINEL", "FAILOVER", self.spec.master_name, user="sentinel",
+        )  # fmt: skip
         if not ok or "OK" not in out:
-            return refuse(self.host, f"SENTINEL FAILOVER refused: {' '.join(out + err)[-300:]}")
+            return refuse(self.host, f"SENTINEL FAILOVER refused: {' '.join(out)[-300:]}")
 
-        def moved() -> tuple[ReplicationState, SentinelView] | None:
-            state, view = self.read()
-            if state is None or view is None or cell_problems(state, view):
-                return None
-            return (state, view) if view.master and view.master[0] != old else None
+        def moved() -> tuple[str, int] | None:
+            current = read_sentinels(self.host, self.spec)
+            master = current.master if current else None
+            return master if master and master[0] != old else None
 
-        after = wait_for(moved, READY_WAIT_SECONDS)[0]
-        if after is None:
+        new, waited = wait_for(moved, READY_WAIT_SECONDS, interval=0.2)
+        if new is None:
             return refuse(self.host, f"failover away from {old} did not settle; stopping here")
-        note(self.host, f"redis: master is now {after[1].master[0] if after[1].master else '?'}")
+        # Demote the old master now (Sentinel would, seconds later) so that no write is
+        # accepted there once the pause ends.
+        self.cli(old, "REPLICAOF", new[0], str(new[1]))
+        self.cli(old, "CONFIG", "REWRITE")
+        note(self.host, f"redis: master is now {new[0]} ({waited:.1f} s after FAILOVER)")
         return True
 
     def __call__(self) -> bool:
