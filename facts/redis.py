@@ -126,7 +126,16 @@ def _failed(lines: list[str]) -> str | None:
     if UNREACHABLE in text:
         detail = text.replace(UNREACHABLE, "").strip()
         return detail or "no answer"
-    for prefix in ("ERR", "NOAUTH", "WRONGPASS", "NOPERM", "(error)", "Could not connect"):
+    for prefix in (
+        "ERR",
+        "NOAUTH",
+        "WRONGPASS",
+        "NOPERM",
+        "AUTH failed",
+        "Error:",
+        "(error)",
+        "Could not connect",
+    ):
         if text.startswith(prefix):
             return text
     return None
@@ -147,6 +156,8 @@ def parse_info(lines: Iterable[str]) -> dict[str, str]:
 def parse_pairs(lines: Iterable[str]) -> dict[str, str]:
     """Alternating key and value lines (``CONFIG GET``, ``SENTINEL MASTER``)."""
     values = [line.strip() for line in lines]
+    while values and not values[-1] and len(values) % 2:
+        values.pop()  # a trailing blank line, not an empty value
     if len(values) % 2:
         raise FactProcessError(f"redis: expected key/value lines, got {len(values)} lines")
     return dict(zip(values[::2], values[1::2], strict=True))
@@ -350,7 +361,7 @@ def _sentinel(address: str, sections: list[list[str]]) -> SentinelReport:
             address=address, version=version, run_id=run_id, quorum_message="unknown master"
         )
     quorum_text = " ".join(line.strip() for line in ckquorum if line.strip())
-    settings = {} if _failed(master) else parse_pairs(line for line in master if line.strip())
+    settings = {} if _failed(master) else parse_pairs(master)
     return SentinelReport(
         address=address,
         master=(addr_lines[0], int(addr_lines[1])),
