@@ -66,6 +66,7 @@ REDIS_UNIT = "redis-server.service"
 SENTINEL_UNIT = "redis-sentinel.service"
 DROP_IN = "/etc/systemd/system/{unit}.d/plinth.conf"
 READY_WAIT_SECONDS = 90
+PEERS_WAIT_SECONDS = 30
 SECRET_NAMES = {
     "default": "redis-default-password",
     "replication": "redis-replication-password",
@@ -379,13 +380,18 @@ def answering(spec: RedisInput, sentinel: bool) -> Generator[StringCommand, None
             master=spec.master_name,
         )
         mine = view.sentinels[0] if view is not None and view.sentinels else None
-        if mine is not None and mine.master is not None:
-            host.noop(f"sentinel monitors {spec.master_name} at {mine.master[0]}")
+        if mine is not None and mine.master is not None and mine.quorum_ok:
+            host.noop(f"sentinel monitors {spec.master_name} at {mine.master[0]}, quorum OK")
             return
         probe = spec.redis_cli(
-            spec.address, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", spec.master_name, user="sentinel"
+            spec.address, "SENTINEL", "CKQUORUM", spec.master_name, user="sentinel"
         )
-        check = f'[ -n "$({probe} 2>/dev/null)" ]'
+        # A new Sentinel finds its peers through their hello messages (every 2 s): wait
+        # until it sees all of them, or at least a quorum after PEERS_WAIT_SECONDS.
+        check = (
+            f'out="$({probe} 2>/dev/null)"; case "$out" in "OK {len(spec.sentinels)} usable"*) '
+            f"exit 0;; OK*) [ $i -ge {PEERS_WAIT_SECONDS} ] && exit 0;; esac; false"
+        )
     else:
         state = host.get_fact(
             RedisReplication,
