@@ -40,6 +40,7 @@ from pyinfra.facts.files import FindInFile
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, systemd
 
+from facts.base import ContainerRuntime
 from facts.redis import (
     CliTls,
     RedisReplication,
@@ -192,6 +193,9 @@ def command_line(spec: RedisInput, tls: CertificateSpec, port: int, data_node: b
     """Arguments of the drop-in's ``ExecStart`` (no secrets)."""
     args = [
         ("bind", spec.address),
+        # Outgoing connections (replication, Sentinel) leave from the node's own address:
+        # the address Sentinel and the master record, and the certificate names.
+        ("bind-source-addr", spec.address),
         ("port", "0"),
         ("tls-port", str(port)),
         ("tls-cert-file", tls.chain_path),
@@ -762,11 +766,14 @@ def _auth_files(passwords: Passwords) -> None:
 
 
 def _drop_in(unit: str, arguments: str) -> Any:
+    container = host.get_fact(ContainerRuntime) != "none"
     return files.put(
         name=f"{unit}: settings fixed at start (drop-in)",
         src=StringIO(
             render_template(
-                f"redis/etc/systemd/system/{unit}.d/plinth.conf.j2", arguments=arguments
+                f"redis/etc/systemd/system/{unit}.d/plinth.conf.j2",
+                arguments=arguments,
+                container=container,
             )
         ),
         dest=DROP_IN.format(unit=unit),
