@@ -12,6 +12,7 @@ the lab up or down). Prints one line per figure:
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -112,12 +113,20 @@ def main() -> None:
         stop.set()
         subprocess.run(["docker", "start", f"plinth-lab-{victim}"], check=True)
     # The old master rejoins as a replica (Sentinel reconfigures it); wait until healthy.
-    deadline = time.monotonic() + 120
-    while subprocess.run(["plinth", "status", "lab-dc1"], cwd=REPO, capture_output=True).returncode:
-        if time.monotonic() > deadline:
+    returned = time.monotonic()
+    while True:
+        status = subprocess.run(
+            ["plinth", "status", "lab-dc1", "--json"], cwd=REPO, capture_output=True, text=True
+        )
+        redis_cell = json.loads(status.stdout)["stacks"][0]["redis"] if status.stdout else None
+        if redis_cell and not redis_cell["problems"]:
+            waited = f"{time.monotonic() - returned:.1f} s"
+            figures.append(("old master back as a replica, cell healthy after", waited))
+            break
+        if time.monotonic() - returned > 120:
             figures.append(("cell healthy again after the old master returned", "NOT within 120 s"))
             break
-        time.sleep(3)
+        time.sleep(2)
     width = max(len(k) for k, _ in figures)
     for key, value in figures:
         print(f"{key:<{width}}  {value}")
