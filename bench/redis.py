@@ -20,11 +20,14 @@ import threading
 import time
 from pathlib import Path
 
-import redis
-from redis.sentinel import Sentinel
-
 REPO = Path(__file__).resolve().parents[1]
+# `python bench/redis.py` puts bench/ first on sys.path, where this file would shadow
+# the redis client package.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO))
+
+import redis  # noqa: E402
+from redis.sentinel import Sentinel  # noqa: E402
 
 from plinth.model import Role, load_environment  # noqa: E402
 
