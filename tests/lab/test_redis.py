@@ -208,19 +208,23 @@ def test_master_container_stopped_replica_promoted_writes_resume(
     lab = deployed_small_lab
     old = master_address(lab, redis_bundle)
     victim = host_of(lab, old)
-    stopped_at = time.monotonic()
     subprocess.run(["docker", "stop", "-t", "1", f"plinth-lab-{victim}"], check=True)
+    # The container is gone once `docker stop` returns: the outage a client sees runs from
+    # its last write acknowledged by the old master to its first on the new one.
+    stopped_at = time.monotonic()
     try:
         deadline = stopped_at + 60
-        while not [t for t in writer.successes if t > stopped_at + 0.5]:
+        while not [t for t in writer.successes if t > stopped_at]:
             assert time.monotonic() < deadline, "writes did not resume within 60 s"
             time.sleep(0.1)
-        resumed = next(t for t in writer.successes if t > stopped_at + 0.5) - stopped_at
+        first_new = next(t for t in writer.successes if t > stopped_at)
+        last_old = max(t for t in writer.successes if t <= stopped_at)
         new = master_address(lab, redis_bundle)
         assert new != old
-        print(f"\nmaster {victim} stopped: {host_of(lab, new)} promoted, writes resumed "
-              f"after {resumed:.1f} s")  # fmt: skip
-        assert resumed <= 30
+        print(f"\nmaster {victim} stopped: {host_of(lab, new)} promoted, no write acknowledged "
+              f"for {first_new - last_old:.1f} s ({first_new - stopped_at:.1f} s after "
+              "`docker stop` returned)")  # fmt: skip
+        assert first_new - last_old <= 30
     finally:
         subprocess.run(["docker", "start", f"plinth-lab-{victim}"], check=True)
         lab.wait_for_ssh(victim, tmp_path)
