@@ -95,21 +95,25 @@ def main() -> None:
     thread = threading.Thread(target=write, daemon=True)
     thread.start()
     time.sleep(1)
-    stopped = time.monotonic()
     subprocess.run(["docker", "stop", "-t", "1", f"plinth-lab-{victim}"], check=True)
+    # The container is gone once `docker stop` returns; the outage a client sees runs from
+    # its last write acknowledged by the old master to its first on the new one.
+    stopped = time.monotonic()
     try:
-        while not [t for t in successes if t > stopped + 0.5] and time.monotonic() - stopped < 60:
+        while not [t for t in successes if t > stopped] and time.monotonic() - stopped < 60:
             time.sleep(0.05)
-        after = [t for t in successes if t > stopped + 0.5]
+        after = [t for t in successes if t > stopped]
         stop.set()
         if not after:
             figures.append((f"master {victim} stopped -> writes resumed", "NOT within 60 s"))
         else:
             new = sentinel.discover_master(name)[0]
+            last_old = max(t for t in successes if t <= stopped)
             figures.append(
                 (
                     f"master {victim} stopped -> writes resumed on {new}",
-                    f"{after[0] - stopped:.1f} s",
+                    f"{after[0] - last_old:.1f} s without an acknowledged write "
+                    f"({after[0] - stopped:.1f} s after `docker stop` returned)",
                 )
             )
     finally:
