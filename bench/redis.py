@@ -27,6 +27,8 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO))
 
 import redis  # noqa: E402
+from redis.backoff import NoBackoff  # noqa: E402
+from redis.retry import Retry  # noqa: E402
 from redis.sentinel import Sentinel  # noqa: E402
 
 from plinth.model import Role, load_environment  # noqa: E402
@@ -62,6 +64,8 @@ def main() -> None:
         "ssl_keyfile": str(bundle / f"{CN}.key"),
         "socket_timeout": 1,
         "socket_connect_timeout": 1,
+        # No retries with backoff inside redis-py (its default): the loop retries at once.
+        "retry": Retry(NoBackoff(), 0),
     }
     sentinel = Sentinel(
         [(str(h.address), settings.sentinel_port) for h in env.hosts_with(Role.SENTINEL, "dc1")],

@@ -350,11 +350,10 @@ class RedisSettings(Frozen):
     second, so three missed answers; detection + election + promotion stays under 10 s
     (Sentinel's default, 30 s, alone exceeds the target)."""
     failover_timeout_milliseconds: int = Field(3000, ge=1000)
-    """Sentinel's failover timeout. It also bounds a leader election: when the Sentinels
-    split their votes (two survivors of a host loss may each vote for itself) the attempt
-    is abandoned after this and retried after twice this. 3 s: a promotion on a LAN takes
-    1-2 s, and one split vote still resumes writes in about 10 s (10 s here measured
-    16.7 s in the lab)."""
+    """Sentinel's failover timeout. It also bounds a leader election: if the Sentinels
+    split their votes (after a host loss only two remain, and each may vote for itself)
+    the attempt is abandoned after this and retried after twice this. 3 s: a promotion on
+    a LAN takes 1-2 s, and one split vote still resumes writes in about 10 s."""
     parallel_syncs: int = Field(1, ge=1)
     """Replicas re-pointed at a new master at once (the others keep serving reads)."""
     min_replicas_to_write: int = Field(1, ge=0)

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import redis
 import yaml
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from plinth.model import Role
@@ -46,6 +48,9 @@ def tls_kwargs(bundle: Path | None) -> dict[str, Any]:
         "ssl": True,
         "socket_timeout": 2,
         "socket_connect_timeout": 2,
+        # redis-py's default retries with exponential backoff (up to 10 s) against a
+        # Sentinel that is gone: the writer loop retries itself, at once.
+        "retry": Retry(NoBackoff(), 0),
     }
     if bundle is not None:
         kwargs |= {
