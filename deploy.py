@@ -12,7 +12,9 @@ typed model. The order, and why:
    TLS-speaking component after this finds its certificate in place.
 4. etcd (Patroni's DCS), one member at a time when it restarts.
 5. Patroni/PostgreSQL (needs etcd), then haproxy/keepalived (route to its primary).
-6. (next) squid before anything that downloads; etcd before Patroni (its DCS);
+6. Redis + Sentinel (their packages come with the cell's, before host TLS: the keys
+   belong to the ``redis`` user).
+7. (next) squid before anything that downloads; etcd before Patroni (its DCS);
    Patroni before haproxy/keepalived (they route to its primary); Redis,
    RabbitMQ and MinIO before the stateless tier; nginx before Airflow.
 """
@@ -32,6 +34,8 @@ from operations.patroni import (
     render,
 )
 from operations.pki import host_tls
+from operations.redis import read_passwords as read_redis_passwords
+from operations.redis import redis_input, redis_node
 from plinth.certificates import host_certificates
 from plinth.context import host_context, tls_signer
 from plinth.model import Role
@@ -81,6 +85,12 @@ if Role.HAPROXY in context.host.roles:
 
 if Role.KEEPALIVED in context.host.roles:
     keepalived_node(keepalived_input(context))
+
+if Role.REDIS in context.host.roles or Role.SENTINEL in context.host.roles:
+    redis_node(
+        redis_input(context, certificates.get("redis"), certificates.get("redis-sentinel")),
+        read_redis_passwords(context),
+    )
 
 if has_airflow(context.host.roles):
     airflow_installed(AirflowInstall(airflow_wheelhouse(environment)))

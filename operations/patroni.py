@@ -60,12 +60,15 @@ ROLE_PACKAGES: dict[Role, tuple[str, ...]] = {
     Role.POSTGRESQL: ("postgresql-15", "postgresql-client-15", "patroni", "python3-psycopg2"),
     Role.HAPROXY: ("haproxy",),
     Role.KEEPALIVED: ("keepalived",),
+    Role.REDIS: ("redis-server", "redis-tools"),
+    Role.SENTINEL: ("redis-sentinel", "redis-tools"),
 }
 
 
 def cell_packages(roles: Sequence[Role]) -> list[str]:
     """Packages of the PostgreSQL cell a host with ``roles`` needs."""
-    return [p for role in ROLE_PACKAGES if role in roles for p in ROLE_PACKAGES[role]]
+    wanted = [p for role in ROLE_PACKAGES if role in roles for p in ROLE_PACKAGES[role]]
+    return list(dict.fromkeys(wanted))
 
 
 @operation()

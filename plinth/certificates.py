@@ -110,6 +110,16 @@ def host_certificates(env: Environment, host: Host) -> list[CertificateSpec]:
             specs.append(
                 CertificateSpec(service, Profile.CLIENT, role, (), (), "postgres", "postgres")
             )
+    for role, service in ((Role.REDIS, "redis"), (Role.SENTINEL, "redis-sentinel")):
+        if role in host.roles:
+            # Peer: the server certificate of the TLS port, and the client certificate the
+            # node presents to the others (replication, Sentinel to Redis and to Sentinel).
+            dns, ips = service_names(env, host, service)
+            specs.append(
+                CertificateSpec(
+                    service, Profile.PEER, env.fqdn(host), tuple(dns), tuple(ips), "redis", "redis"
+                )
+            )
     if Role.HAPROXY in host.roles:
         # haproxy's health checks are clients of Patroni's REST API (verify_client: required).
         specs.append(CertificateSpec("haproxy", Profile.CLIENT, env.fqdn(host), (), ()))

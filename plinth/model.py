@@ -328,10 +328,56 @@ class KeepalivedSettings(Frozen):
 
 
 class RedisSettings(Frozen):
-    port: int = 6379
+    """Redis + Sentinel per DC (see docs/components/redis.md).
+
+    Replication and Sentinel settings are written into the daemons' files once, at
+    bootstrap; afterwards the daemons own those files (a failover rewrites them) and the
+    deploy changes the settings below at runtime (``CONFIG SET`` + ``CONFIG REWRITE``,
+    ``SENTINEL SET``), so a run never undoes a failover.
+    """
+
+    port: int = Field(6379, ge=1, le=65535)
     """TLS port (the plaintext port is disabled)."""
-    sentinel_port: int = 26379
+    sentinel_port: int = Field(26379, ge=1, le=65535)
     """Sentinel TLS port."""
+    master_name_prefix: str = Field("redis", pattern=r"^[a-z][a-z0-9-]*$")
+    """Sentinel's name for a DC's master set: ``<prefix>-<dc>`` (``redis-dc1``)."""
+    quorum: int = Field(2, ge=1)
+    """Sentinels that must agree the master is down before a failover is attempted (a
+    majority of the DC's Sentinels must still authorise it)."""
+    down_after_milliseconds: int = Field(3000, ge=1000)
+    """Silence after which a Sentinel marks the master down. 3 s: Sentinel pings every
+    second, so three missed answers; detection + election + promotion stays under 10 s
+    (Sentinel's default, 30 s, alone exceeds the target)."""
+    failover_timeout_milliseconds: int = Field(3000, ge=1000)
+    """Sentinel's failover timeout. It also bounds a leader election: if the Sentinels
+    split their votes (after a host loss only two remain, and each may vote for itself)
+    the attempt is abandoned after this and retried after twice this. 3 s: a promotion on
+    a LAN takes 1-2 s, and one split vote still resumes writes in about 10 s."""
+    parallel_syncs: int = Field(1, ge=1)
+    """Replicas re-pointed at a new master at once (the others keep serving reads)."""
+    min_replicas_to_write: int = Field(1, ge=0)
+    """The master refuses writes unless this many replicas are connected: an isolated
+    master stops accepting writes that a failover on the other side would lose."""
+    min_replicas_max_lag: int = Field(10, ge=1)
+    """Seconds since a replica's last acknowledgement before it stops counting."""
+    maxmemory_mb: int = Field(0, ge=0)
+    """Memory limit in MiB (0: none)."""
+    maxmemory_policy: Literal[
+        "noeviction",
+        "allkeys-lru",
+        "allkeys-lfu",
+        "allkeys-random",
+        "volatile-lru",
+        "volatile-lfu",
+        "volatile-random",
+        "volatile-ttl",
+    ] = "noeviction"
+    """What to evict at the limit. ``noeviction``: writes fail instead (a broker's data
+    must not silently disappear)."""
+    io_threads: int = Field(1, ge=1, le=16)
+    """Redis I/O threads. Fixed at start: a change is rolled (replicas, Sentinels,
+    failover, old master)."""
 
 
 class RabbitmqSettings(Frozen):
@@ -585,6 +631,12 @@ def _rule_problems(env: Environment) -> Iterator[str]:
                 )
         if env.hosts_with(Role.SENTINEL, dc.name) and not env.hosts_with(Role.REDIS, dc.name):
             yield f"hosts[*].roles: sentinels in {dc.name!r} but no redis host to watch"
+        sentinels = len(env.hosts_with(Role.SENTINEL, dc.name))
+        if sentinels >= 3 and env.components.redis.quorum > sentinels:
+            yield (
+                f"components.redis.quorum: {env.components.redis.quorum} exceeds the "
+                f"{sentinels} Sentinel(s) of datacenter {dc.name!r}: no failover could start"
+            )
 
     if env.active_datacenter is not None and env.active_datacenter not in dc_index:
         yield (

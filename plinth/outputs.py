@@ -33,6 +33,7 @@ def collect(env: Environment, environment_file: Path) -> dict[str, Any]:
             },
             "hosts": {h.name: str(h.address) for h in env.hosts_in(dc.name)},
             "postgresql": _postgresql(env, dc.name, data["ca_bundle"]),
+            "redis": _redis(env, dc.name, data["ca_bundle"]),
         }
     return data
 
@@ -56,6 +57,29 @@ def _postgresql(env: Environment, dc: str, ca_bundle: str | None) -> dict[str, A
     }
 
 
+def _redis(env: Environment, dc: str, ca_bundle: str | None) -> dict[str, Any] | None:
+    """Where applications reach the DC's Redis: through its Sentinels (never a fixed node:
+    the master moves on failover)."""
+    from plinth.model import Role
+
+    sentinels = env.hosts_with(Role.SENTINEL, dc)
+    if not sentinels or not env.hosts_with(Role.REDIS, dc):
+        return None
+    redis = env.components.redis
+    return {
+        "master_name": f"{redis.master_name_prefix}-{dc}",
+        "sentinels": [f"{env.fqdn(h)}:{redis.sentinel_port}" for h in sentinels],
+        "sentinel_addresses": [f"{h.address}:{redis.sentinel_port}" for h in sentinels],
+        "tls": True,
+        "ca_bundle": ca_bundle,
+        "client_certificate": f"plinth pki client-cert {env.name} --cn <app> --out <dir>",
+        "password_secrets": {
+            "redis (user default)": "redis-default-password",
+            "sentinel": "redis-sentinel-password",
+        },
+    }
+
+
 def render_text(data: dict[str, Any]) -> str:
     lines = [f"outputs of {data['environment']}:"]
     lines.append(f"  CA bundle: {data['ca_bundle'] or '(no PKI yet: plinth pki init)'}")
@@ -71,5 +95,13 @@ def render_text(data: dict[str, Any]) -> str:
                 f"    PostgreSQL: {pg['host']} ({pg['address']}) primary :{pg['primary_port']}, "
                 f"replicas :{pg['replica_port']}, sslmode={pg['sslmode']}, client certificate "
                 f"required ({pg['client_certificate']})"
+            )
+        rd = dc.get("redis")
+        if rd:
+            lines.append(
+                f"    Redis {rd['master_name']} via Sentinel over TLS: "
+                f"{', '.join(rd['sentinels'])}; "
+                f"client certificate required ({rd['client_certificate']}), passwords: secrets "
+                f"{', '.join(rd['password_secrets'].values())}"
             )
     return "\n".join(lines)

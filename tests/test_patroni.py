@@ -148,7 +148,11 @@ def test_timing_rule_and_role_names() -> None:
 def test_cell_packages_by_role() -> None:
     assert cell_packages([Role.HAPROXY]) == ["haproxy"]
     assert "patroni" in cell_packages([Role.POSTGRESQL, Role.ETCD])
-    assert cell_packages([Role.REDIS]) == []
+    assert cell_packages([Role.REDIS, Role.SENTINEL]) == [
+        "redis-server",
+        "redis-tools",
+        "redis-sentinel",
+    ]
 
 
 def test_standby_site_bootstraps_from_the_active_vip_and_never_patches_it_away() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -51,7 +52,9 @@ def collect(stack: Stack) -> dict[str, Any]:
     pg_hosts = env.hosts_with(Role.POSTGRESQL, dc)
     ka_hosts = env.hosts_with(Role.KEEPALIVED, dc)
     vips = [v for v in env.vips_in(dc) if "postgresql" in v.services]
-    out: dict[str, Any] = {"stack": stack.name, "etcd": None, "patroni": None, "vips": []}
+    out: dict[str, Any] = {
+        "stack": stack.name, "etcd": None, "patroni": None, "vips": [], "redis": None,
+    }  # fmt: skip
     with connected(stack) as state:
         if etcd_hosts:
             tls = _spec(env, etcd_hosts[0], "etcd")
@@ -106,6 +109,7 @@ def collect(stack: Stack) -> dict[str, Any]:
                     ],
                 }
                 break
+        out["redis"] = _redis(state, env, dc)
         addresses = tuple(str(v.address) for v in vips)
         holders: dict[str, list[str]] = {a: [] for a in addresses}
         nodes = {}
@@ -150,12 +154,38 @@ def add_standby_lag(results: list[dict[str, Any]], env: Environment) -> None:
         }
 
 
+def _redis(state: Any, env: Environment, dc: str) -> dict[str, Any] | None:
+    """The DC's Redis cell as the first Redis host that answers sees it."""
+    from facts.redis import RedisReplication, SentinelState
+    from operations.redis import describe, redis_input
+    from plinth.context import HostContext
+
+    cell = None
+    for host in env.hosts_with(Role.REDIS, dc):
+        context = HostContext(env, Path(), host, env.datacenters_by_name[dc])
+        spec = redis_input(context, _spec(env, host, "redis"), None)
+        nodes = _fact(
+            state, host.name, RedisReplication, tls=spec.cli("default"),
+            addresses=spec.redis_nodes, port=spec.settings.port,
+        )  # fmt: skip
+        view = _fact(
+            state, host.name, SentinelState, tls=spec.cli("sentinel"), addresses=spec.sentinels,
+            port=spec.settings.sentinel_port, master=spec.master_name,
+        )  # fmt: skip
+        cell = describe(spec.master_name, nodes, view) | {"read_from": host.name}
+        if nodes is not None and any(n.up for n in nodes.nodes):
+            break
+    return cell
+
+
 def healthy(data: dict[str, Any]) -> bool:
     etcd = data["etcd"]
     patroni = data["patroni"]
+    redis = data.get("redis")
     return (
         (etcd is None or bool(etcd.get("healthy")))
         and (patroni is None or not patroni["problems"])
+        and (redis is None or not redis["problems"])
         and all(len(v["holders"]) == 1 for v in data["vips"])
     )
 
@@ -192,6 +222,17 @@ def render(data: dict[str, Any]) -> str:
                 f"    {m['name']:<12} {m['role']:<15} {m['state']:<10} {m['timeline'] or '-':>3} "
                 f"{lag:>10}  {'yes' if m['pending_restart'] else ''}"
             )
+    redis = data.get("redis")
+    if redis is not None:
+        problems = "; ".join(redis["problems"]) or "healthy"
+        lines.append(f"  redis {redis['master_name']}: master {redis['master'] or '-'}: {problems}")
+        for n in redis["nodes"]:
+            state = n["role"] or f"DOWN ({n['error']})"
+            link = "" if n["link_up"] is None else f" link {'up' if n['link_up'] else 'DOWN'}"
+            lines.append(f"    {n['address']:<15} {state}{link} offset {n['offset']}")
+        for s in redis["sentinels"]:
+            quorum = s["quorum"] if s["up"] else f"DOWN ({s['error']})"
+            lines.append(f"    sentinel {s['address']:<15} master {s['master'] or '-'}: {quorum}")
     for vip in data["vips"]:
         holder = ", ".join(vip["holders"]) or "NOBODY"
         states = ", ".join(
@@ -207,7 +248,7 @@ def render(data: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @operator_errors
 def status(stack: str, as_json: bool) -> None:
-    """etcd, Patroni and VIP state of STACK (or every DC of an environment). Exit 1 unless
+    """etcd, Patroni, Redis and VIP state of STACK (or every DC of an environment). Exit 1 unless
     everything is healthy."""
     stacks = resolve(stack)
     results = [collect(s) for s in stacks]
