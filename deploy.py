@@ -12,9 +12,12 @@ typed model. The order, and why:
    TLS-speaking component after this finds its certificate in place.
 4. etcd (Patroni's DCS), one member at a time when it restarts.
 5. Patroni/PostgreSQL (needs etcd), then haproxy/keepalived (route to its primary).
-6. (next) squid before anything that downloads; etcd before Patroni (its DCS);
-   Patroni before haproxy/keepalived (they route to its primary); Redis,
-   RabbitMQ and MinIO before the stateless tier; nginx before Airflow.
+6. the edge: the registry before nginx (its upstream), nginx before keepalived moves
+   the edge VIP to it; every host trusts the DC's registry.
+7. (next) Redis, RabbitMQ and MinIO before the stateless tier; nginx before Airflow.
+
+squid comes right after the packages: it needs no certificate, and it must be up
+before anything downloads through it.
 """
 
 from pyinfra import host
@@ -23,6 +26,7 @@ from operations.base import BaseHostInput, base_host, read_extra_ca
 from operations.etcd import etcd_input, etcd_member
 from operations.haproxy import haproxy_input, haproxy_node
 from operations.keepalived import keepalived_input, keepalived_node
+from operations.nginx import nginx_input, nginx_node
 from operations.patroni import (
     cell_packages_installed,
     patroni_input,
@@ -31,6 +35,15 @@ from operations.patroni import (
     render,
 )
 from operations.pki import host_tls
+from operations.registry import (
+    docker_trust_directory,
+    read_secrets,
+    registry_input,
+    registry_instance,
+    registry_trust,
+)
+from operations.registry import render as render_registry
+from operations.squid import squid, squid_input
 from plinth.certificates import host_certificates
 from plinth.context import host_context, tls_signer
 from plinth.model import Role
@@ -55,6 +68,9 @@ base_host(
 
 cell_packages_installed(context.host.roles)
 
+if Role.SQUID in context.host.roles:
+    squid(squid_input(environment, context.host))
+
 certificates = {spec.service: spec for spec in host_certificates(environment, context.host)}
 signer, crls = tls_signer(context)
 host_tls(
@@ -76,6 +92,17 @@ if Role.POSTGRESQL in context.host.roles:
 
 if Role.HAPROXY in context.host.roles:
     haproxy_node(haproxy_input(context, certificates["haproxy"]))
+
+if Role.REGISTRY in context.host.roles:
+    registry = registry_input(context, certificates["registry"])
+    registry_instance(registry, render_registry(registry, read_secrets(context)))
+
+if Role.NGINX in context.host.roles:
+    nginx_node(nginx_input(context, certificates["nginx"], certificates["nginx-upstream"]))
+
+registry_trust_directory = docker_trust_directory(environment, context.datacenter.name)
+if registry_trust_directory is not None:
+    registry_trust(registry_trust_directory, certificates["host"])
 
 if Role.KEEPALIVED in context.host.roles:
     keepalived_node(keepalived_input(context))

@@ -59,6 +59,11 @@ ROLE_PACKAGES: dict[Role, tuple[str, ...]] = {
     Role.POSTGRESQL: ("postgresql-15", "postgresql-client-15", "patroni", "python3-psycopg2"),
     Role.HAPROXY: ("haproxy",),
     Role.KEEPALIVED: ("keepalived",),
+    # The edge: installed here too, not started, so docker-registry's service user
+    # exists before host TLS writes the key it owns.
+    Role.SQUID: ("squid",),
+    Role.NGINX: ("nginx",),
+    Role.REGISTRY: ("docker-registry",),
 }
 
 
