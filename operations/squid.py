@@ -94,9 +94,13 @@ def squid(spec: SquidInput) -> None:
         group="proxy",
         mode="750",
     )
-    systemd.service(name="squid running", service="squid.service", running=True, enabled=True)
+    start = systemd.service(
+        name="squid running", service="squid.service", running=True, enabled=True
+    )
+    # A squid that has just started read the new file already (and has no pid file to
+    # signal for a moment): only a running one is told to reconfigure.
     server.shell(
         name="squid reloads its configuration",
         commands=["squid -k reconfigure"],
-        _if=config.did_change,
+        _if=lambda: config.did_change() and not start.did_change(),
     )
