@@ -1,4 +1,4 @@
-"""``plinth status`` and ``plinth switchover``: the PostgreSQL cell of each DC, live.
+"""``plinth status`` and ``plinth switchover``: the PostgreSQL cell and the edge of each DC, live.
 
 pyinfra's connection machinery (gevent) is imported only when a command runs, as in
 ``plinth pki status``: importing it with the CLI would monkey-patch every command.
@@ -50,7 +50,7 @@ def collect(stack: Stack) -> dict[str, Any]:
     etcd_hosts = env.hosts_with(Role.ETCD, dc)
     pg_hosts = env.hosts_with(Role.POSTGRESQL, dc)
     ka_hosts = env.hosts_with(Role.KEEPALIVED, dc)
-    vips = [v for v in env.vips_in(dc) if "postgresql" in v.services]
+    vips = env.vips_in(dc)
     out: dict[str, Any] = {"stack": stack.name, "etcd": None, "patroni": None, "vips": []}
     with connected(stack) as state:
         if etcd_hosts:
@@ -113,7 +113,25 @@ def collect(stack: Stack) -> dict[str, Any]:
                     "nodes": nodes,
                 }
             )
+        out["edge"] = _edge_services(state, env, dc)
     return out
+
+
+EDGE_UNITS = {Role.SQUID: "squid", Role.NGINX: "nginx", Role.REGISTRY: "docker-registry"}
+
+
+def _edge_services(state: Any, env: Environment, dc: str) -> dict[str, dict[str, bool]]:
+    """{host: {unit: active}} for the edge daemons (squid, nginx, registry) of the DC."""
+    from pyinfra.facts.systemd import SystemdStatus
+
+    edge: dict[str, dict[str, bool]] = {}
+    for host in env.hosts_in(dc):
+        units = [unit for role, unit in EDGE_UNITS.items() if role in host.roles]
+        if not units:
+            continue
+        active = _fact(state, host.name, SystemdStatus) or {}
+        edge[host.name] = {unit: bool(active.get(f"{unit}.service")) for unit in units}
+    return edge
 
 
 def healthy(data: dict[str, Any]) -> bool:
@@ -123,6 +141,7 @@ def healthy(data: dict[str, Any]) -> bool:
         (etcd is None or bool(etcd.get("healthy")))
         and (patroni is None or not patroni["problems"])
         and all(len(v["holders"]) == 1 for v in data["vips"])
+        and all(all(units.values()) for units in data.get("edge", {}).values())
     )
 
 
@@ -160,6 +179,9 @@ def render(data: dict[str, Any]) -> str:
             for n, s in vip["nodes"].items()
         )
         lines.append(f"  VIP {vip['name']} {vip['address']}: held by {holder} ({states})")
+    for host_name, units in data.get("edge", {}).items():
+        shown = " ".join(f"{u}={'active' if up else 'DOWN'}" for u, up in units.items())
+        lines.append(f"  edge {host_name}: {shown}")
     return "\n".join(lines)
 
 
