@@ -187,10 +187,12 @@ def test_pushes_without_the_push_identity_are_refused(
     pushed_image: str, identities: Path, deployed_small_lab: Lab, tmp_path: Path
 ) -> None:
     target = pushed_image.rsplit(":", 1)[0] + ":refused"
+    reader = cert_dir(identities, "registry-reader", tmp_path / "reader")
     anonymous = cert_dir(identities, "", tmp_path / "anonymous")
-    refused = skopeo("copy", "--src-cert-dir", str(anonymous), "--dest-cert-dir",
-                     str(anonymous), f"docker://{pushed_image}", f"docker://{target}")  # fmt: skip
-    assert refused.returncode != 0, refused.stdout
+    for dest in (anonymous, reader):  # no certificate; a certificate that may only read
+        refused = skopeo("copy", "--src-cert-dir", str(reader), "--dest-cert-dir", str(dest),
+                         f"docker://{pushed_image}", f"docker://{target}")  # fmt: skip
+        assert refused.returncode != 0, f"push with {dest.name} succeeded: {refused.stdout}"
     # over plain HTTP requests: no certificate -> 400 from nginx; a reader -> 403 on writes
     lab = deployed_small_lab
     status, _ = curl_registry(lab, identities, "", "/v2/")
@@ -255,7 +257,10 @@ class Poller:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        accept = "Accept: application/vnd.docker.distribution.manifest.v2+json"
+        accept = (
+            "Accept: application/vnd.docker.distribution.manifest.v2+json, "
+            "application/vnd.oci.image.manifest.v1+json"
+        )
         while not self.stop.is_set():
             status, _ = curl_registry(self.lab, self.bundle, "registry-reader", self.path,
                                       "-H", accept)  # fmt: skip
