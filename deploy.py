@@ -22,6 +22,7 @@ before anything downloads through it.
 
 from pyinfra import host
 
+from operations.airflow import AirflowInstall, airflow_installed, has_airflow
 from operations.base import BaseHostInput, base_host, read_extra_ca
 from operations.etcd import etcd_input, etcd_member
 from operations.haproxy import haproxy_input, haproxy_node
@@ -48,6 +49,7 @@ from plinth.certificates import host_certificates
 from plinth.context import host_context, tls_signer
 from plinth.model import Role
 from plinth.trust import platform_trust_anchors
+from plinth.wheelhouse import airflow_wheelhouse
 
 context = host_context(host.data, host.name)
 environment = context.environment
@@ -106,3 +108,6 @@ if registry_trust_directory is not None:
 
 if Role.KEEPALIVED in context.host.roles:
     keepalived_node(keepalived_input(context))
+
+if has_airflow(context.host.roles):
+    airflow_installed(AirflowInstall(airflow_wheelhouse(environment)))

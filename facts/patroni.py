@@ -57,6 +57,10 @@ class PatroniClusterState:
     """This member's role from ``/patroni`` (``primary``, ``replica``, ``standby_leader``)."""
     local_state: str | None
     paused: bool = False
+    local_wal: int | None = None
+    """This member's WAL position in bytes: written (primary) or replayed (replica,
+    standby leader); comparing a standby leader's with the active primary's gives the
+    standby site's lag."""
 
     @property
     def leader(self) -> PatroniMember | None:
@@ -151,7 +155,15 @@ def parse_cluster_document(
         local_role=normalise_role(str(local["role"])) if local and "role" in local else None,
         local_state=str(local["state"]) if local and "state" in local else None,
         paused=bool(cluster.get("pause") or (local or {}).get("pause")),
+        local_wal=_wal_position(local),
     )
+
+
+def _wal_position(local: dict[str, Any] | None) -> int | None:
+    xlog = (local or {}).get("xlog")
+    if not isinstance(xlog, dict):
+        return None
+    return _int(xlog.get("location", xlog.get("replayed_location")))
 
 
 def parse_patroni_cluster(output: list[str]) -> PatroniClusterState | None:

@@ -23,6 +23,7 @@ compared by checksum: never in an operation's arguments, a log line or a plan.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from collections.abc import Generator, Sequence
@@ -125,6 +126,22 @@ SECRET_NAMES = {
 
 
 @dataclass(frozen=True)
+class StandbySource:
+    """Where a standby cluster streams from: the active site's PostgreSQL VIP, whose
+    haproxy routes to that cluster's current primary (so a failover there is followed)."""
+
+    host: str
+    port: int
+    slot: str
+    """Physical slot the active site keeps for this standby (WAL is retained for it)."""
+
+
+def standby_slot(datacenter: str) -> str:
+    """Replication slot name the active site keeps for ``datacenter``'s standby cluster."""
+    return "standby_" + re.sub(r"[^a-z0-9_]", "_", datacenter.lower())
+
+
+@dataclass(frozen=True)
 class PatroniInput:
     """The slice of the model one Patroni member reads (no secrets: see :func:`render`)."""
 
@@ -141,6 +158,16 @@ class PatroniInput:
     tls: CertificateSpec
     replication: CertificateSpec
     rewind: CertificateSpec
+    standby: StandbySource | None = None
+    """Set on a standby site: the cluster replicates from the active site."""
+    standby_slots: tuple[str, ...] = ()
+    """On the active site: slots kept for the standby sites."""
+
+    @property
+    def synchronous(self) -> bool:
+        """Synchronous replication applies inside the active site only: a standby
+        cluster's members cascade from its standby leader asynchronously."""
+        return self.settings.synchronous_mode and self.standby is None
 
     @property
     def api(self) -> str:
@@ -164,20 +191,42 @@ class PatroniInput:
         )
 
 
-def dynamic_settings(settings: PatroniSettings) -> dict[str, Any]:
-    """Patroni's dynamic configuration as the model wants it (the keys plinth manages)."""
-    return {
+def dynamic_settings(spec: PatroniInput) -> dict[str, Any]:
+    """Patroni's dynamic configuration as the model wants it (the keys plinth manages).
+
+    ``standby_cluster`` is deliberately not among them: it is seeded at bootstrap only
+    (:func:`bootstrap_dcs`), so no run ever demotes a site an operator promoted.
+    """
+    settings = spec.settings
+    wanted: dict[str, Any] = {
         "ttl": settings.ttl,
         "loop_wait": settings.loop_wait,
         "retry_timeout": settings.retry_timeout,
         "maximum_lag_on_failover": settings.maximum_lag_on_failover,
-        "synchronous_mode": settings.synchronous_mode,
+        "synchronous_mode": spec.synchronous,
         "postgresql": {
             "use_pg_rewind": True,
             "use_slots": True,
             "parameters": dict(settings.parameters),
         },
     }
+    if spec.standby_slots:
+        wanted["slots"] = {slot: {"type": "physical"} for slot in spec.standby_slots}
+    return wanted
+
+
+def bootstrap_dcs(spec: PatroniInput) -> dict[str, Any]:
+    """The dynamic configuration a new cluster starts with: a standby site's also
+    names its source (Patroni then clones and follows it instead of running initdb)."""
+    dcs = dynamic_settings(spec)
+    if spec.standby is not None:
+        dcs["standby_cluster"] = {
+            "host": spec.standby.host,
+            "port": spec.standby.port,
+            "primary_slot_name": spec.standby.slot,
+            "create_replica_methods": ["basebackup"],
+        }
+    return dcs
 
 
 def config_difference(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
@@ -219,6 +268,24 @@ def patroni_input(
     dc = context.datacenter.name
     settings = env.components.patroni
     etcd_port = env.components.etcd.client_port
+    active = env.active_site
+    standby: StandbySource | None = None
+    if dc != active:
+        vip = env.vip_serving("postgresql", active)
+        if vip is None:  # the model's rules refuse this environment before any deploy
+            raise ValueError(f"active datacenter {active!r} has no PostgreSQL VIP")
+        standby = StandbySource(
+            str(vip.address), env.components.haproxy.primary_port, standby_slot(dc)
+        )
+    standby_slots = (
+        tuple(
+            standby_slot(d.name)
+            for d in env.datacenters
+            if d.name != active and env.hosts_with(Role.POSTGRESQL, d.name)
+        )
+        if dc == active
+        else ()
+    )
     return PatroniInput(
         name=context.host.name,
         address=str(context.host.address),
@@ -230,6 +297,8 @@ def patroni_input(
         tls=tls,
         replication=replication,
         rewind=rewind,
+        standby=standby,
+        standby_slots=standby_slots,
     )
 
 
@@ -245,7 +314,7 @@ def render(spec: PatroniInput, passwords: dict[str, str]) -> str:
         replication=spec.replication,
         rewind=spec.rewind,
         etcd_hosts=list(spec.etcd_hosts),
-        dynamic=dynamic_settings(spec.settings),
+        dynamic=bootstrap_dcs(spec),
         data_dir=spec.data_dir,
         networks=spec.networks,
         passwords=passwords,
@@ -291,7 +360,7 @@ def pending_config_patch(spec: PatroniInput) -> dict[str, Any]:
         key=spec.tls.key_path,
         api=spec.api,
     )
-    return config_difference(current or {}, dynamic_settings(spec.settings))
+    return config_difference(current or {}, dynamic_settings(spec))
 
 
 def _running() -> bool:
@@ -461,12 +530,15 @@ def _roll(state: Any, host: Any, spec: PatroniInput, after_patch: bool) -> bool:
     others then find nothing pending.
     """
     if after_patch:
-        # Patroni flags pending_restart on its next loop after a PATCH.
-        def flagged() -> PatroniClusterState | None:
+        # Each member flags pending_restart on its own next loop after a PATCH, so one
+        # flagged member says nothing about the others: a replica not yet flagged would be
+        # skipped, become the switchover candidate, and need a second switchover later.
+        # A restart-requiring parameter concerns every member; wait (bounded) for all.
+        def all_flagged() -> PatroniClusterState | None:
             cluster = _read(host, spec)
-            return cluster if cluster and any(m.pending_restart for m in cluster.members) else None
+            return cluster if cluster and all(m.pending_restart for m in cluster.members) else None
 
-        wait_for(flagged, spec.settings.loop_wait + 4)
+        wait_for(all_flagged, 2 * spec.settings.loop_wait + 4)
     cluster = _read(host, spec)
     if cluster is None or not any(m.pending_restart for m in cluster.members):
         note(host, "no member needs a restart")
@@ -478,11 +550,20 @@ def _roll(state: Any, host: Any, spec: PatroniInput, after_patch: bool) -> bool:
     if cluster is None or cluster.leader is None:
         return False
     old_leader = cluster.leader.name
-    for replica in [m for m in cluster.replicas if m.pending_restart]:
-        if _gate(host, spec, f"restart of replica {replica.name}") is None:
+    restarted: set[str] = set()
+    # Re-read before each step: a replica may flag pending_restart only after the
+    # others restarted, and it must be restarted before it can become the new leader.
+    while True:
+        gated = _gate(host, spec, "restart of the next replica")
+        if gated is None:
             return False
+        waiting = [m for m in gated.replicas if m.pending_restart and m.name not in restarted]
+        if not waiting:
+            break
+        replica = waiting[0]
         note(host, f"restarting replica {replica.name}")
-        api = _member_api(spec, replica.name, cluster)
+        restarted.add(replica.name)
+        api = _member_api(spec, replica.name, gated)
         if not _post(host, spec, api, "/restart", {"restart_pending": True}):
             return refuse(host, f"restart of replica {replica.name} failed (POST /restart)")
         if _wait_healthy(host, spec) is None:
@@ -496,18 +577,26 @@ def _roll(state: Any, host: Any, spec: PatroniInput, after_patch: bool) -> bool:
 
         # In synchronous mode Patroni only promotes a synchronous standby: after the
         # replica restarts one may not be assigned again yet, so wait for it.
+        # A standby still pending a restart would itself need a switchover once promoted.
         def sync_standby() -> str | None:
             current = _read(host, spec)
             names = (
-                [m.name for m in current.replicas if m.role == "sync_standby"] if current else []
+                [
+                    m.name
+                    for m in current.replicas
+                    if m.role == "sync_standby" and not m.pending_restart
+                ]
+                if current
+                else []
             )
             return names[0] if names else None
 
         candidate: str | None = None
-        if spec.settings.synchronous_mode:
+        if spec.synchronous:
             candidate, _ = wait_for(sync_standby, 30)
         else:
-            candidate = gated.replicas[0].name if gated.replicas else None
+            ready = [m.name for m in gated.replicas if not m.pending_restart]
+            candidate = ready[0] if ready else None
         if candidate is None:
             return refuse(
                 host, f"switchover away from {old_leader} refused: no synchronous standby"

@@ -414,6 +414,22 @@ class RegistrySettings(Frozen):
     disabled, so clients never need to reach the object store."""
 
 
+class AirflowSettings(Frozen):
+    version: str = Field("3.3.2", pattern=r"^\d+\.\d+\.\d+$")
+    """Apache Airflow release. The controller builds one wheelhouse per version (and
+    extras) from ``package_sources.pypi_index``; hosts install from it offline."""
+    extras: tuple[str, ...] = ("celery", "postgres")
+    """pip extras of ``apache-airflow`` (providers): Celery executor, PostgreSQL."""
+
+    @field_validator("extras")
+    @classmethod
+    def _extra_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for extra in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", extra):
+                raise ValueError(f"{extra!r} is not a pip extra name")
+        return value
+
+
 class ComponentSettings(Frozen):
     etcd: EtcdSettings = EtcdSettings()
     """etcd settings (one 3- or 5-member cluster per DC)."""
@@ -433,6 +449,8 @@ class ComponentSettings(Frozen):
     """nginx (application load balancer) settings."""
     registry: RegistrySettings = RegistrySettings()
     """Container registry (CNCF Distribution) settings."""
+    airflow: AirflowSettings = AirflowSettings()
+    """Apache Airflow settings."""
 
 
 class Environment(Frozen):
@@ -443,7 +461,12 @@ class Environment(Frozen):
     kind: Literal["lab", "production", "staging"] = "production"
     """``lab`` environments keep their passphrase in local state; others need PLINTH_PASSPHRASE."""
     datacenters: tuple[Datacenter, ...] = Field(min_length=1)
-    """The datacenters, in deploy order (DC1 is the active site)."""
+    """The datacenters, in deploy order."""
+    active_datacenter: str | None = None
+    """The site that takes writes; the others stand by (a Patroni standby cluster
+    replicating from the active site's PostgreSQL VIP). Default: the first datacenter.
+    Read when a cluster is created; changing it never demotes a running cluster (see the
+    DC failover runbook in docs/components/postgresql.md)."""
     hosts: tuple[Host, ...] = Field(min_length=1)
     """Every managed host."""
     vips: tuple[Vip, ...] = ()
@@ -465,6 +488,15 @@ class Environment(Frozen):
 
     def stack_names(self) -> list[str]:
         return [f"{self.name}-{dc.name}" for dc in self.datacenters]
+
+    @property
+    def active_site(self) -> str:
+        """Name of the datacenter that takes writes (``active_datacenter`` or the first)."""
+        return self.active_datacenter or self.datacenters[0].name
+
+    def vip_serving(self, service: str, datacenter: str) -> Vip | None:
+        """The first VIP of ``datacenter`` that carries ``service``."""
+        return next((v for v in self.vips_in(datacenter) if service in v.services), None)
 
     def hosts_in(self, datacenter: str) -> list[Host]:
         return [h for h in self.hosts if h.datacenter == datacenter]
@@ -632,6 +664,25 @@ def _rule_problems(env: Environment) -> Iterator[str]:
                     f"components.nginx.virtual_hosts[{idx[1]}].{field}: {value!r} is also "
                     f"virtual_hosts[{idx[0]}]"
                 )
+    if env.active_datacenter is not None and env.active_datacenter not in dc_index:
+        yield (
+            f"active_datacenter: unknown datacenter {env.active_datacenter!r}; "
+            f"known: {', '.join(dc_index)}"
+        )
+    elif (
+        any(
+            env.hosts_with(Role.POSTGRESQL, dc.name)
+            for dc in env.datacenters
+            if dc.name != env.active_site
+        )
+        and env.vip_serving("postgresql", env.active_site) is None
+    ):
+        # Standby clusters replicate from the active site through its PostgreSQL VIP
+        # (haproxy routes it to whichever member is primary now).
+        yield (
+            f"vips: standby PostgreSQL clusters replicate from the active datacenter "
+            f"{env.active_site!r}, which has no VIP with the 'postgresql' service"
+        )
 
     if env.ssh.user != "root" and not re.fullmatch(r"[a-z_][a-z0-9_-]*", env.ssh.user):
         yield f"ssh.user: {env.ssh.user!r} is not a valid user name"

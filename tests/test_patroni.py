@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import yaml
 from pyinfra.api.exceptions import FactProcessError
 
-from facts.patroni import MISSING, UNREACHABLE, normalise_role, parse_patroni_cluster
+from facts.patroni import (
+    MISSING,
+    UNREACHABLE,
+    normalise_role,
+    parse_cluster_document,
+    parse_patroni_cluster,
+)
 from operations.patroni import (
     PatroniInput,
+    StandbySource,
     cell_packages,
     config_difference,
     dynamic_settings,
     flatten,
     render,
+    standby_slot,
 )
 from plinth.certificates import CertificateSpec
 from plinth.model import PatroniSettings, Role
@@ -79,7 +88,7 @@ def test_unreachable_missing_and_garbage() -> None:
 
 
 def test_config_difference_touches_only_managed_keys() -> None:
-    wanted = dynamic_settings(PatroniSettings())
+    wanted = dynamic_settings(spec())
     current = json.loads(json.dumps(wanted))
     current["postgresql"]["parameters"]["max_connections"] = 200  # number vs "200": equal
     current["postgresql"]["parameters"]["work_mem"] = "8MB"  # set by the cluster: kept
@@ -140,3 +149,74 @@ def test_cell_packages_by_role() -> None:
     assert cell_packages([Role.HAPROXY]) == ["haproxy"]
     assert "patroni" in cell_packages([Role.POSTGRESQL, Role.ETCD])
     assert cell_packages([Role.REDIS]) == []
+
+
+def test_standby_site_bootstraps_from_the_active_vip_and_never_patches_it_away() -> None:
+    from dataclasses import replace
+
+    standby = replace(
+        spec(),
+        scope="pg-dc2",
+        standby=StandbySource("10.0.0.100", 5000, standby_slot("dc2")),
+    )
+    dcs = yaml.safe_load(render(standby, {"superuser": "s", "replication": "r", "rewind": "w"}))[
+        "bootstrap"
+    ]["dcs"]
+    assert dcs["standby_cluster"] == {
+        "host": "10.0.0.100",
+        "port": 5000,
+        "primary_slot_name": "standby_dc2",
+        "create_replica_methods": ["basebackup"],
+    }
+    # Cascading replicas of a standby leader are asynchronous.
+    assert dcs["synchronous_mode"] is False
+    # After an operator promoted the site (standby_cluster removed), a run keeps it so.
+    assert "standby_cluster" not in dynamic_settings(standby)
+
+
+def test_active_site_keeps_a_slot_per_standby_site() -> None:
+    from dataclasses import replace
+
+    active = replace(spec(), standby_slots=(standby_slot("dc-2"),))
+    assert dynamic_settings(active)["slots"] == {"standby_dc_2": {"type": "physical"}}
+    assert "slots" not in dynamic_settings(spec())
+
+
+def test_wal_position_of_a_primary_and_of_a_standby_leader() -> None:
+    cluster = {"members": [{"name": "a", "role": "leader", "state": "running"}]}
+    primary = parse_cluster_document(cluster, {"role": "master", "xlog": {"location": 900}})
+    standby = parse_cluster_document(
+        cluster,
+        {"role": "standby_leader", "xlog": {"received_location": 880, "replayed_location": 860}},
+    )
+    assert (primary.local_wal, standby.local_wal) == (900, 860)
+    assert parse_cluster_document(cluster, None).local_wal is None
+
+
+def test_standby_lag_is_the_active_primary_minus_what_the_standby_replayed() -> None:
+    from plinth.cli.cluster import add_standby_lag
+    from plinth.cli.cluster import render as render_status
+    from plinth.model import parse_environment
+
+    env = parse_environment(
+        {
+            "name": "unit",
+            "datacenters": [
+                {"name": "dc1", "subnet": "10.0.1.0/24", "domain": "dc1.unit.internal"},
+                {"name": "dc2", "subnet": "10.0.2.0/24", "domain": "dc2.unit.internal"},
+            ],
+            "hosts": [
+                {"name": "h1", "address": "10.0.1.11", "datacenter": "dc1", "roles": ["nginx"]}
+            ],
+        }
+    )
+
+    def result(stack: str, standby: bool, wal: int | None) -> dict[str, Any]:
+        patroni = {"scope": stack, "problems": [], "members": [], "standby": standby}
+        return {"stack": stack, "etcd": None, "vips": [], "patroni": patroni | {"leader_wal": wal}}
+
+    results = [result("unit-dc1", False, 5000), result("unit-dc2", True, 4200)]
+    add_standby_lag(results, env)
+    assert "standby_of" not in results[0]["patroni"]
+    assert results[1]["patroni"]["standby_of"] == {"datacenter": "dc1", "lag_bytes": 800}
+    assert "standby cluster of dc1: lag 800 B" in render_status(results[1])

@@ -66,17 +66,30 @@ def collect(stack: Stack) -> dict[str, Any]:
                 if etcd is not None and etcd.members:
                     break
             out["etcd"] = describe(etcd)
-        for host in pg_hosts:
+
+        def read_patroni(host: Host) -> Any:
             tls = _spec(env, host, "patroni")
-            cluster = _fact(
+            return _fact(
                 state, host.name, PatroniCluster, ca=tls.ca_path, cert=tls.chain_path,
                 key=tls.key_path, api=_api(env, host),
             )  # fmt: skip
+
+        for host in pg_hosts:
+            cluster = read_patroni(host)
             if cluster is not None:
+                leader = cluster.leader
+                # The leader's own WAL position (a standby site's lag is measured
+                # against the active site's primary).
+                leader_view = cluster
+                if leader is not None and leader.name != host.name:
+                    leader_host = next((h for h in pg_hosts if h.name == leader.name), None)
+                    leader_view = read_patroni(leader_host) if leader_host else None
                 out["patroni"] = {
                     "scope": cluster.scope,
                     "read_from": host.name,
-                    "leader": cluster.leader.name if cluster.leader else None,
+                    "leader": leader.name if leader else None,
+                    "standby": leader is not None and leader.role == "standby_leader",
+                    "leader_wal": leader_view.local_wal if leader_view else None,
                     "paused": cluster.paused,
                     "problems": cluster.problems(tuple(h.name for h in pg_hosts)),
                     "members": [
@@ -134,6 +147,27 @@ def _edge_services(state: Any, env: Environment, dc: str) -> dict[str, dict[str,
     return edge
 
 
+def add_standby_lag(results: list[dict[str, Any]], env: Environment) -> None:
+    """Give each standby site's Patroni entry its lag behind the active site's primary
+    (bytes of WAL: the primary's position minus what the standby leader replayed; read
+    a moment apart, so a busy primary shows a little more than the true lag)."""
+    active = next((r for r in results if r["stack"] == f"{env.name}-{env.active_site}"), None)
+    for result in results:
+        patroni = result["patroni"]
+        if not patroni or not patroni["standby"]:
+            continue
+        if active is None:
+            active = collect(next(s for s in resolve(env.name) if s.datacenter == env.active_site))
+        source = active["patroni"] or {}
+        primary_wal, replayed = source.get("leader_wal"), patroni["leader_wal"]
+        patroni["standby_of"] = {
+            "datacenter": env.active_site,
+            "lag_bytes": None
+            if primary_wal is None or replayed is None
+            else max(0, primary_wal - replayed),
+        }
+
+
 def healthy(data: dict[str, Any]) -> bool:
     etcd = data["etcd"]
     patroni = data["patroni"]
@@ -163,6 +197,11 @@ def render(data: dict[str, Any]) -> str:
     else:
         problems = "; ".join(patroni["problems"]) or "healthy"
         lines.append(f"  patroni {patroni['scope']}: {problems}")
+        standby_of = patroni.get("standby_of")
+        if standby_of:
+            lag = standby_of["lag_bytes"]
+            shown = "unknown" if lag is None else f"{lag} B"
+            lines.append(f"    standby cluster of {standby_of['datacenter']}: lag {shown}")
         lines.append(
             f"    {'member':<12} {'role':<15} {'state':<10} {'TL':>3} {'lag':>10}  pending restart"
         )
@@ -192,7 +231,9 @@ def render(data: dict[str, Any]) -> str:
 def status(stack: str, as_json: bool) -> None:
     """etcd, Patroni and VIP state of STACK (or every DC of an environment). Exit 1 unless
     everything is healthy."""
-    results = [collect(s) for s in resolve(stack)]
+    stacks = resolve(stack)
+    results = [collect(s) for s in stacks]
+    add_standby_lag(results, stacks[0].environment)
     if as_json:
         click.echo(json.dumps({"stacks": results}, indent=2))
     else:

@@ -195,7 +195,32 @@ def outputs(environment: str, as_json: bool) -> None:
         click.echo(outputs_module.render_text(data))
 
 
+@click.command()
+@click.argument("environment")
+@operator_errors
+def wheelhouse(environment: str) -> None:
+    """Build (or find) the Airflow wheelhouse ENVIRONMENT's model asks for.
+
+    `plinth up` builds it when missing; a pipeline can build it in an earlier stage.
+    """
+    import time
+
+    from plinth.wheelhouse import WheelhouseError, airflow_wheelhouse
+
+    env = load_environment(_environment_path(environment))
+    started = time.monotonic()
+    try:
+        built = airflow_wheelhouse(env)
+    except WheelhouseError as error:
+        raise OperatorError(f"{environment}: {error}") from None
+    size = built.tarball.stat().st_size / 2**20
+    click.echo(
+        f"{built.requirement}: {len(built.lock)} wheels, {size:.0f} MiB, sha256 {built.sha256}"
+        f" ({built.tarball}, {time.monotonic() - started:.1f} s)"
+    )
+
+
 def register(group: click.Group) -> None:
     """Attach the core commands to the top-level group."""
-    for command in (validate, inventory, preview, up, outputs):
+    for command in (validate, inventory, preview, up, outputs, wheelhouse):
         group.add_command(command)

@@ -18,13 +18,19 @@ DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 START_TIMEOUT = 30.0
 
 
+# Pinging fails fast, but real calls can legitimately take long on a busy 2-core
+# machine: force-removing a container waits for its systemd to stop.
+API_TIMEOUT = 300
+
+
 def _try_client(timeout: int = 10) -> docker.DockerClient | None:
-    """A client whose engine answered a ping, or None."""
+    """A client whose engine answered a ping (within ``timeout``), or None."""
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
     except (DockerException, OSError):
         return None
+    client.api.timeout = API_TIMEOUT
     return client
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,3 +83,77 @@ def test_certificates_of_both_datacenters(full_lab: Lab) -> None:
     assert all(r["ok"] for r in rows)
     host_rows = [r for r in rows if r["service"] == "host"]
     assert len(host_rows) == len(full_lab.environment.hosts)
+
+
+def test_dc2_is_a_standby_cluster_streaming_from_dc1(full_lab: Lab, tmp_path: Path) -> None:
+    from tests.lab.test_postgresql import PROBE, dsn, psql
+
+    env = full_lab.environment
+    bundle = tmp_path / "client"
+    plinth("pki", "client-cert", "lab", "--cn", PROBE, "--out", str(bundle))
+    vip = env.vip_serving("postgresql", "dc1")
+    assert vip is not None
+    dc1 = dsn(
+        full_lab, bundle, env.vip_fqdn(vip), str(vip.address),
+        port=str(env.components.haproxy.primary_port),
+    )  # fmt: skip
+    marker = f"m{time.time_ns()}"
+    for sql in (
+        "create table if not exists dc_probe (marker text primary key)",
+        f"insert into dc_probe values ('{marker}')",
+    ):
+        result = psql(dc1, sql)
+        assert result.returncode == 0, result.stderr
+
+    dc2 = full_lab.host("dc2-db1", tmp_path)
+    members = json.loads(dc2.check_output("patronictl -c /etc/patroni/config.yml list -f json"))
+    assert sorted(m["Role"] for m in members) == ["Replica", "Replica", "Standby Leader"], members
+    assert all(m["State"] in ("running", "streaming") for m in members), members
+    standby_leader = next(m["Member"] for m in members if m["Role"] == "Standby Leader")
+
+    def local_sql(host: str, sql: str) -> Any:
+        return full_lab.host(host, tmp_path).run(
+            f"cd / && runuser -u postgres -- psql -XAt -v ON_ERROR_STOP=1 -c {shlex.quote(sql)}"
+        )
+
+    started = time.monotonic()
+    seen = ""
+    while time.monotonic() - started < 60:
+        seen = local_sql(
+            standby_leader, f"select count(*) from plinth_probe.dc_probe where marker='{marker}'"
+        ).stdout.strip()
+        if seen == "1":
+            break
+        time.sleep(0.5)
+    assert seen == "1", f"row written in dc1 not on dc2's standby leader {standby_leader}"
+    delay = time.monotonic() - started
+    print(f"\nrow written through dc1's VIP visible on dc2 after {delay:.1f} s")
+
+    refused = local_sql(standby_leader, "create table dc2_write (x int)")
+    assert refused.rc != 0 and "read-only transaction" in refused.stderr, refused.stderr
+
+    # dc1 keeps a slot for dc2's standby leader, and it is in use (WAL is retained for it).
+    dc1_leader = next(
+        m["Member"]
+        for m in json.loads(
+            full_lab.host("dc1-db1", tmp_path).check_output(
+                "patronictl -c /etc/patroni/config.yml list -f json"
+            )
+        )
+        if m["Role"] == "Leader"
+    )
+    active = local_sql(
+        dc1_leader, "select active from pg_replication_slots where slot_name = 'standby_dc2'"
+    )
+    assert active.stdout.strip() == "t", (active.stdout, active.stderr)
+
+
+def test_status_shows_the_standby_sites_lag(full_lab: Lab) -> None:
+    result = plinth("status", "lab", "--json", check=False)
+    stacks = {s["stack"]: s for s in json.loads(result.stdout)["stacks"]}
+    standby = stacks["lab-dc2"]["patroni"]
+    assert standby["standby"] is True and not stacks["lab-dc1"]["patroni"]["standby"]
+    lag = standby["standby_of"]["lag_bytes"]
+    assert standby["standby_of"]["datacenter"] == "dc1" and isinstance(lag, int), standby
+    print(f"\ndc2 standby lag behind dc1: {lag} bytes")
+    assert "standby cluster of dc1: lag" in plinth("status", "lab-dc2", check=False).stdout

@@ -276,3 +276,37 @@ def test_reference_doc_is_current() -> None:
     from plinth import docgen
 
     assert docgen.OUTPUT.read_text() == docgen.render(), "run: python -m plinth.docgen"
+
+
+def test_active_datacenter_must_be_known() -> None:
+    data = base_environment()
+    data["active_datacenter"] = "dc9"
+    assert single_problem(data) == "active_datacenter: unknown datacenter 'dc9'; known: dc1, dc2"
+
+
+def standby_site(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with a second PostgreSQL cluster (and its etcd) in dc2."""
+    data["hosts"] += [
+        {
+            "name": f"dc2-n{i}",
+            "address": f"10.231.2.1{i}",
+            "datacenter": "dc2",
+            "roles": ["etcd", "postgresql"],
+        }
+        for i in (1, 2, 3)
+    ]
+    return data
+
+
+def test_standby_site_needs_a_postgresql_vip_at_the_active_site() -> None:
+    data = standby_site(base_environment())
+    assert single_problem(data) == (
+        "vips: standby PostgreSQL clusters replicate from the active datacenter 'dc1', "
+        "which has no VIP with the 'postgresql' service"
+    )
+    data["vips"][0]["services"] = ["postgresql"]
+    env = parse_environment(data)
+    assert env.active_site == "dc1"
+    # Making dc2 active moves the requirement there.
+    data["active_datacenter"] = "dc2"
+    assert "active datacenter 'dc2'" in single_problem(data)

@@ -1,0 +1,218 @@
+"""The Airflow wheelhouse: built once per version on the controller, installed offline.
+
+No platform host reaches PyPI. The controller resolves ``apache-airflow[extras]==version``
+against the model's ``package_sources.pypi_index`` with ``pip wheel`` (sdists are built
+into wheels here, so hosts need no compiler), records the exact set it resolved in a lock
+file, and packs both into one tar. Hosts receive the tar (one file: a re-run compares one
+checksum, not hundreds) and install with ``pip install --no-index`` constrained by the
+lock, so every host of every DC runs the same bytes.
+
+The build is hermetic with respect to the controller's own pip configuration (its extra
+indexes, find-links and constraints are ignored): only the model's index counts. Wheels
+with compiled code must match the hosts' interpreter, so the controller's Python minor
+version must be the hosts' (3.11 on Debian 12).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from plinth.model import Environment
+
+HOST_PYTHON = (3, 11)
+"""Debian 12's python3 (minor version: the ABI of compiled wheels)."""
+HOST_PYTHON_FULL = "3.11.2"
+"""Debian 12's exact python3: dependency markers such as ``python_full_version <
+"3.11.3"`` (redis needs async-timeout below 3.11.3) are decided for it, not for the
+controller's interpreter."""
+HOST_PLATFORM = "x86_64-manylinux_2_17"
+LOCK_NAME = "requirements.lock"
+_WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
+
+
+class WheelhouseError(Exception):
+    """The wheelhouse cannot be built; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Wheelhouse:
+    requirement: str
+    """``apache-airflow[celery,postgres]==3.3.2``"""
+    tarball: Path
+    """One tar of every wheel plus the lock file."""
+    sha256: str
+    lock: tuple[str, ...]
+    """``name==version`` of every wheel, sorted."""
+
+    @property
+    def tag(self) -> str:
+        """Short identity of the exact content (part of the hosts' venv path)."""
+        return self.sha256[:12]
+
+
+def requirement(version: str, extras: tuple[str, ...]) -> str:
+    return f"apache-airflow[{','.join(sorted(extras))}]=={version}"
+
+
+def lock_lines(wheel_names: list[str]) -> list[str]:
+    """``name==version`` for each wheel file name (PEP 427), names normalised (PEP 503)."""
+    lines = []
+    for name in wheel_names:
+        match = _WHEEL.match(name)
+        if match is None:
+            raise WheelhouseError(f"not a wheel file name: {name}")
+        project = re.sub(r"[-_.]+", "-", match["name"]).lower()
+        lines.append(f"{project}=={match['version']}")
+    return sorted(lines)
+
+
+def cache_dir(root: Path) -> Path:
+    return root / ".cache" / "wheelhouse"
+
+
+def _hermetic_pip_env(index_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    # The system's certificate bundle (a TLS-inspecting proxy's CA is added there).
+    env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": index_url}
+    cert = os.environ.get("PIP_CERT")
+    if cert:
+        env["PIP_CERT"] = cert
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def _pack(wheels: Path, lock: list[str], tarball: Path) -> None:
+    """A reproducible tar: sorted members, no owners, no timestamps."""
+    (wheels / LOCK_NAME).write_text("\n".join(lock) + "\n")
+    partial = tarball.with_suffix(".partial")
+    with tarfile.open(partial, "w") as tar:
+        for path in sorted(wheels.iterdir()):
+            info = tar.gettarinfo(str(path), arcname=path.name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            info.mode = 0o644
+            with path.open("rb") as handle:
+                tar.addfile(info, handle)
+    partial.replace(tarball)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_lock(tarball: Path) -> tuple[str, ...]:
+    with tarfile.open(tarball) as tar:
+        member = tar.extractfile(LOCK_NAME)
+        if member is None:
+            raise WheelhouseError(f"{tarball}: no {LOCK_NAME} inside; delete it and rebuild")
+        return tuple(member.read().decode().split())
+
+
+def ensure_wheelhouse(
+    root: Path, version: str, extras: tuple[str, ...], index_url: str, python: str | None = None
+) -> Wheelhouse:
+    """The wheelhouse for ``version`` (built now if the cache has none)."""
+    wanted = requirement(version, extras)
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", wanted).strip("-")
+    tarball = cache_dir(root) / f"{slug}-cp{HOST_PYTHON[0]}{HOST_PYTHON[1]}.tar"
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    # One build at a time: two stacks (or two operators' runs) share the cache.
+    with (tarball.parent / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not tarball.exists():
+            build(wanted, index_url, tarball, python or sys.executable)
+    return Wheelhouse(wanted, tarball, _sha256(tarball), _read_lock(tarball))
+
+
+def build(wanted: str, index_url: str, tarball: Path, python: str) -> None:
+    probe = subprocess.run(
+        [python, "-c", "import sys; print(*sys.version_info[:2])"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    found = tuple(int(x) for x in probe.stdout.split()) if probe.returncode == 0 else ()
+    if found != HOST_PYTHON:
+        have = ".".join(map(str, found)) or "unknown"
+        raise WheelhouseError(
+            f"{python} is Python {have}; the hosts run "
+            f"{HOST_PYTHON[0]}.{HOST_PYTHON[1]} and compiled wheels must match: build with a "
+            f"{HOST_PYTHON[0]}.{HOST_PYTHON[1]} interpreter (PLINTH_WHEELHOUSE_PYTHON)"
+        )
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="plinth-wheelhouse-", dir=tarball.parent) as tmp:
+        wheels = Path(tmp) / "wheels"
+        wanted_file, resolved_file = Path(tmp) / "wanted.in", Path(tmp) / "resolved.txt"
+        wanted_file.write_text(wanted + "\n")
+        # Resolve for the hosts' interpreter and platform (pip can only resolve for the
+        # one running it), then fetch exactly that set.
+        _run(
+            [sys.executable, "-m", "uv", "pip", "compile", "--quiet", "--no-config",
+             "--native-tls", "--no-header", "--no-annotate", "--index-url", index_url,
+             "--python-version", HOST_PYTHON_FULL, "--python-platform", HOST_PLATFORM,
+             str(wanted_file), "-o", str(resolved_file)],
+            f"resolving {wanted} for Python {HOST_PYTHON_FULL} from {index_url}",
+            index_url,
+        )  # fmt: skip
+        resolved = sorted(
+            line.strip() for line in resolved_file.read_text().splitlines() if "==" in line
+        )
+        _run(
+            [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels),
+             "-r", str(resolved_file)],
+            f"fetching the wheels of {wanted} from {index_url}",
+            index_url,
+        )  # fmt: skip
+        built = lock_lines(sorted(p.name for p in wheels.glob("*.whl")))
+        if built != lock_lines_normalised(resolved):
+            missing = set(lock_lines_normalised(resolved)) - set(built)
+            raise WheelhouseError(f"wheels missing after the fetch: {', '.join(sorted(missing))}")
+        _pack(wheels, built, tarball)
+        shutil.rmtree(wheels, ignore_errors=True)
+
+
+def lock_lines_normalised(pins: list[str]) -> list[str]:
+    """``name==version`` pins with PEP 503 names, sorted."""
+    out = []
+    for pin in pins:
+        name, _, version = pin.partition("==")
+        out.append(f"{re.sub(r'[-_.]+', '-', name).lower()}=={version.split(';')[0].strip()}")
+    return sorted(out)
+
+
+def _run(command: list[str], what: str, index_url: str) -> None:
+    result = subprocess.run(
+        command, env=_hermetic_pip_env(index_url), capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        raise WheelhouseError(f"{what} failed: " + " / ".join(tail))
+
+
+def airflow_wheelhouse(environment: Environment) -> Wheelhouse:
+    """The wheelhouse the model's Airflow settings ask for, from the model's index.
+
+    ``PLINTH_WHEELHOUSE_PYTHON`` names the interpreter to build with (default: the one
+    running plinth); it must be the hosts' Python version.
+    """
+    from plinth.stacks import project_root
+
+    settings = environment.components.airflow
+    index = environment.package_sources.pypi_index
+    return ensure_wheelhouse(
+        project_root(), settings.version, settings.extras, index,
+        os.environ.get("PLINTH_WHEELHOUSE_PYTHON"),
+    )  # fmt: skip
