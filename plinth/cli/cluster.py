@@ -123,7 +123,19 @@ def collect(stack: Stack) -> dict[str, Any]:
                     "fqdn": env.vip_fqdn(vip),
                     "address": str(vip.address),
                     "holders": holders[str(vip.address)],
-                    "nodes": nodes,
+                    # each node's state in this VIP's VRRP instance only (keepalived names
+                    # instances <vip>_<dc>)
+                    "nodes": {
+                        name: {
+                            "running": node["running"],
+                            "instances": {
+                                k: v
+                                for k, v in node["instances"].items()
+                                if k == f"{vip.name}_{dc}"
+                            },
+                        }
+                        for name, node in nodes.items()
+                    },
                 }
             )
         out["edge"] = _edge_services(state, env, dc)
