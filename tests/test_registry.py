@@ -67,3 +67,31 @@ def test_docker_knows_the_registry_by_the_vip_name_and_the_virtual_host_port() -
     assert docker_trust_directory(env, "dc2") == (
         "/etc/docker/certs.d/edge.dc2.grid.plinth.internal:5443"
     )
+
+
+def test_outputs_name_the_egress_proxy_and_the_registry_of_each_datacenter() -> None:
+    from plinth.outputs import collect, render_text
+
+    data = collect(example(), REPO / "inventory" / "example-prod.yaml")
+    dc2 = data["datacenters"]["dc2"]
+    assert dc2["egress_proxy"] == "http://edge.dc2.grid.plinth.internal:3128"
+    assert dc2["registry"]["address"] == "edge.dc2.grid.plinth.internal:5443"
+    assert dc2["registry"]["push_identities"] == ["registry-push"]
+    text = render_text(data)
+    assert "registry: edge.dc1.grid.plinth.internal:5443, client certificate required" in text
+
+
+def test_status_is_unhealthy_when_an_edge_daemon_is_down() -> None:
+    from plinth.cli.cluster import healthy, render
+
+    data = {
+        "stack": "lab-dc1",
+        "etcd": None,
+        "patroni": None,
+        "vips": [],
+        "edge": {"dc1-n1": {"squid": True, "nginx": False, "docker-registry": True}},
+    }
+    assert not healthy(data)
+    assert "edge dc1-n1: squid=active nginx=DOWN docker-registry=active" in render(data)
+    data["edge"]["dc1-n1"]["nginx"] = True
+    assert healthy(data)
