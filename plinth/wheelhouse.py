@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ HOST_PYTHON_FULL = "3.11.2"
 controller's interpreter."""
 HOST_PLATFORM = "x86_64-manylinux_2_17"
 LOCK_NAME = "requirements.lock"
+_IN_PROCESS_BUILD = threading.Lock()
 _WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
 
@@ -131,8 +133,11 @@ def ensure_wheelhouse(
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", wanted).strip("-")
     tarball = cache_dir(root) / f"{slug}-cp{HOST_PYTHON[0]}{HOST_PYTHON[1]}.tar"
     tarball.parent.mkdir(parents=True, exist_ok=True)
-    # One build at a time: two stacks (or two operators' runs) share the cache.
-    with (tarball.parent / ".lock").open("w") as lock:
+    # One build at a time: two stacks (or two operators' runs) share the cache. pyinfra
+    # runs deploy.py for every host as greenlets of one process, and a second flock on the
+    # same file from that process would block it whole (the first host's build never
+    # resumes): the in-process lock, which gevent makes cooperative, is taken first.
+    with _IN_PROCESS_BUILD, (tarball.parent / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not tarball.exists():
             build(wanted, index_url, tarball, python or sys.executable)
