@@ -14,9 +14,13 @@ typed model. The order, and why:
 5. Patroni/PostgreSQL (needs etcd), then haproxy/keepalived (route to its primary).
 6. Redis + Sentinel (their packages come with the cell's, before host TLS: the keys
    belong to the ``redis`` user).
-7. (next) squid before anything that downloads; etcd before Patroni (its DCS);
-   Patroni before haproxy/keepalived (they route to its primary); Redis,
-   RabbitMQ and MinIO before the stateless tier; nginx before Airflow.
+7. the edge: the registry before nginx (its upstream), nginx before keepalived moves
+   the edge VIP to it; every host trusts the DC's registry.
+8. Airflow last (offline install from the controller's wheelhouse); RabbitMQ and
+   MinIO before the stateless tier; nginx before Airflow's api-server.
+
+squid comes right after the packages: it needs no certificate, and it must be up
+before anything downloads through it.
 """
 
 from pyinfra import host
@@ -26,6 +30,7 @@ from operations.base import BaseHostInput, base_host, read_extra_ca
 from operations.etcd import etcd_input, etcd_member
 from operations.haproxy import haproxy_input, haproxy_node
 from operations.keepalived import keepalived_input, keepalived_node
+from operations.nginx import nginx_input, nginx_node
 from operations.patroni import (
     cell_packages_installed,
     patroni_input,
@@ -36,6 +41,15 @@ from operations.patroni import (
 from operations.pki import host_tls
 from operations.redis import read_passwords as read_redis_passwords
 from operations.redis import redis_input, redis_node
+from operations.registry import (
+    docker_trust_directory,
+    read_secrets,
+    registry_input,
+    registry_instance,
+    registry_trust,
+)
+from operations.registry import render as render_registry
+from operations.squid import squid, squid_input
 from plinth.certificates import host_certificates
 from plinth.context import host_context, tls_signer
 from plinth.model import Role
@@ -61,6 +75,9 @@ base_host(
 
 cell_packages_installed(context.host.roles)
 
+if Role.SQUID in context.host.roles:
+    squid(squid_input(environment, context.host))
+
 certificates = {spec.service: spec for spec in host_certificates(environment, context.host)}
 signer, crls = tls_signer(context)
 host_tls(
@@ -82,6 +99,17 @@ if Role.POSTGRESQL in context.host.roles:
 
 if Role.HAPROXY in context.host.roles:
     haproxy_node(haproxy_input(context, certificates["haproxy"]))
+
+if Role.REGISTRY in context.host.roles:
+    registry = registry_input(context, certificates["registry"])
+    registry_instance(registry, render_registry(registry, read_secrets(context)))
+
+if Role.NGINX in context.host.roles:
+    nginx_node(nginx_input(context, certificates["nginx"], certificates["nginx-upstream"]))
+
+registry_trust_directory = docker_trust_directory(environment, context.datacenter.name)
+if registry_trust_directory is not None:
+    registry_trust(registry_trust_directory, certificates["host"])
 
 if Role.KEEPALIVED in context.host.roles:
     keepalived_node(keepalived_input(context))

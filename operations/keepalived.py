@@ -1,11 +1,11 @@
-"""keepalived: the DC's VIPs that serve PostgreSQL, with unicast VRRP between its nodes.
+"""keepalived: the DC's VIPs (PostgreSQL's, the edge's), with unicast VRRP between its nodes.
 
 Every node starts as BACKUP with ``nopreempt`` (the first election picks the highest
-priority; a recovered node does not take the VIP back); a node whose haproxy is not
-running goes to FAULT and gives the VIP up. The notify script records each state
-change in ``/var/lib/keepalived-plinth/<instance>.state`` (the ``VrrpState`` fact
-reads it). The configuration is checked with ``keepalived -t`` before it replaces
-the live one, and applied with a reload (SIGHUP), which keeps the current MASTER.
+priority; a recovered node does not take the VIP back); a node whose haproxy (for the
+edge VIP: nginx or squid) is not running goes to FAULT and gives the VIP up. The notify
+script records each state change in ``/var/lib/keepalived-plinth/<instance>.state``
+(the ``VrrpState`` fact reads it). The configuration is checked with ``keepalived -t``
+before it replaces the live one, and applied with a reload (SIGHUP), which keeps the current MASTER.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class VrrpInstance:
     instance: str
     address: str
     router_id: int
+    tracks: tuple[str, ...] = ("haproxy",)
+    """systemd units (without ``.service``) that must be active for this node to hold it."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class KeepalivedInput:
     settings: KeepalivedSettings
 
     def render(self, interface: str) -> str:
+        tracked = sorted({unit for vip in self.vips for unit in vip.tracks})
         return render_template(
             "keepalived/etc/keepalived/keepalived.conf.j2",
             host=self.host,
@@ -72,7 +75,23 @@ class KeepalivedInput:
             interface=interface,
             script_user=SCRIPT_USER,
             notify=NOTIFY,
+            tracked=tracked,
         )
+
+
+def tracked_units(
+    services: tuple[str, ...], roles: tuple[Role, ...], vhosts: set[str]
+) -> tuple[str, ...]:
+    """Daemons on a holder that serve a VIP's ``services``: haproxy for PostgreSQL, nginx for
+    its virtual hosts, squid for egress. A node whose daemon stops gives the VIP up."""
+    units = []
+    if "postgresql" in services and Role.HAPROXY in roles:
+        units.append("haproxy")
+    if vhosts & set(services) and Role.NGINX in roles:
+        units.append("nginx")
+    if "squid" in services and Role.SQUID in roles:
+        units.append("squid")
+    return tuple(units)
 
 
 def keepalived_input(context: HostContext) -> KeepalivedInput:
@@ -80,6 +99,7 @@ def keepalived_input(context: HostContext) -> KeepalivedInput:
     dc = context.datacenter
     holders = env.hosts_with(Role.KEEPALIVED, dc.name)
     index = [h.name for h in holders].index(context.host.name)
+    vhosts = {v.name for v in env.components.nginx.virtual_hosts}
     return KeepalivedInput(
         host=context.host.name,
         address=str(context.host.address),
@@ -88,9 +108,9 @@ def keepalived_input(context: HostContext) -> KeepalivedInput:
         priority=max(1, 150 - 10 * index),
         peers=tuple(str(h.address) for h in holders if h.name != context.host.name),
         vips=tuple(
-            VrrpInstance(f"{v.name}_{dc.name}", str(v.address), v.router_id)
+            VrrpInstance(f"{v.name}_{dc.name}", str(v.address), v.router_id, tracks)
             for v in env.vips_in(dc.name)
-            if "postgresql" in v.services
+            if (tracks := tracked_units(v.services, context.host.roles, vhosts))
         ),
         settings=env.components.keepalived,
     )

@@ -62,6 +62,11 @@ ROLE_PACKAGES: dict[Role, tuple[str, ...]] = {
     Role.KEEPALIVED: ("keepalived",),
     Role.REDIS: ("redis-server", "redis-tools"),
     Role.SENTINEL: ("redis-sentinel", "redis-tools"),
+    # The edge: installed here too, not started, so docker-registry's service user
+    # exists before host TLS writes the key it owns.
+    Role.SQUID: ("squid",),
+    Role.NGINX: ("nginx",),
+    Role.REGISTRY: ("docker-registry",),
 }
 
 

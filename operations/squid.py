@@ -12,7 +12,7 @@ from io import StringIO
 from urllib.parse import urlsplit
 
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 
 from operations.checked import checked_file
 from plinth.model import Environment, Host, PackageSources, SquidSettings
@@ -77,9 +77,9 @@ def render_config(spec: SquidInput) -> str:
 
 @deploy("squid")
 def squid(spec: SquidInput) -> None:
-    """Install squid, write its allowlist configuration (checked with ``squid -k parse``
-    before it replaces the running one) and reload it only when it changed."""
-    apt.packages(name="squid package", packages=["squid"])
+    """Write squid's allowlist configuration (checked with ``squid -k parse`` before it
+    replaces the running one), start it, and reload it only when it changed. The package
+    is installed, not started, with the cell's packages (operations/patroni.py)."""
     config = checked_file(
         name="squid configuration",
         path=CONFIG,
@@ -94,9 +94,13 @@ def squid(spec: SquidInput) -> None:
         group="proxy",
         mode="750",
     )
-    systemd.service(name="squid running", service="squid.service", running=True, enabled=True)
+    start = systemd.service(
+        name="squid running", service="squid.service", running=True, enabled=True
+    )
+    # A squid that has just started read the new file already (and has no pid file to
+    # signal for a moment): only a running one is told to reconfigure.
     server.shell(
         name="squid reloads its configuration",
         commands=["squid -k reconfigure"],
-        _if=config.did_change,
+        _if=lambda: config.did_change() and not start.did_change(),
     )

@@ -56,12 +56,16 @@ class CertificateSpec:
         return f"{self.directory}/ca.crt"
 
 
-def service_names(env: Environment, host: Host, service: str) -> tuple[list[str], list[str]]:
-    """(DNS names, IPs) a client may dial to reach ``service`` on ``host``."""
+def service_names(
+    env: Environment, host: Host, service: str, *more_services: str
+) -> tuple[list[str], list[str]]:
+    """(DNS names, IPs) a client may dial to reach ``service`` (or ``more_services``)
+    on ``host``."""
+    wanted = {service, *more_services}
     dns = [env.fqdn(host)]
     ips = [str(host.address)]
     for vip in env.vips_in(host.datacenter):
-        if service in vip.services:
+        if wanted & set(vip.services):
             dns.append(env.vip_fqdn(vip))
             ips.append(str(vip.address))
     return dns, ips
@@ -123,6 +127,30 @@ def host_certificates(env: Environment, host: Host) -> list[CertificateSpec]:
     if Role.HAPROXY in host.roles:
         # haproxy's health checks are clients of Patroni's REST API (verify_client: required).
         specs.append(CertificateSpec("haproxy", Profile.CLIENT, env.fqdn(host), (), ()))
+    if Role.NGINX in host.roles:
+        # nginx terminates TLS for every virtual host on the VIPs that route them, and is a
+        # client of its upstreams (they require a platform client certificate).
+        vhosts = [v.name for v in env.components.nginx.virtual_hosts]
+        dns, ips = service_names(env, host, "nginx", *vhosts)
+        specs.append(
+            CertificateSpec("nginx", Profile.SERVER, env.fqdn(host), tuple(dns), tuple(ips))
+        )
+        specs.append(CertificateSpec("nginx-upstream", Profile.CLIENT, env.fqdn(host), (), ()))
+    if Role.REGISTRY in host.roles:
+        # nginx dials every instance under the registry VIP's name (one ``proxy_ssl_name``
+        # for the whole upstream group), so the instances carry it too.
+        dns, ips = service_names(env, host, "registry")
+        specs.append(
+            CertificateSpec(
+                "registry",
+                Profile.SERVER,
+                env.fqdn(host),
+                tuple(dns),
+                tuple(ips),
+                "docker-registry",
+                "docker-registry",
+            )
+        )
     return specs
 
 

@@ -399,6 +399,67 @@ class SquidSettings(Frozen):
     """Largest object cached (a big wheel or .deb)."""
 
 
+class VirtualHost(Frozen):
+    name: Name
+    """Service name of the virtual host (``registry``); the DC's VIPs listing this service
+    route it, and nginx's server certificate carries their names."""
+    port: int = Field(ge=1, le=65535)
+    """Port nginx listens on (every address, the VIP included), TLS only."""
+    upstream_role: Role
+    """Hosts of this role in the same DC are the upstreams."""
+    upstream_port: int = Field(ge=1, le=65535)
+    """TLS port of the upstreams; nginx verifies their certificate and presents its own."""
+    client_certificates: Literal["required", "optional", "off"] = "required"
+    """Clients must (``required``), may (``optional``) or need not (``off``) present a
+    certificate from the platform PKI."""
+    write_identities: tuple[str, ...] = ()
+    """Client certificate CNs allowed methods other than GET/HEAD/OPTIONS. Empty: any
+    verified client may write."""
+    max_body_size: str = "1m"
+    """``client_max_body_size``; ``0`` for unlimited (image layers)."""
+
+
+class NginxSettings(Frozen):
+    virtual_hosts: tuple[VirtualHost, ...] = (
+        VirtualHost(
+            name="registry",
+            port=5443,
+            upstream_role=Role.REGISTRY,
+            upstream_port=5000,
+            client_certificates="required",
+            write_identities=("registry-push",),
+            max_body_size="0",
+        ),
+    )
+    """Virtual hosts of the application load balancer. A virtual host whose upstream role
+    has no host in a DC is left out of that DC's nginx. Default: the registry on 5443,
+    every client with a platform certificate may pull, only ``registry-push`` may push."""
+
+
+class RegistryS3Storage(Frozen):
+    endpoint: str
+    """S3 endpoint (``https://minio.dc1.example:9000``), trusted through the platform CA."""
+    bucket: str
+    """Bucket holding the registry's blobs."""
+    region: str = "us-east-1"
+    """Region (required by the S3 driver even for MinIO)."""
+    access_key: str = "registry"
+    """Access key id."""
+    secret_key_secret: str = "registry-s3-secret-key"
+    """Name of the secret (``plinth secrets``) holding the secret access key."""
+
+
+class RegistrySettings(Frozen):
+    port: int = Field(5000, ge=1, le=65535)
+    """TLS port of each registry instance (clients use nginx's virtual host instead)."""
+    filesystem_root: str = "/var/lib/docker-registry"
+    """Storage directory when no S3 store is configured (each instance its own: nginx
+    then sends everything to the first instance and keeps the others as backups)."""
+    s3: RegistryS3Storage | None = None
+    """Shared S3 storage (MinIO): every instance active. Redirects to pre-signed URLs are
+    disabled, so clients never need to reach the object store."""
+
+
 class AirflowSettings(Frozen):
     version: str = Field("3.3.2", pattern=r"^\d+\.\d+\.\d+$")
     """Apache Airflow release. The controller builds one wheelhouse per version (and
@@ -430,6 +491,10 @@ class ComponentSettings(Frozen):
     """RabbitMQ settings."""
     squid: SquidSettings = SquidSettings()
     """squid (egress proxy) settings."""
+    nginx: NginxSettings = NginxSettings()
+    """nginx (application load balancer) settings."""
+    registry: RegistrySettings = RegistrySettings()
+    """Container registry (CNCF Distribution) settings."""
     airflow: AirflowSettings = AirflowSettings()
     """Apache Airflow settings."""
 
@@ -638,6 +703,19 @@ def _rule_problems(env: Environment) -> Iterator[str]:
                 f"{sentinels} Sentinel(s) of datacenter {dc.name!r}: no failover could start"
             )
 
+    vhosts = env.components.nginx.virtual_hosts
+    vhost_keys: tuple[tuple[str, list[object]], ...] = (
+        ("name", [v.name for v in vhosts]),
+        ("port", [v.port for v in vhosts]),
+    )
+    for field, keys in vhost_keys:
+        for value, count in Counter(keys).items():
+            if count > 1:
+                idx = [i for i, n in enumerate(keys) if n == value]
+                yield (
+                    f"components.nginx.virtual_hosts[{idx[1]}].{field}: {value!r} is also "
+                    f"virtual_hosts[{idx[0]}]"
+                )
     if env.active_datacenter is not None and env.active_datacenter not in dc_index:
         yield (
             f"active_datacenter: unknown datacenter {env.active_datacenter!r}; "

@@ -34,8 +34,28 @@ def collect(env: Environment, environment_file: Path) -> dict[str, Any]:
             "hosts": {h.name: str(h.address) for h in env.hosts_in(dc.name)},
             "postgresql": _postgresql(env, dc.name, data["ca_bundle"]),
             "redis": _redis(env, dc.name, data["ca_bundle"]),
+            **_edge(env, dc.name),
         }
     return data
+
+
+def _edge(env: Environment, dc: str) -> dict[str, Any]:
+    """The DC's egress proxy and registry, as hosts and operators address them."""
+    from plinth.model import Role
+
+    out: dict[str, Any] = {"egress_proxy": None, "registry": None}
+    vip = next((v for v in env.vips_in(dc) if "squid" in v.services), None)
+    if vip is not None and env.hosts_with(Role.SQUID, dc):
+        out["egress_proxy"] = f"http://{env.vip_fqdn(vip)}:{env.components.squid.port}"
+    vhost = next((v for v in env.components.nginx.virtual_hosts if v.name == "registry"), None)
+    vip = next((v for v in env.vips_in(dc) if "registry" in v.services), None)
+    if vhost and vip and env.hosts_with(Role.REGISTRY, dc) and env.hosts_with(Role.NGINX, dc):
+        out["registry"] = {
+            "address": f"{env.vip_fqdn(vip)}:{vhost.port}",
+            "push_identities": list(vhost.write_identities),
+            "client_certificate": f"plinth pki client-cert {env.name} --cn <identity> --out <dir>",
+        }
+    return out
 
 
 def _postgresql(env: Environment, dc: str, ca_bundle: str | None) -> dict[str, Any] | None:
@@ -103,5 +123,14 @@ def render_text(data: dict[str, Any]) -> str:
                 f"{', '.join(rd['sentinels'])}; "
                 f"client certificate required ({rd['client_certificate']}), passwords: secrets "
                 f"{', '.join(rd['password_secrets'].values())}"
+            )
+        if dc.get("egress_proxy"):
+            lines.append(f"    egress proxy (squid): {dc['egress_proxy']}")
+        registry = dc.get("registry")
+        if registry:
+            pushers = ", ".join(registry["push_identities"]) or "any verified client"
+            lines.append(
+                f"    registry: {registry['address']}, client certificate required "
+                f"({registry['client_certificate']}); push: {pushers}"
             )
     return "\n".join(lines)

@@ -63,7 +63,7 @@ def test_full_profile_shape() -> None:
         vips = {v.router_id: v for v in env.vips_in(dc.name)}
         assert sorted(vips) == [51, 52]
         assert vips[51].services == ("postgresql",)
-        assert vips[52].services == ("registry", "airflow")
+        assert vips[52].services == ("registry", "airflow", "squid")
     # Tiers are apart: no host carries persistence and stateless roles together.
     for host in env.hosts:
         roles = set(host.roles)

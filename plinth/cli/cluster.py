@@ -1,4 +1,4 @@
-"""``plinth status`` and ``plinth switchover``: the PostgreSQL cell of each DC, live.
+"""``plinth status`` and ``plinth switchover``: each DC's cells and edge, live.
 
 pyinfra's connection machinery (gevent) is imported only when a command runs, as in
 ``plinth pki status``: importing it with the CLI would monkey-patch every command.
@@ -51,7 +51,7 @@ def collect(stack: Stack) -> dict[str, Any]:
     etcd_hosts = env.hosts_with(Role.ETCD, dc)
     pg_hosts = env.hosts_with(Role.POSTGRESQL, dc)
     ka_hosts = env.hosts_with(Role.KEEPALIVED, dc)
-    vips = [v for v in env.vips_in(dc) if "postgresql" in v.services]
+    vips = env.vips_in(dc)
     out: dict[str, Any] = {
         "stack": stack.name, "etcd": None, "patroni": None, "vips": [], "redis": None,
     }  # fmt: skip
@@ -127,10 +127,40 @@ def collect(stack: Stack) -> dict[str, Any]:
                     "fqdn": env.vip_fqdn(vip),
                     "address": str(vip.address),
                     "holders": holders[str(vip.address)],
-                    "nodes": nodes,
+                    # each node's state in this VIP's VRRP instance only (keepalived names
+                    # instances <vip>_<dc>)
+                    "nodes": {
+                        name: {
+                            "running": node["running"],
+                            "instances": {
+                                k: v
+                                for k, v in node["instances"].items()
+                                if k == f"{vip.name}_{dc}"
+                            },
+                        }
+                        for name, node in nodes.items()
+                    },
                 }
             )
+        out["edge"] = _edge_services(state, env, dc)
     return out
+
+
+EDGE_UNITS = {Role.SQUID: "squid", Role.NGINX: "nginx", Role.REGISTRY: "docker-registry"}
+
+
+def _edge_services(state: Any, env: Environment, dc: str) -> dict[str, dict[str, bool]]:
+    """{host: {unit: active}} for the edge daemons (squid, nginx, registry) of the DC."""
+    from pyinfra.facts.systemd import SystemdStatus
+
+    edge: dict[str, dict[str, bool]] = {}
+    for host in env.hosts_in(dc):
+        units = [unit for role, unit in EDGE_UNITS.items() if role in host.roles]
+        if not units:
+            continue
+        active = _fact(state, host.name, SystemdStatus) or {}
+        edge[host.name] = {unit: bool(active.get(f"{unit}.service")) for unit in units}
+    return edge
 
 
 def add_standby_lag(results: list[dict[str, Any]], env: Environment) -> None:
@@ -187,6 +217,7 @@ def healthy(data: dict[str, Any]) -> bool:
         and (patroni is None or not patroni["problems"])
         and (redis is None or not redis["problems"])
         and all(len(v["holders"]) == 1 for v in data["vips"])
+        and all(all(units.values()) for units in data.get("edge", {}).values())
     )
 
 
@@ -240,6 +271,9 @@ def render(data: dict[str, Any]) -> str:
             for n, s in vip["nodes"].items()
         )
         lines.append(f"  VIP {vip['name']} {vip['address']}: held by {holder} ({states})")
+    for host_name, units in data.get("edge", {}).items():
+        shown = " ".join(f"{u}={'active' if up else 'DOWN'}" for u, up in units.items())
+        lines.append(f"  edge {host_name}: {shown}")
     return "\n".join(lines)
 
 

@@ -123,7 +123,7 @@ def _vips(dc: str) -> list[dict[str, Any]]:
             "datacenter": dc,
             "address": str(host_address(dc, 101)),
             "router_id": 52,
-            "services": ["registry", "airflow"],
+            "services": ["registry", "airflow", "squid"],
         },
     ]
 
