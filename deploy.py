@@ -12,7 +12,8 @@ typed model. The order, and why:
    TLS-speaking component after this finds its certificate in place.
 4. etcd (Patroni's DCS), one member at a time when it restarts.
 5. Patroni/PostgreSQL (needs etcd), then haproxy/keepalived (route to its primary).
-6. (next) squid before anything that downloads; etcd before Patroni (its DCS);
+6. RabbitMQ (needs only host TLS): Airflow's broker, before the stateless tier.
+7. (next) squid before anything that downloads; etcd before Patroni (its DCS);
    Patroni before haproxy/keepalived (they route to its primary); Redis,
    RabbitMQ and MinIO before the stateless tier; nginx before Airflow.
 """
@@ -31,6 +32,7 @@ from operations.patroni import (
     render,
 )
 from operations.pki import host_tls
+from operations.rabbitmq import rabbitmq_input, rabbitmq_node, read_secrets
 from plinth.certificates import host_certificates
 from plinth.context import host_context, tls_signer
 from plinth.model import Role
@@ -79,3 +81,6 @@ if Role.HAPROXY in context.host.roles:
 
 if Role.KEEPALIVED in context.host.roles:
     keepalived_node(keepalived_input(context))
+
+if Role.RABBITMQ in context.host.roles:
+    rabbitmq_node(rabbitmq_input(context, certificates["rabbitmq"]), read_secrets(context))

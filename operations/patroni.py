@@ -59,6 +59,7 @@ ROLE_PACKAGES: dict[Role, tuple[str, ...]] = {
     Role.POSTGRESQL: ("postgresql-15", "postgresql-client-15", "patroni", "python3-psycopg2"),
     Role.HAPROXY: ("haproxy",),
     Role.KEEPALIVED: ("keepalived",),
+    Role.RABBITMQ: ("rabbitmq-server",),
 }
 
 

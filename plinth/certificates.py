@@ -110,6 +110,17 @@ def host_certificates(env: Environment, host: Host) -> list[CertificateSpec]:
             specs.append(
                 CertificateSpec(service, Profile.CLIENT, role, (), (), "postgres", "postgres")
             )
+    if Role.RABBITMQ in host.roles:
+        # One peer certificate for AMQPS, the management UI and Erlang distribution (the
+        # node is both server and client of its peers and of the CLI tools). Nodes are
+        # named rabbit@<FQDN> (long names), so peers verify the FQDN that is in the SANs.
+        dns, ips = service_names(env, host, "rabbitmq")
+        owner = ("rabbitmq", "rabbitmq")
+        specs.append(
+            CertificateSpec(
+                "rabbitmq", Profile.PEER, env.fqdn(host), tuple(dns), tuple(ips), *owner
+            )
+        )
     if Role.HAPROXY in host.roles:
         # haproxy's health checks are clients of Patroni's REST API (verify_client: required).
         specs.append(CertificateSpec("haproxy", Profile.CLIENT, env.fqdn(host), (), ()))
