@@ -83,4 +83,8 @@ if Role.KEEPALIVED in context.host.roles:
     keepalived_node(keepalived_input(context))
 
 if Role.RABBITMQ in context.host.roles:
-    rabbitmq_node(rabbitmq_input(context, certificates["rabbitmq"]), read_secrets(context))
+    rabbitmq_node(
+        rabbitmq_input(context, certificates["rabbitmq"]),
+        read_secrets(context),
+        signer.store.ca_bundle_pem(intermediates=True).decode(),
+    )

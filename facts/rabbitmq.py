@@ -60,6 +60,8 @@ class RabbitmqClusterState:
     """What the quorum check printed (the critical queues, or why it failed)."""
     users: tuple[str, ...] | None
     vhosts: tuple[str, ...] | None
+    error: str | None = None
+    """Why the running node could not describe its cluster (the CLI's last words)."""
 
     def missing(self, expected: tuple[str, ...]) -> list[str]:
         """Expected nodes that are not running members of this cluster."""
@@ -67,6 +69,8 @@ class RabbitmqClusterState:
 
     def problems(self, expected: tuple[str, ...]) -> list[str]:
         """One line per reason the cluster is not fit for a node to be taken down."""
+        if self.error:
+            return [f"cluster status unreadable: {self.error}"]
         out = []
         down = self.missing(expected)
         if down:
@@ -128,8 +132,15 @@ def parse_rabbitmq_cluster(output: list[str]) -> RabbitmqClusterState | None:
         raise FactProcessError(f"RabbitmqCluster: output was cut short: {output[-5:]}")
     status = _json(sections.get(_STATUS, []))
     if not isinstance(status, dict) or "running_nodes" not in status:
-        detail = " ".join(sections.get(_STATUS, []))[-400:]
-        raise FactProcessError(f"RabbitmqCluster: cluster_status failed: {detail}")
+        # The service runs but its CLI cannot reach it (booting, stuck, TLS or cookie
+        # mismatch): a state to report and refuse on, not a parse failure.
+        lines = [line.strip() for line in sections.get(_STATUS, []) if line.strip()]
+        error = next((line for line in lines if line.startswith("Error")), None)
+        return RabbitmqClusterState(
+            cluster_name="", running_nodes=(), disk_nodes=(), partitions=(), alarms=(),
+            under_maintenance=(), quorum_critical=None, quorum_critical_detail="",
+            users=None, vhosts=None, error=(error or " ".join(lines))[:300] or "no output",
+        )  # fmt: skip
     partitions_raw = status.get("partitions") or {}
     partitions = tuple(
         (str(node), tuple(str(p) for p in peers))
@@ -171,21 +182,8 @@ class RabbitmqCluster(FactBase[RabbitmqClusterState | None]):
         return parse_rabbitmq_cluster(output)
 
 
-class ErlangSslPath(FactBase[str | None]):
-    """The Erlang ssl application's ``ebin`` directory (``-pa`` for TLS distribution);
-    None without Erlang. Its version changes with Erlang upgrades."""
-
-    def command(self) -> str:
-        return "ls -d /usr/lib/erlang/lib/ssl-*/ebin 2>/dev/null | sort -V | tail -n 1 || true"
-
-    def process(self, output: list[str]) -> str | None:
-        lines = [line.strip() for line in output if line.strip()]
-        return lines[-1] if lines else None
-
-
 __all__ = [
     "CLUSTER_COMMAND",
-    "ErlangSslPath",
     "RabbitmqCluster",
     "RabbitmqClusterState",
     "parse_rabbitmq_cluster",

@@ -54,7 +54,6 @@ from pyinfra.operations import files, systemd
 
 from facts.rabbitmq import (
     CLUSTER_COMMAND,
-    ErlangSslPath,
     RabbitmqCluster,
     RabbitmqClusterState,
     parse_rabbitmq_cluster,
@@ -73,6 +72,10 @@ DATA_DIR = "/var/lib/rabbitmq"
 COOKIE = f"{DATA_DIR}/.erlang.cookie"
 DEFINITIONS = f"{CONFIG_DIR}/plinth-definitions.json"
 INTER_NODE_TLS = f"{CONFIG_DIR}/inter_node_tls.config"
+# Erlang sends only the first certificate of ``certfile``; the chain it presents comes
+# from ``cacertfile``. So the CA file is the root *and* the DC intermediates, or peers
+# and clients that trust only the root would fail with "unknown ca".
+CA_BUNDLE = f"{CONFIG_DIR}/ca-bundle.pem"
 PLUGINS = ("rabbitmq_auth_mechanism_ssl", "rabbitmq_management")
 SECRET_NAMES = {"cookie": "rabbitmq-erlang-cookie", "admin": "rabbitmq-admin-password"}
 JOIN_WAIT_SECONDS = 120
@@ -113,19 +116,21 @@ class RabbitmqInput:
             nodes=self.nodes,
             settings=self.settings,
             tls=self.tls,
+            ca_bundle=CA_BUNDLE,
         )
 
-    def render_env(self, erl_ssl_path: str) -> str:
+    def render_env(self) -> str:
         return render_template(
             "rabbitmq/etc/rabbitmq/rabbitmq-env.conf.j2",
             node=self.node,
             settings=self.settings,
-            erl_ssl_path=erl_ssl_path,
             inter_node_tls=INTER_NODE_TLS,
         )
 
     def render_inter_node_tls(self) -> str:
-        return render_template("rabbitmq/etc/rabbitmq/inter_node_tls.config.j2", tls=self.tls)
+        return render_template(
+            "rabbitmq/etc/rabbitmq/inter_node_tls.config.j2", tls=self.tls, ca_bundle=CA_BUNDLE
+        )
 
 
 def enabled_plugins() -> str:
@@ -459,18 +464,13 @@ def queues_rebalanced(spec: RabbitmqInput) -> Generator[FunctionCommand, None, N
 
 
 @deploy("RabbitMQ")
-def rabbitmq_node(spec: RabbitmqInput, secrets: RabbitmqSecrets) -> None:
+def rabbitmq_node(spec: RabbitmqInput, secrets: RabbitmqSecrets, ca_bundle: str) -> None:
     """One node of the DC's RabbitMQ cluster (see the module docstring).
 
+    + ca_bundle: PEM of the platform root and every DC intermediate (see ``CA_BUNDLE``)
     + secrets: passed through as file content only (``StringIO``), never as an operation
       argument that could reach a log or a plan
     """
-    erl_ssl_path = host.get_fact(ErlangSslPath)
-    if not erl_ssl_path:
-        raise OperationError(
-            f"{host.name}: no Erlang ssl application found (/usr/lib/erlang/lib/ssl-*/ebin): "
-            "is rabbitmq-server installed?"
-        )
     files.directory(
         name="RabbitMQ data directory", path=DATA_DIR, user="rabbitmq", group="rabbitmq",
         mode="755",
@@ -479,8 +479,15 @@ def rabbitmq_node(spec: RabbitmqInput, secrets: RabbitmqSecrets) -> None:
     env = checked_file(
         name="RabbitMQ environment (node name, TLS distribution for server and CLI)",
         path=f"{CONFIG_DIR}/rabbitmq-env.conf",
-        src=StringIO(spec.render_env(erl_ssl_path)),
+        src=StringIO(spec.render_env()),
         check="sh -n {path}",
+        mode="644",
+    )
+    bundle = checked_file(
+        name="RabbitMQ CA bundle (root and intermediates: Erlang sends its chain from it)",
+        path=CA_BUNDLE,
+        src=StringIO(ca_bundle),
+        check="openssl crl2pkcs7 -nocrl -certfile {path} >/dev/null",
         mode="644",
     )
     inter_node = checked_file(
@@ -521,7 +528,7 @@ def rabbitmq_node(spec: RabbitmqInput, secrets: RabbitmqSecrets) -> None:
     systemd.service(name="rabbitmq-server enabled at boot", service=SERVICE, running=None,
                     enabled=True)  # fmt: skip
     started = node_started(name="rabbitmq-server started, one node at a time", _serial=True)
-    changed = (env, inter_node, plugins, config)
+    changed = (env, bundle, inter_node, plugins, config)
     rolling_restart(
         name="RabbitMQ restarted for its new configuration, one node at a time (gated)",
         spec=spec,
