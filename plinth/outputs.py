@@ -33,6 +33,7 @@ def collect(env: Environment, environment_file: Path) -> dict[str, Any]:
             },
             "hosts": {h.name: str(h.address) for h in env.hosts_in(dc.name)},
             "postgresql": _postgresql(env, dc.name, data["ca_bundle"]),
+            "rabbitmq": _rabbitmq(env, dc.name, data["ca_bundle"]),
         }
     return data
 
@@ -56,6 +57,26 @@ def _postgresql(env: Environment, dc: str, ca_bundle: str | None) -> dict[str, A
     }
 
 
+def _rabbitmq(env: Environment, dc: str, ca_bundle: str | None) -> dict[str, Any] | None:
+    """Where applications reach the DC's RabbitMQ: every node (clients fail over between
+    them; Celery takes ``;``-separated URLs), AMQPS with a client certificate."""
+    from plinth.model import Role
+
+    hosts = env.hosts_with(Role.RABBITMQ, dc)
+    if not hosts:
+        return None
+    settings = env.components.rabbitmq
+    return {
+        "nodes": [env.fqdn(h) for h in hosts],
+        "amqps_port": settings.amqps_port,
+        "management_port": settings.management_port,
+        "vhosts": [v.name for v in settings.vhosts],
+        "authentication": "EXTERNAL (user = CN of the client certificate)",
+        "ca_bundle": ca_bundle,
+        "client_certificate": f"plinth pki client-cert {env.name} --cn <user> --out <dir>",
+    }
+
+
 def render_text(data: dict[str, Any]) -> str:
     lines = [f"outputs of {data['environment']}:"]
     lines.append(f"  CA bundle: {data['ca_bundle'] or '(no PKI yet: plinth pki init)'}")
@@ -71,5 +92,12 @@ def render_text(data: dict[str, Any]) -> str:
                 f"    PostgreSQL: {pg['host']} ({pg['address']}) primary :{pg['primary_port']}, "
                 f"replicas :{pg['replica_port']}, sslmode={pg['sslmode']}, client certificate "
                 f"required ({pg['client_certificate']})"
+            )
+        mq = dc.get("rabbitmq")
+        if mq:
+            lines.append(
+                f"    RabbitMQ: amqps://{{{','.join(mq['nodes'])}}}:{mq['amqps_port']} vhosts "
+                f"{', '.join(mq['vhosts'])}, {mq['authentication']}; management "
+                f":{mq['management_port']} ({mq['client_certificate']})"
             )
     return "\n".join(lines)

@@ -52,7 +52,10 @@ def collect(stack: Stack) -> dict[str, Any]:
     ka_hosts = env.hosts_with(Role.KEEPALIVED, dc)
     vips = [v for v in env.vips_in(dc) if "postgresql" in v.services]
     out: dict[str, Any] = {"stack": stack.name, "etcd": None, "patroni": None, "vips": []}
+    rabbitmq_hosts = env.hosts_with(Role.RABBITMQ, dc)
     with connected(stack) as state:
+        if rabbitmq_hosts:
+            out["rabbitmq"] = _rabbitmq(state, env, rabbitmq_hosts)
         if etcd_hosts:
             tls = _spec(env, etcd_hosts[0], "etcd")
             port = env.components.etcd.client_port
@@ -116,6 +119,28 @@ def collect(stack: Stack) -> dict[str, Any]:
     return out
 
 
+def _rabbitmq(state: Any, env: Environment, hosts: list[Host]) -> dict[str, Any]:
+    """Every RabbitMQ node's own view (quorum-critical is per node), one cluster summary."""
+    from facts.rabbitmq import RabbitmqCluster
+    from operations.rabbitmq import describe
+
+    nodes = tuple(f"rabbit@{env.fqdn(h)}" for h in hosts)
+    return describe({h.name: _fact(state, h.name, RabbitmqCluster) for h in hosts}, nodes)
+
+
+def _render_rabbitmq(rabbitmq: dict[str, Any]) -> list[str]:
+    problems = "; ".join(rabbitmq["problems"]) or "healthy"
+    lines = [f"  rabbitmq {rabbitmq['cluster_name'] or '?'}: {problems}"]
+    lines.append(f"    {'node':<12} {'state':<8} quorum-critical")
+    for name, node in rabbitmq["nodes"].items():
+        if node is None:
+            lines.append(f"    {name:<12} {'STOPPED':<8} -")
+            continue
+        critical = {True: "YES", False: "no", None: "?"}[node["quorum_critical"]]
+        lines.append(f"    {name:<12} {'running':<8} {critical}  {node['detail'][:80]}")
+    return lines
+
+
 def healthy(data: dict[str, Any]) -> bool:
     etcd = data["etcd"]
     patroni = data["patroni"]
@@ -123,6 +148,7 @@ def healthy(data: dict[str, Any]) -> bool:
         (etcd is None or bool(etcd.get("healthy")))
         and (patroni is None or not patroni["problems"])
         and all(len(v["holders"]) == 1 for v in data["vips"])
+        and not (data.get("rabbitmq") or {}).get("problems")
     )
 
 
@@ -153,6 +179,8 @@ def render(data: dict[str, Any]) -> str:
                 f"    {m['name']:<12} {m['role']:<15} {m['state']:<10} {m['timeline'] or '-':>3} "
                 f"{lag:>10}  {'yes' if m['pending_restart'] else ''}"
             )
+    if data.get("rabbitmq"):
+        lines += _render_rabbitmq(data["rabbitmq"])
     for vip in data["vips"]:
         holder = ", ".join(vip["holders"]) or "NOBODY"
         states = ", ".join(
@@ -168,8 +196,8 @@ def render(data: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @operator_errors
 def status(stack: str, as_json: bool) -> None:
-    """etcd, Patroni and VIP state of STACK (or every DC of an environment). Exit 1 unless
-    everything is healthy."""
+    """etcd, Patroni, RabbitMQ and VIP state of STACK (or every DC of an environment). Exit 1
+    unless everything is healthy."""
     results = [collect(s) for s in resolve(stack)]
     if as_json:
         click.echo(json.dumps({"stacks": results}, indent=2))
