@@ -84,7 +84,7 @@ if Role.KEEPALIVED in context.host.roles:
 
 if Role.RABBITMQ in context.host.roles:
     rabbitmq_node(
-        rabbitmq_input(context, certificates["rabbitmq"]),
+        rabbitmq_input(context, certificates["rabbitmq"], certificates["rabbitmq-client"]),
         read_secrets(context),
         signer.store.ca_bundle_pem(intermediates=True).decode(),
     )

@@ -99,6 +99,9 @@ class RabbitmqInput:
     """``rabbit@<fqdn>`` of every node of the DC's cluster, in model order."""
     settings: RabbitmqSettings
     tls: CertificateSpec
+    """Server certificate: AMQPS, management, incoming distribution."""
+    client_tls: CertificateSpec
+    """Client certificate of the node and its CLI towards the peers."""
 
     @property
     def node(self) -> str:
@@ -129,7 +132,10 @@ class RabbitmqInput:
 
     def render_inter_node_tls(self) -> str:
         return render_template(
-            "rabbitmq/etc/rabbitmq/inter_node_tls.config.j2", tls=self.tls, ca_bundle=CA_BUNDLE
+            "rabbitmq/etc/rabbitmq/inter_node_tls.config.j2",
+            tls=self.tls,
+            client_tls=self.client_tls,
+            ca_bundle=CA_BUNDLE,
         )
 
 
@@ -137,7 +143,9 @@ def enabled_plugins() -> str:
     return f"[{','.join(PLUGINS)}].\n"
 
 
-def rabbitmq_input(context: HostContext, tls: CertificateSpec) -> RabbitmqInput:
+def rabbitmq_input(
+    context: HostContext, tls: CertificateSpec, client_tls: CertificateSpec
+) -> RabbitmqInput:
     env = context.environment
     dc = context.datacenter.name
     return RabbitmqInput(
@@ -147,6 +155,7 @@ def rabbitmq_input(context: HostContext, tls: CertificateSpec) -> RabbitmqInput:
         nodes=tuple(f"rabbit@{env.fqdn(h)}" for h in env.hosts_with(Role.RABBITMQ, dc)),
         settings=env.components.rabbitmq,
         tls=tls,
+        client_tls=client_tls,
     )
 
 

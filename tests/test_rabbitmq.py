@@ -116,7 +116,9 @@ def test_a_stopped_node_partitions_and_alarms_are_named() -> None:
 
 
 def spec(node: int = 1) -> RabbitmqInput:
-    tls = CertificateSpec("rabbitmq", Profile.PEER, f"dc1-n{node}.dc1.lab.plinth.internal", (), ())
+    fqdn = f"dc1-n{node}.dc1.lab.plinth.internal"
+    tls = CertificateSpec("rabbitmq", Profile.SERVER, fqdn, (fqdn,), ())
+    client_tls = CertificateSpec("rabbitmq-client", Profile.CLIENT, fqdn, (), ())
     return RabbitmqInput(
         name=f"dc1-n{node}",
         fqdn=f"dc1-n{node}.dc1.lab.plinth.internal",
@@ -124,6 +126,7 @@ def spec(node: int = 1) -> RabbitmqInput:
         nodes=NODES,
         settings=RabbitmqSettings(),
         tls=tls,
+        client_tls=client_tls,
     )
 
 
@@ -202,6 +205,8 @@ def test_cli_gets_the_same_tls_distribution_arguments_as_the_server() -> None:
     inter_node = spec().render_inter_node_tls()
     assert inter_node.count("{verify, verify_peer}") == 2
     assert "{fail_if_no_peer_cert, true}" in inter_node
+    client_section = inter_node.split("{client, [")[1]
+    assert "/etc/plinth/tls/rabbitmq-client/rabbitmq-client-chain.crt" in client_section
 
 
 def test_model_rejects_permissions_on_an_undeclared_vhost() -> None:
