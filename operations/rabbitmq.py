@@ -48,7 +48,7 @@ from pyinfra.api import (
     operation,
 )
 from pyinfra.api.exceptions import FactProcessError
-from pyinfra.facts.files import Sha1File
+from pyinfra.facts.files import File, Sha1File
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, systemd
 
@@ -78,6 +78,10 @@ INTER_NODE_TLS = f"{CONFIG_DIR}/inter_node_tls.config"
 CA_BUNDLE = f"{CONFIG_DIR}/ca-bundle.pem"
 PLUGINS = ("rabbitmq_auth_mechanism_ssl", "rabbitmq_management")
 SECRET_NAMES = {"cookie": "rabbitmq-erlang-cookie", "admin": "rabbitmq-admin-password"}
+# Set when a node's configuration changed while it ran; removed once it restarted. A roll
+# refused (or cut short) today is therefore still pending on the next run, although the
+# files on disk no longer differ from the model.
+RESTART_MARKER = f"{DATA_DIR}/plinth-restart-pending"
 JOIN_WAIT_SECONDS = 120
 HEALTHY_WAIT_SECONDS = 180
 QUORUM_WAIT_SECONDS = 60
@@ -312,7 +316,17 @@ def node_started() -> Generator[StringCommand, None, None]:
     if _running():
         host.noop("rabbitmq-server is running")
         return
-    yield StringCommand("systemctl", "start", SERVICE)
+    # A node started now runs the configuration on disk: no restart is pending any more.
+    yield StringCommand(f"systemctl start {SERVICE} && rm -f {RESTART_MARKER}")
+
+
+@operation()
+def restart_marked() -> Generator[StringCommand, None, None]:
+    """Record that this running node must restart for its new configuration."""
+    if not _running():
+        host.noop("rabbitmq-server is not running: it starts with the new configuration")
+        return
+    yield StringCommand("touch", RESTART_MARKER)
 
 
 @operation()
@@ -437,6 +451,7 @@ def _gated_restart(state: Any, host: Any, spec: RabbitmqInput) -> bool:
             f"{spec.node} restarted but the cluster is not healthy after "
             f"{HEALTHY_WAIT_SECONDS} s; stopping here",
         )
+    run(host, f"rm -f {RESTART_MARKER}")
     note(host, f"{spec.node} restarted, all nodes running again in {waited:.1f} s")
     return True
 
@@ -536,12 +551,17 @@ def rabbitmq_node(spec: RabbitmqInput, secrets: RabbitmqSecrets, ca_bundle: str)
     )
     systemd.service(name="rabbitmq-server enabled at boot", service=SERVICE, running=None,
                     enabled=True)  # fmt: skip
-    started = node_started(name="rabbitmq-server started, one node at a time", _serial=True)
+    pending_before = bool(host.get_fact(File, path=RESTART_MARKER))
     changed = (env, bundle, inter_node, plugins, config)
+    marked = restart_marked(
+        name="RabbitMQ restart pending (configuration changed on a running node)",
+        _if=lambda: any(op.did_change() for op in changed),
+    )
+    started = node_started(name="rabbitmq-server started, one node at a time", _serial=True)
     rolling_restart(
         name="RabbitMQ restarted for its new configuration, one node at a time (gated)",
         spec=spec,
-        _if=lambda: any(op.did_change() for op in changed) and not started.did_change(),
+        _if=lambda: (marked.did_change() or pending_before) and not started.did_change(),
         _serial=True,
     )
     queues_rebalanced(
