@@ -16,8 +16,9 @@ typed model. The order, and why:
    belong to the ``redis`` user).
 7. the edge: the registry before nginx (its upstream), nginx before keepalived moves
    the edge VIP to it; every host trusts the DC's registry.
-8. Airflow last (offline install from the controller's wheelhouse); RabbitMQ and
-   MinIO before the stateless tier; nginx before Airflow's api-server.
+8. RabbitMQ (needs only host TLS): Airflow's broker, before the stateless tier.
+9. Airflow last (offline install from the controller's wheelhouse); MinIO, when it
+   lands, before the stateless tier too; nginx before Airflow's api-server.
 
 squid comes right after the packages: it needs no certificate, and it must be up
 before anything downloads through it.
@@ -39,15 +40,17 @@ from operations.patroni import (
     render,
 )
 from operations.pki import host_tls
+from operations.rabbitmq import rabbitmq_input, rabbitmq_node
+from operations.rabbitmq import read_secrets as read_rabbitmq_secrets
 from operations.redis import read_passwords as read_redis_passwords
 from operations.redis import redis_input, redis_node
 from operations.registry import (
     docker_trust_directory,
-    read_secrets,
     registry_input,
     registry_instance,
     registry_trust,
 )
+from operations.registry import read_secrets as read_registry_secrets
 from operations.registry import render as render_registry
 from operations.squid import squid, squid_input
 from plinth.certificates import host_certificates
@@ -102,7 +105,7 @@ if Role.HAPROXY in context.host.roles:
 
 if Role.REGISTRY in context.host.roles:
     registry = registry_input(context, certificates["registry"])
-    registry_instance(registry, render_registry(registry, read_secrets(context)))
+    registry_instance(registry, render_registry(registry, read_registry_secrets(context)))
 
 if Role.NGINX in context.host.roles:
     nginx_node(nginx_input(context, certificates["nginx"], certificates["nginx-upstream"]))
@@ -118,6 +121,13 @@ if Role.REDIS in context.host.roles or Role.SENTINEL in context.host.roles:
     redis_node(
         redis_input(context, certificates.get("redis"), certificates.get("redis-sentinel")),
         read_redis_passwords(context),
+    )
+
+if Role.RABBITMQ in context.host.roles:
+    rabbitmq_node(
+        rabbitmq_input(context, certificates["rabbitmq"], certificates["rabbitmq-client"]),
+        read_rabbitmq_secrets(context),
+        signer.store.ca_bundle_pem(intermediates=True).decode(),
     )
 
 if has_airflow(context.host.roles):

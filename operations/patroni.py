@@ -67,6 +67,7 @@ ROLE_PACKAGES: dict[Role, tuple[str, ...]] = {
     Role.SQUID: ("squid",),
     Role.NGINX: ("nginx",),
     Role.REGISTRY: ("docker-registry",),
+    Role.RABBITMQ: ("rabbitmq-server",),
 }
 
 

@@ -124,6 +124,18 @@ def host_certificates(env: Environment, host: Host) -> list[CertificateSpec]:
                     service, Profile.PEER, env.fqdn(host), tuple(dns), tuple(ips), "redis", "redis"
                 )
             )
+    if Role.RABBITMQ in host.roles:
+        # Erlang/OTP 25 (Debian 12) crashes (function_clause in pubkey_cert:match_name)
+        # validating a leaf with an IP SAN under an intermediate with an IP name
+        # constraint, so RabbitMQ's certificates carry DNS names only: a server
+        # certificate for AMQPS, the management API and incoming Erlang distribution, and
+        # a client one (CN = FQDN) for the node and its CLI dialling peers. Nodes are named
+        # rabbit@<FQDN> (long names), so peers verify the FQDN in the server certificate.
+        dns, _ = service_names(env, host, "rabbitmq")
+        owner = ("rabbitmq", "rabbitmq")
+        fqdn = env.fqdn(host)
+        specs.append(CertificateSpec("rabbitmq", Profile.SERVER, fqdn, tuple(dns), (), *owner))
+        specs.append(CertificateSpec("rabbitmq-client", Profile.CLIENT, fqdn, (), (), *owner))
     if Role.HAPROXY in host.roles:
         # haproxy's health checks are clients of Patroni's REST API (verify_client: required).
         specs.append(CertificateSpec("haproxy", Profile.CLIENT, env.fqdn(host), (), ()))

@@ -380,11 +380,116 @@ class RedisSettings(Frozen):
     failover, old master)."""
 
 
+RABBITMQ_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,62}$"
+RabbitmqName = Annotated[str, Field(pattern=RABBITMQ_NAME_PATTERN)]
+
+
+class RabbitmqVhost(Frozen):
+    name: RabbitmqName
+    """Virtual host name."""
+    default_queue_type: Literal["quorum", "classic", "stream"] = "quorum"
+    """Type of a durable queue declared without ``x-queue-type`` (vhost metadata):
+    quorum queues are replicated to every node of the DC's cluster."""
+    description: str = ""
+    """Free text shown by the management UI."""
+
+
+class RabbitmqPermission(Frozen):
+    vhost: RabbitmqName
+    """Virtual host the permission applies to (must be declared in ``vhosts``)."""
+    configure: str = ".*"
+    """Regex of resources the user may declare/delete."""
+    write: str = ".*"
+    """Regex of resources the user may publish to."""
+    read: str = ".*"
+    """Regex of resources the user may consume from."""
+
+
+class RabbitmqUser(Frozen):
+    name: RabbitmqName
+    """User name = the CN of its client certificate (``plinth pki client-cert ENV --cn
+    NAME``). Users log in with the certificate alone (SASL EXTERNAL); they have no password."""
+    tags: tuple[Literal["administrator", "monitoring", "management", "policymaker"], ...] = ()
+    """Management tags (none: AMQP only)."""
+    permissions: tuple[RabbitmqPermission, ...] = ()
+    """Per-vhost permissions."""
+
+
+class RabbitmqPolicy(Frozen):
+    name: RabbitmqName
+    """Policy name (unique per vhost)."""
+    vhost: RabbitmqName
+    """Virtual host (must be declared in ``vhosts``)."""
+    pattern: str = ".*"
+    """Regex of queue/exchange names the policy applies to."""
+    apply_to: Literal["queues", "exchanges", "all"] = "queues"
+    """Kind of object matched."""
+    priority: int = Field(0, ge=0, le=255)
+    """The highest-priority matching policy wins."""
+    definition: dict[str, str | int | bool]
+    """Policy keys, e.g. ``{max-length: 100000, overflow: reject-publish}``."""
+
+
 class RabbitmqSettings(Frozen):
-    amqps_port: int = 5671
-    """AMQP over TLS."""
-    management_port: int = 15671
-    """Management API over TLS."""
+    amqps_port: int = Field(5671, ge=1, le=65535)
+    """AMQP over TLS with client certificates; there is no plaintext listener."""
+    management_port: int = Field(15671, ge=1, le=65535)
+    """Management UI/API over TLS with client certificates (no plaintext 15672)."""
+    distribution_port: int = Field(25672, ge=1, le=65535)
+    """Erlang distribution (inter-node and CLI) port, TLS with the node certificates."""
+    heartbeat_seconds: int = Field(60, ge=0, le=3600)
+    """AMQP heartbeat the server proposes; a dead client connection is closed after ~2."""
+    memory_high_watermark: float = Field(0.4, gt=0.0, le=0.9)
+    """Fraction of RAM above which publishers are blocked (memory alarm)."""
+    partition_handling: Literal["pause_minority", "autoheal"] = "pause_minority"
+    """What a node does after a network partition; ``pause_minority`` keeps the minority
+    side from accepting writes that would be lost (the safe choice for 3+ nodes)."""
+    admin_user: RabbitmqName = "plinth-admin"
+    """Break-glass administrator for the management UI (password: secret
+    ``rabbitmq-admin-password``; the UI also requires a client certificate)."""
+    vhosts: tuple[RabbitmqVhost, ...] = (
+        RabbitmqVhost(name="airflow", description="Airflow's Celery broker"),
+        RabbitmqVhost(name="plinth-probe", description="end-to-end probe of tests and bench"),
+    )
+    """Virtual hosts, created by definition import (never deleted by plinth)."""
+    users: tuple[RabbitmqUser, ...] = (
+        RabbitmqUser(name="airflow", permissions=(RabbitmqPermission(vhost="airflow"),)),
+        RabbitmqUser(name="plinth_probe", permissions=(RabbitmqPermission(vhost="plinth-probe"),)),
+    )
+    """Certificate-authenticated users (never deleted by plinth; ``guest`` is removed)."""
+    policies: tuple[RabbitmqPolicy, ...] = (
+        RabbitmqPolicy(
+            name="probe-bounded",
+            vhost="plinth-probe",
+            definition={"max-length": 100000, "overflow": "reject-publish"},
+        ),
+    )
+    """Policies by vhost."""
+
+    @model_validator(mode="after")
+    def _references(self) -> RabbitmqSettings:
+        vhosts = [v.name for v in self.vhosts]
+        problems = [
+            f"vhosts: {n!r} declared twice" for n in sorted(set(vhosts)) if vhosts.count(n) > 1
+        ]
+        users = [u.name for u in self.users]
+        problems += [
+            f"users: {n!r} declared twice" for n in sorted(set(users)) if users.count(n) > 1
+        ]
+        for i, user in enumerate(self.users):
+            if user.name in ("guest", self.admin_user):
+                problems.append(f"users[{i}].name: {user.name!r} is reserved")
+            for j, perm in enumerate(user.permissions):
+                if perm.vhost not in vhosts:
+                    problems.append(
+                        f"users[{i}].permissions[{j}].vhost: {perm.vhost!r} is not in vhosts"
+                    )
+        for i, policy in enumerate(self.policies):
+            if policy.vhost not in vhosts:
+                problems.append(f"policies[{i}].vhost: {policy.vhost!r} is not in vhosts")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class SquidSettings(Frozen):

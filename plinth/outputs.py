@@ -35,6 +35,7 @@ def collect(env: Environment, environment_file: Path) -> dict[str, Any]:
             "postgresql": _postgresql(env, dc.name, data["ca_bundle"]),
             "redis": _redis(env, dc.name, data["ca_bundle"]),
             **_edge(env, dc.name),
+            "rabbitmq": _rabbitmq(env, dc.name, data["ca_bundle"]),
         }
     return data
 
@@ -100,6 +101,26 @@ def _redis(env: Environment, dc: str, ca_bundle: str | None) -> dict[str, Any] |
     }
 
 
+def _rabbitmq(env: Environment, dc: str, ca_bundle: str | None) -> dict[str, Any] | None:
+    """Where applications reach the DC's RabbitMQ: every node (clients fail over between
+    them; Celery takes ``;``-separated URLs), AMQPS with a client certificate."""
+    from plinth.model import Role
+
+    hosts = env.hosts_with(Role.RABBITMQ, dc)
+    if not hosts:
+        return None
+    settings = env.components.rabbitmq
+    return {
+        "nodes": [env.fqdn(h) for h in hosts],
+        "amqps_port": settings.amqps_port,
+        "management_port": settings.management_port,
+        "vhosts": [v.name for v in settings.vhosts],
+        "authentication": "EXTERNAL (user = CN of the client certificate)",
+        "ca_bundle": ca_bundle,
+        "client_certificate": f"plinth pki client-cert {env.name} --cn <user> --out <dir>",
+    }
+
+
 def render_text(data: dict[str, Any]) -> str:
     lines = [f"outputs of {data['environment']}:"]
     lines.append(f"  CA bundle: {data['ca_bundle'] or '(no PKI yet: plinth pki init)'}")
@@ -132,5 +153,12 @@ def render_text(data: dict[str, Any]) -> str:
             lines.append(
                 f"    registry: {registry['address']}, client certificate required "
                 f"({registry['client_certificate']}); push: {pushers}"
+            )
+        mq = dc.get("rabbitmq")
+        if mq:
+            lines.append(
+                f"    RabbitMQ: amqps://{{{','.join(mq['nodes'])}}}:{mq['amqps_port']} vhosts "
+                f"{', '.join(mq['vhosts'])}, {mq['authentication']}; management "
+                f":{mq['management_port']} ({mq['client_certificate']})"
             )
     return "\n".join(lines)

@@ -55,7 +55,10 @@ def collect(stack: Stack) -> dict[str, Any]:
     out: dict[str, Any] = {
         "stack": stack.name, "etcd": None, "patroni": None, "vips": [], "redis": None,
     }  # fmt: skip
+    rabbitmq_hosts = env.hosts_with(Role.RABBITMQ, dc)
     with connected(stack) as state:
+        if rabbitmq_hosts:
+            out["rabbitmq"] = _rabbitmq(state, env, rabbitmq_hosts)
         if etcd_hosts:
             tls = _spec(env, etcd_hosts[0], "etcd")
             port = env.components.etcd.client_port
@@ -208,6 +211,28 @@ def _redis(state: Any, env: Environment, dc: str) -> dict[str, Any] | None:
     return cell
 
 
+def _rabbitmq(state: Any, env: Environment, hosts: list[Host]) -> dict[str, Any]:
+    """Every RabbitMQ node's own view (quorum-critical is per node), one cluster summary."""
+    from facts.rabbitmq import RabbitmqCluster
+    from operations.rabbitmq import describe
+
+    nodes = tuple(f"rabbit@{env.fqdn(h)}" for h in hosts)
+    return describe({h.name: _fact(state, h.name, RabbitmqCluster) for h in hosts}, nodes)
+
+
+def _render_rabbitmq(rabbitmq: dict[str, Any]) -> list[str]:
+    problems = "; ".join(rabbitmq["problems"]) or "healthy"
+    lines = [f"  rabbitmq {rabbitmq['cluster_name'] or '?'}: {problems}"]
+    lines.append(f"    {'node':<12} {'state':<8} quorum-critical")
+    for name, node in rabbitmq["nodes"].items():
+        if node is None:
+            lines.append(f"    {name:<12} {'STOPPED':<8} -")
+            continue
+        critical = {True: "YES", False: "no", None: "?"}[node["quorum_critical"]]
+        lines.append(f"    {name:<12} {'running':<8} {critical}  {node['detail'][:80]}")
+    return lines
+
+
 def healthy(data: dict[str, Any]) -> bool:
     etcd = data["etcd"]
     patroni = data["patroni"]
@@ -218,6 +243,7 @@ def healthy(data: dict[str, Any]) -> bool:
         and (redis is None or not redis["problems"])
         and all(len(v["holders"]) == 1 for v in data["vips"])
         and all(all(units.values()) for units in data.get("edge", {}).values())
+        and not (data.get("rabbitmq") or {}).get("problems")
     )
 
 
@@ -264,6 +290,8 @@ def render(data: dict[str, Any]) -> str:
         for s in redis["sentinels"]:
             quorum = s["quorum"] if s["up"] else f"DOWN ({s['error']})"
             lines.append(f"    sentinel {s['address']:<15} master {s['master'] or '-'}: {quorum}")
+    if data.get("rabbitmq"):
+        lines += _render_rabbitmq(data["rabbitmq"])
     for vip in data["vips"]:
         holder = ", ".join(vip["holders"]) or "NOBODY"
         states = ", ".join(
@@ -282,8 +310,8 @@ def render(data: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @operator_errors
 def status(stack: str, as_json: bool) -> None:
-    """etcd, Patroni, Redis and VIP state of STACK (or every DC of an environment). Exit 1 unless
-    everything is healthy."""
+    """etcd, Patroni, Redis, RabbitMQ, edge and VIP state of STACK (or every DC of an
+    environment). Exit 1 unless everything is healthy."""
     stacks = resolve(stack)
     results = [collect(s) for s in stacks]
     add_standby_lag(results, stacks[0].environment)
