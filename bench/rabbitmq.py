@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from plinth.model import load_environment  # noqa: E402
 from tests.lab.conftest import LAB_ENV, Lab, plinth  # noqa: E402
-from tests.lab.test_rabbitmq import (  # noqa: E402
+from tests.lab.test_rabbitmq_cluster import (  # noqa: E402
     PROBE_USER,
     Publisher,
     declare,
