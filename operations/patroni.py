@@ -47,7 +47,7 @@ from facts.patroni import (
 )
 from operations.checked import checked_file
 from plinth.certificates import CertificateSpec
-from plinth.context import HostContext
+from plinth.context import HostContext, read_secrets
 from plinth.model import PatroniSettings, Role
 from plinth.reasons import explain_change
 from plinth.render import render_template
@@ -327,20 +327,7 @@ def render(spec: PatroniInput, passwords: dict[str, str]) -> str:
 
 def read_passwords(context: HostContext) -> dict[str, str]:
     """The three Patroni passwords from the environment's encrypted secrets."""
-    from plinth.provision import passphrase_for
-    from plinth.secrets import SecretStore
-
-    env = context.environment
-    store = SecretStore(
-        context.environment_file.parent / env.name / "secrets.json", passphrase_for(env)
-    )
-    missing = [name for name in SECRET_NAMES.values() if name not in store]
-    if missing:
-        raise ValueError(
-            f"environment {env.name!r} has no secret(s) {', '.join(missing)}: run "
-            f"`plinth up {env.name}` (generates them) or `plinth secrets generate`"
-        )
-    return {key: store.get(name).reveal() for key, name in SECRET_NAMES.items()}
+    return read_secrets(context, SECRET_NAMES)
 
 
 def cluster_fact(spec: PatroniInput) -> PatroniClusterState | None:

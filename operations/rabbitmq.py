@@ -61,6 +61,7 @@ from facts.rabbitmq import (
 from operations.checked import checked_file
 from plinth.certificates import CertificateSpec
 from plinth.context import HostContext
+from plinth.context import read_secrets as read_environment_secrets
 from plinth.model import RabbitmqSettings, Role
 from plinth.reasons import explain_change
 from plinth.render import render_template, sha1_text
@@ -171,23 +172,8 @@ class RabbitmqSecrets:
 
 def read_secrets(context: HostContext) -> RabbitmqSecrets:
     """The Erlang cookie and the admin password from the environment's encrypted secrets."""
-    from plinth.provision import passphrase_for
-    from plinth.secrets import SecretStore
-
-    env = context.environment
-    store = SecretStore(
-        context.environment_file.parent / env.name / "secrets.json", passphrase_for(env)
-    )
-    missing = [name for name in SECRET_NAMES.values() if name not in store]
-    if missing:
-        raise ValueError(
-            f"environment {env.name!r} has no secret(s) {', '.join(missing)}: run "
-            f"`plinth up {env.name}` (generates them) or `plinth secrets generate`"
-        )
-    return RabbitmqSecrets(
-        cookie=store.get(SECRET_NAMES["cookie"]).reveal(),
-        admin_password=store.get(SECRET_NAMES["admin"]).reveal(),
-    )
+    values = read_environment_secrets(context, SECRET_NAMES)
+    return RabbitmqSecrets(cookie=values["cookie"], admin_password=values["admin"])
 
 
 def password_hash(user: str, password: str) -> str:

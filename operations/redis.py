@@ -53,7 +53,7 @@ from facts.redis import (
     sentinel_command,
 )
 from plinth.certificates import CertificateSpec
-from plinth.context import HostContext
+from plinth.context import HostContext, read_secrets
 from plinth.model import RedisSettings, Role
 from plinth.reasons import explain_change
 from plinth.render import render_template
@@ -254,20 +254,7 @@ def redis_input(
 
 def read_passwords(context: HostContext) -> Passwords:
     """The Redis passwords from the environment's encrypted secrets."""
-    from plinth.provision import passphrase_for
-    from plinth.secrets import SecretStore
-
-    env = context.environment
-    store = SecretStore(
-        context.environment_file.parent / env.name / "secrets.json", passphrase_for(env)
-    )
-    missing = [name for name in SECRET_NAMES.values() if name not in store]
-    if missing:
-        raise ValueError(
-            f"environment {env.name!r} has no secret(s) {', '.join(missing)}: run "
-            f"`plinth up {env.name}` (generates them) or `plinth secrets generate`"
-        )
-    return Passwords({user: store.get(name).reveal() for user, name in SECRET_NAMES.items()})
+    return Passwords(read_secrets(context, SECRET_NAMES))
 
 
 # --- reading the cell live (execute time) -------------------------------------------

@@ -28,6 +28,7 @@ from pyinfra.operations import files, systemd
 
 from plinth.certificates import CertificateSpec
 from plinth.context import HostContext
+from plinth.context import read_secrets as read_environment_secrets
 from plinth.model import Environment, RegistrySettings
 from plinth.render import MANAGED_HEADER
 
@@ -64,26 +65,12 @@ def registry_input(context: HostContext, tls: CertificateSpec) -> RegistryInput:
 
 def read_secrets(context: HostContext) -> RegistrySecrets:
     """The shared ``http.secret`` (and the S3 secret key) from the encrypted secrets."""
-    from plinth.provision import passphrase_for
-    from plinth.secrets import SecretStore
-
-    env = context.environment
-    store = SecretStore(
-        context.environment_file.parent / env.name / "secrets.json", passphrase_for(env)
+    s3 = context.environment.components.registry.s3
+    names = {"http": HTTP_SECRET} | ({"s3": s3.secret_key_secret} if s3 else {})
+    values = read_environment_secrets(
+        context, names, hint=", and `plinth secrets set` for the object store's key"
     )
-    s3 = env.components.registry.s3
-    wanted = [HTTP_SECRET] + ([s3.secret_key_secret] if s3 else [])
-    missing = [name for name in wanted if name not in store]
-    if missing:
-        raise ValueError(
-            f"environment {env.name!r} has no secret(s) {', '.join(missing)}: run "
-            f"`plinth up {env.name}` (generates {HTTP_SECRET}) or `plinth secrets set` for "
-            "the object store's key"
-        )
-    return RegistrySecrets(
-        http_secret=store.get(HTTP_SECRET).reveal(),
-        s3_secret_key=store.get(s3.secret_key_secret).reveal() if s3 else None,
-    )
+    return RegistrySecrets(http_secret=values["http"], s3_secret_key=values.get("s3"))
 
 
 def render(spec: RegistryInput, secrets: RegistrySecrets) -> str:

@@ -6,6 +6,7 @@ the model is loaded (and validated) once per process, whatever the host count.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -119,3 +120,25 @@ def tls_signer(context: HostContext) -> tuple[Any, dict[str, bytes]]:
     passphrase = _checked_passphrase(env.name, env.kind == "lab", str(state), dc)
     crls = {name: store.crl_path(name).read_bytes() for name in store.datacenters()}
     return LeafSigner(store, dc, operator_name(), passphrase), crls
+
+
+def read_secrets(context: HostContext, names: Mapping[str, str], hint: str = "") -> dict[str, str]:
+    """``{key: value}`` of the encrypted secrets ``names`` maps ``key`` to.
+
+    A missing secret is named in one error before any host is touched; ``hint`` says how
+    to provide the ones ``plinth up`` does not generate.
+    """
+    from plinth.provision import passphrase_for
+    from plinth.secrets import SecretStore
+
+    env = context.environment
+    store = SecretStore(
+        context.environment_file.parent / env.name / "secrets.json", passphrase_for(env)
+    )
+    missing = [name for name in names.values() if name not in store]
+    if missing:
+        raise ValueError(
+            f"environment {env.name!r} has no secret(s) {', '.join(missing)}: run "
+            f"`plinth up {env.name}` (generates them) or `plinth secrets generate`{hint}"
+        )
+    return {key: store.get(name).reveal() for key, name in names.items()}
