@@ -45,6 +45,7 @@ from facts.redis import (
     CliTls,
     RedisReplication,
     ReplicationState,
+    SentinelReport,
     SentinelState,
     SentinelView,
     parse_replication,
@@ -358,19 +359,24 @@ def started(unit: str) -> Generator[StringCommand, None, None]:
     yield StringCommand("systemctl", "start", unit)
 
 
+def _local_sentinel(spec: RedisInput) -> SentinelReport | None:
+    """This host's Sentinel as it sees itself (None when it does not answer)."""
+    view = host.get_fact(
+        SentinelState,
+        tls=spec.cli("sentinel"),
+        addresses=(spec.address,),
+        port=spec.settings.sentinel_port,
+        master=spec.master_name,
+    )
+    return view.sentinels[0] if view is not None and view.sentinels else None
+
+
 @operation()
 def answering(spec: RedisInput, sentinel: bool) -> Generator[StringCommand, None, None]:
     """Wait until the local daemon answers over TLS (a replica: its master link is up;
     a Sentinel: it monitors the master set)."""
     if sentinel:
-        view = host.get_fact(
-            SentinelState,
-            tls=spec.cli("sentinel"),
-            addresses=(spec.address,),
-            port=spec.settings.sentinel_port,
-            master=spec.master_name,
-        )
-        mine = view.sentinels[0] if view is not None and view.sentinels else None
+        mine = _local_sentinel(spec)
         if mine is not None and mine.master is not None and mine.quorum_ok:
             host.noop(f"sentinel monitors {spec.master_name} at {mine.master[0]}, quorum OK")
             return
@@ -450,14 +456,7 @@ def runtime_config(spec: RedisInput) -> Generator[StringCommand, None, None]:
 def monitoring_config(spec: RedisInput) -> Generator[StringCommand, None, None]:
     """Bring this Sentinel's parameters for the master set to the model (``SENTINEL SET``;
     Sentinel records them in its own file). Each Sentinel is set on its own host."""
-    view = host.get_fact(
-        SentinelState,
-        tls=spec.cli("sentinel"),
-        addresses=(spec.address,),
-        port=spec.settings.sentinel_port,
-        master=spec.master_name,
-    )
-    mine = view.sentinels[0] if view is not None and view.sentinels else None
+    mine = _local_sentinel(spec)
     if mine is None or mine.master is None:
         host.noop("sentinel not monitoring yet: its bootstrap file has the model's settings")
         return
