@@ -1,10 +1,11 @@
-"""The ``plinth`` command line: validate, preview, up, outputs, status, lab, pki, secrets."""
+"""The ``plinth`` command line: validate, preview, up, outputs, status, lab, pki, secrets,
+rabbitmq."""
 
 from __future__ import annotations
 
 import click
 
-from plinth.cli import cluster, core, lab, pki
+from plinth.cli import cluster, core, lab, pki, rabbitmq
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,3 +19,4 @@ main.add_command(cluster.switchover)
 main.add_command(lab.lab)
 main.add_command(pki.pki)
 main.add_command(pki.secrets)
+main.add_command(rabbitmq.rabbitmq)

@@ -157,3 +157,76 @@ def test_status_shows_the_standby_sites_lag(full_lab: Lab) -> None:
     assert standby["standby_of"]["datacenter"] == "dc1" and isinstance(lag, int), standby
     print(f"\ndc2 standby lag behind dc1: {lag} bytes")
     assert "standby cluster of dc1: lag" in plinth("status", "lab-dc2", check=False).stdout
+
+
+def test_dc2_rabbitmq_cluster_gets_dc1_topology_without_messages(
+    full_lab: Lab, tmp_path: Path
+) -> None:
+    """DC2's own cluster runs; a queue, exchange and binding an application declared in
+    DC1 reach it through `plinth rabbitmq sync-definitions`, its messages do not; a
+    second sync creates nothing."""
+    import pika
+
+    from plinth.model import Role
+    from tests.lab.test_rabbitmq_cluster import PROBE_USER, VHOST, parameters
+
+    env = full_lab.environment
+    dc1_nodes = [
+        (h.name, env.fqdn(h), str(h.address)) for h in env.hosts_with(Role.RABBITMQ, "dc1")
+    ]
+    dc2 = full_lab.host(env.hosts_with(Role.RABBITMQ, "dc2")[0].name, tmp_path)
+
+    def ctl(host: Any, args: str) -> Any:
+        return json.loads(host.check_output(f"rabbitmqctl -q {args} --formatter json"))
+
+    status = ctl(dc2, "cluster_status")
+    assert sorted(status["running_nodes"]) == sorted(
+        f"rabbit@{env.fqdn(h)}" for h in env.hosts_with(Role.RABBITMQ, "dc2")
+    ), status
+
+    bundle = tmp_path / "mq"
+    plinth("pki", "client-cert", "lab", "--cn", PROBE_USER, "--out", str(bundle))
+    params = parameters(full_lab, bundle, dc1_nodes[0])
+    params.heartbeat = 0  # the connection idles while the sync runs
+    connection = pika.BlockingConnection(params)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.exchange_declare("sync-probe-x", "direct", durable=True)
+    channel.queue_declare("sync-probe-q", durable=True, arguments={"x-queue-type": "quorum"})
+    channel.queue_bind("sync-probe-q", "sync-probe-x", routing_key="sync")
+    channel.basic_publish("sync-probe-x", "sync", b"not for dc2", mandatory=True)
+    # A server-named exclusive queue of this connection: never copied.
+    private = channel.queue_declare("", exclusive=True).method.queue
+    try:
+        started = time.monotonic()
+        dry = plinth("rabbitmq", "sync-definitions", "lab", "--dry")
+        first = plinth("rabbitmq", "sync-definitions", "lab")
+        seconds = time.monotonic() - started
+    finally:
+        connection.close()
+    print(f"\n{dry.stdout}{first.stdout}dry run + sync: {seconds:.1f} s")
+    for output in (dry.stdout, first.stdout):
+        assert f"+ queue {VHOST}/sync-probe-q (quorum)" in output, output
+        assert f"+ exchange {VHOST}/sync-probe-x (direct)" in output, output
+        assert f"+ binding {VHOST}/sync-probe-x -> queue sync-probe-q (key 'sync')" in output
+        assert private not in output.replace(f"left out queue {VHOST}/{private}", "")
+        assert "password" not in output
+    assert "lab-dc2 (through" in first.stdout and "created" in first.stdout
+
+    queues = ctl(dc2, f"list_queues -p {VHOST} name type durable messages")
+    assert {"name": "sync-probe-q", "type": "quorum", "durable": True, "messages": 0} in queues
+    assert not any(q["name"] == private for q in queues)
+    exchanges = ctl(dc2, f"list_exchanges -p {VHOST} name type durable")
+    assert {"name": "sync-probe-x", "type": "direct", "durable": True} in exchanges
+    bindings = ctl(dc2, f"list_bindings -p {VHOST} source_name destination_name routing_key")
+    assert {
+        "source_name": "sync-probe-x", "destination_name": "sync-probe-q", "routing_key": "sync"
+    } in bindings  # fmt: skip
+    dc1 = full_lab.host(dc1_nodes[0][0], tmp_path)
+    source = ctl(dc1, f"list_queues -p {VHOST} name messages")
+    assert {"name": "sync-probe-q", "messages": 1} in source  # the message stayed in dc1
+
+    again = plinth("rabbitmq", "sync-definitions", "lab")
+    print(again.stdout)
+    assert "lab-dc2 (through" in again.stdout
+    assert "created 0 queue(s), 0 exchange(s), 0 binding(s)" in again.stdout, again.stdout
