@@ -94,8 +94,19 @@ def full_lab_enabled() -> bool:
     return os.environ.get("PLINTH_FULL_LAB") == "1"
 
 
+def reuse_lab() -> bool:
+    """PLINTH_LAB_REUSE=1: test against the small lab already up (a developer iterating on
+    one module after `scripts/lab-deploy`), and leave it up. CI never sets it."""
+    return os.environ.get("PLINTH_LAB_REUSE") == "1"
+
+
 @pytest.fixture(scope="session")
 def small_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if reuse_lab():
+        if not LAB_ENV.exists():
+            pytest.exit(f"PLINTH_LAB_REUSE=1 but there is no lab ({LAB_ENV} missing)", 2)
+        yield Lab(load_environment(LAB_ENV))
+        return
     plinth("lab", "up", "--profile", "small")
     yield Lab(load_environment(LAB_ENV))
     plinth("lab", "down")
