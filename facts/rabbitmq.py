@@ -18,6 +18,8 @@ from typing import Any
 from pyinfra.api import FactBase
 from pyinfra.api.exceptions import FactProcessError
 
+from plinth.rabbitmq_sync import first_json
+
 NOT_RUNNING = "__PLINTH_RABBITMQ_NOT_RUNNING__"
 _STATUS = "--plinth-rabbitmq-status--"
 _CRITICAL = "--plinth-rabbitmq-quorum-critical--"
@@ -98,17 +100,6 @@ def _sections(output: list[str]) -> dict[str, list[str]]:
     return sections
 
 
-def _json(lines: list[str]) -> Any:
-    """The JSON document in ``lines`` (the CLI may print warnings before it), or None."""
-    text = "\n".join(lines)
-    for start in (i for i, ch in enumerate(text) if ch in "[{"):
-        try:
-            return json.loads(text[start:])
-        except json.JSONDecodeError:
-            continue
-    return None
-
-
 def _names(rows: Any, key: str = "name") -> tuple[str, ...] | None:
     if not isinstance(rows, list):
         return None
@@ -130,7 +121,7 @@ def parse_rabbitmq_cluster(output: list[str]) -> RabbitmqClusterState | None:
     sections = _sections(output)
     if _END not in sections:
         raise FactProcessError(f"RabbitmqCluster: output was cut short: {output[-5:]}")
-    status = _json(sections.get(_STATUS, []))
+    status = first_json(sections.get(_STATUS, []))
     if not isinstance(status, dict) or "running_nodes" not in status:
         # The service runs but its CLI cannot reach it (booting, stuck, TLS or cookie
         # mismatch): a state to report and refuse on, not a parse failure.
@@ -167,8 +158,8 @@ def parse_rabbitmq_cluster(output: list[str]) -> RabbitmqClusterState | None:
         ),
         quorum_critical=quorum_critical,
         quorum_critical_detail=detail,
-        users=_names(_json(sections.get(_USERS, [])), key="user"),
-        vhosts=_names(_json(sections.get(_VHOSTS, []))),
+        users=_names(first_json(sections.get(_USERS, [])), key="user"),
+        vhosts=_names(first_json(sections.get(_VHOSTS, []))),
     )
 
 
