@@ -1,0 +1,279 @@
+"""Airflow's services from the model: certificates, configuration, units, secrets (no host).
+
+Rendered and checked here only; the lab has not run them yet (docs/components/airflow.md).
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import yaml
+
+from facts.airflow import CURRENT, PENDING, AirflowMigrations
+from facts.patroni import MISSING, PostgresDatabases
+from operations.airflow import (
+    SECRET_ENV_NAMES,
+    AirflowConfig,
+    airflow_config,
+    render_celery_module,
+    render_config,
+    render_environment,
+    render_secrets,
+    render_unit,
+    render_wrapper,
+)
+from plinth.certificates import host_certificates
+from plinth.context import HostContext
+from plinth.model import Environment, ModelError, parse_environment
+from plinth.provision import required_secrets
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "inventory" / "example-prod.yaml"
+FAKE_SECRETS = {
+    "AIRFLOW__CORE__FERNET_KEY": "ZmVybmV0LW5vdC1yZWFsLW5vdC1yZWFsLW5vdC1yZWFsIQ==",
+    "AIRFLOW__API_AUTH__JWT_SECRET": "jwt-not-real",
+    "AIRFLOW__API__SECRET_KEY": "api-key-not-real",
+    "admin": "admin-not-real",
+}
+
+
+def example(services: bool = True, **airflow: Any) -> Environment:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data.setdefault("components", {})["airflow"] = {"services": services, **airflow}
+    return parse_environment(data, EXAMPLE)
+
+
+def spec_for(name: str, env: Environment | None = None) -> AirflowConfig:
+    env = env or example()
+    host = next(h for h in env.hosts if h.name == name)
+    certificates = {c.service: c for c in host_certificates(env, host)}
+    context = HostContext(env, EXAMPLE, host, env.datacenters_by_name[host.datacenter])
+    return airflow_config(context, certificates)
+
+
+def parsed(text: str) -> configparser.ConfigParser:
+    # Airflow's parser interpolates '%': a stray one would break it.
+    parser = configparser.ConfigParser()
+    parser.read_string(text)
+    for section in parser.sections():
+        for key in parser[section]:
+            _ = parser[section][key]  # raises on a bad interpolation
+    return parser
+
+
+# ---- off by default: the existing deploy does not change ----
+
+
+def test_services_are_off_by_default_and_change_nothing_else() -> None:
+    env = example(services=False)
+    assert not env.components.airflow.services
+    assert env.postgresql_login_roles() == env.components.patroni.login_roles
+    assert env.postgresql_databases() == ()
+    for host in env.hosts:
+        assert not [c for c in host_certificates(env, host) if c.service.startswith("airflow")]
+    assert "airflow-admin-password" not in required_secrets(env)
+    # the three shared keys are generated whenever an api host exists, as before
+    assert {"airflow-fernet-key", "airflow-jwt-secret", "airflow-api-secret-key"} <= set(
+        required_secrets(env)
+    )
+
+
+def test_services_add_the_role_the_database_and_the_admin_password() -> None:
+    env = example()
+    assert env.postgresql_login_roles() == ("plinth_probe", "airflow")
+    assert env.postgresql_databases() == (("airflow", "airflow"),)
+    assert required_secrets(env)["airflow-admin-password"] == "urlsafe"
+
+
+def test_rules_refuse_a_broker_identity_rabbitmq_does_not_know() -> None:
+    with pytest.raises(ModelError) as error:
+        example(identity="scheduler_x")
+    assert any(
+        p.startswith("components.airflow.identity: RabbitMQ user 'scheduler_x'")
+        for p in error.value.problems
+    )
+    with pytest.raises(ModelError) as error:
+        example(broker_vhost="nope")
+    assert any(p.startswith("components.airflow.broker_vhost") for p in error.value.problems)
+
+
+# ---- certificates ----
+
+
+def test_certificates_one_client_identity_and_a_server_certificate_on_api_hosts() -> None:
+    env = example()
+    app1 = next(h for h in env.hosts if h.name == "dc1-app1")
+    app3 = next(h for h in env.hosts if h.name == "dc1-app3")
+    certs = {c.service: c for c in host_certificates(env, app1)}
+    client = certs["airflow-client"]
+    assert client.common_name == "airflow"  # PostgreSQL role = RabbitMQ user
+    assert client.profile.value == "client"
+    assert (client.owner, client.group) == ("airflow", "airflow")
+    api = certs["airflow-api"]
+    assert api.profile.value == "server"
+    assert "dc1-app1.dc1.grid.plinth.internal" in api.dns_names
+    assert "edge.dc1.grid.plinth.internal" in api.dns_names  # the VIP routing 'airflow'
+    assert [c.service for c in host_certificates(env, app3) if "airflow" in c.service] == [
+        "airflow-client"
+    ]
+
+
+# ---- airflow.cfg ----
+
+
+def test_config_database_broker_and_tls() -> None:
+    cfg = parsed(render_config(spec_for("dc1-app3")))
+    assert cfg["core"]["executor"] == "CeleryExecutor"
+    conn = urlsplit(cfg["database"]["sql_alchemy_conn"])
+    assert conn.scheme == "postgresql+psycopg2"
+    assert conn.username == "airflow" and conn.password is None
+    assert conn.hostname == "pg.dc1.grid.plinth.internal"
+    assert (conn.port, conn.path) == (5000, "/airflow")
+    query = {k: v[0] for k, v in parse_qs(conn.query).items()}
+    assert query == {
+        "sslmode": "verify-full",
+        "sslrootcert": "/etc/plinth/tls/airflow-client/ca.crt",
+        "sslcert": "/etc/plinth/tls/airflow-client/airflow-client-chain.crt",
+        "sslkey": "/etc/plinth/tls/airflow-client/airflow-client.key",
+    }
+    assert cfg["database"]["sql_alchemy_pool_pre_ping"] == "True"
+    celery = cfg["celery"]
+    brokers = celery["broker_url"].split(";")
+    assert brokers == [f"amqp://dc1-db{i}.dc1.grid.plinth.internal:5671/airflow" for i in (1, 2, 3)]
+    assert "amqps://" not in celery["broker_url"]
+    assert celery["result_backend"].startswith("db+postgresql+psycopg2://airflow@pg.dc1.")
+    assert "sslmode=verify-full" in celery["result_backend"]
+    assert celery["ssl_active"] == "True"
+    assert celery["ssl_cert"].endswith("airflow-client-chain.crt")
+    assert celery["celery_config_options"] == "plinth_celery.CELERY_CONFIG"
+
+
+def test_config_execution_api_is_the_local_api_server_or_one_of_the_dc() -> None:
+    app1 = parsed(render_config(spec_for("dc1-app1")))
+    assert app1["core"]["execution_api_server_url"] == (
+        "https://dc1-app1.dc1.grid.plinth.internal:8443/execution/"
+    )
+    assert app1["api"]["ssl_cert"] == "/etc/plinth/tls/airflow-api/airflow-api-chain.crt"
+    assert app1["api"]["ssl_key"] == "/etc/plinth/tls/airflow-api/airflow-api.key"
+    app3 = parsed(render_config(spec_for("dc1-app3")))
+    assert app3["core"]["execution_api_server_url"].startswith("https://dc1-app")
+    assert app3["api"]["ssl_ca_file"] == "/etc/plinth/tls/airflow-client/ca.crt"
+    assert app3["api"]["client_use_public_certs"] == "False"
+    dc2 = parsed(render_config(spec_for("dc2-app3")))
+    assert ".dc2." in dc2["core"]["execution_api_server_url"]
+    assert dc2["database"]["sql_alchemy_conn"].startswith(
+        "postgresql+psycopg2://airflow@pg.dc2.grid.plinth.internal:5000/"
+    )
+
+
+def test_no_secret_is_rendered_outside_the_secrets_files() -> None:
+    spec = spec_for("dc1-app1")
+    rendered = [
+        render_config(spec),
+        render_environment(spec),
+        render_celery_module(),
+        render_wrapper(),
+        *(render_unit(spec, unit, cmd) for unit, cmd in spec.units),
+    ]
+    for text in rendered:
+        for value in FAKE_SECRETS.values():
+            assert value not in text
+    cfg = parsed(rendered[0])
+    assert "fernet_key" not in cfg["core"]
+    assert "secret_key" not in cfg["api"]
+
+
+def test_secrets_files() -> None:
+    env_text, passwords = render_secrets(FAKE_SECRETS)
+    lines = [line for line in env_text.splitlines() if not line.startswith("#")]
+    assert lines == [f'{k}="{FAKE_SECRETS[k]}"' for k in SECRET_ENV_NAMES]
+    assert set(SECRET_ENV_NAMES) == {
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__API__SECRET_KEY",
+    }
+    assert passwords.strip() == '{"admin": "admin-not-real"}'
+
+
+def test_celery_module_adds_external_login_to_the_defaults() -> None:
+    tree = ast.parse(render_celery_module())
+    imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert any(
+        n.module == "airflow.providers.celery.executors.default_celery"
+        and n.names[0].name == "DEFAULT_CELERY_CONFIG"
+        for n in imports
+    )
+    source = render_celery_module()
+    assert '"broker_login_method": "EXTERNAL"' in source
+
+
+def test_environment_file_gives_the_sample_dag_a_certificate_connection() -> None:
+    text = render_environment(spec_for("dc1-app2"))
+    line = next(x for x in text.splitlines() if x.startswith("AIRFLOW_CONN_GRID_DB="))
+    uri = urlsplit(line.split("=", 1)[1].strip('"'))
+    assert uri.scheme == "postgresql" and uri.username == "airflow" and uri.password is None
+    assert "sslmode=verify-full" in uri.query
+
+
+# ---- units, sites, migration ----
+
+
+def test_units_follow_roles_and_the_active_site() -> None:
+    app1, app2, app3 = (spec_for(f"dc1-app{i}") for i in (1, 2, 3))
+    assert [u for u, _ in app1.units] == [
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-worker",
+    ]
+    assert [u for u, _ in app2.units] == [
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-triggerer",
+        "airflow-worker",
+    ]
+    assert app3.units == [("airflow-worker", "celery worker")]
+    assert app1.active and app3.active
+    standby = spec_for("dc2-app1")
+    assert not standby.active and not standby.migrates
+    # exactly one host of the active site migrates the database
+    migrating = [s for s in (app1, app2, app3) if s.migrates]
+    assert migrating == [app1]
+
+
+def test_worker_unit_stops_warmly_under_the_airflow_user() -> None:
+    spec = spec_for("dc1-app3")
+    unit = render_unit(spec, *spec.units[0])
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.read_string(unit)
+    service = parser["Service"]
+    assert service["User"] == "airflow"
+    assert service["ExecStart"] == "/opt/airflow/current/bin/airflow celery worker"
+    assert service["KillSignal"] == "SIGTERM"
+    assert int(service["TimeoutStopSec"]) >= 600
+    assert "EnvironmentFile" in service
+    scheduler = render_unit(spec_for("dc1-app1"), "airflow-scheduler", "scheduler")
+    assert "KillSignal" not in scheduler
+
+
+def test_migration_fact() -> None:
+    fact = AirflowMigrations()
+    assert fact.process([CURRENT]) is True
+    assert fact.process([PENDING]) is False
+    assert fact.process(["noise"]) is None
+    assert "check-migrations" in fact.command("/usr/local/sbin/plinth-airflow")
+
+
+def test_database_fact() -> None:
+    fact = PostgresDatabases()
+    assert fact.process([MISSING]) is None
+    assert fact.process(["postgres postgres", "airflow airflow"]) == {
+        "postgres": "postgres",
+        "airflow": "airflow",
+    }
