@@ -277,3 +277,54 @@ def test_database_fact() -> None:
         "postgres": "postgres",
         "airflow": "airflow",
     }
+
+
+# ---- the prepared operations (pyinfra on @local, prepare only: nothing is executed) ----
+
+
+def prepared(name: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], str]:
+    """(operation names, everything pyinfra keeps about them) for one host's spec."""
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.api.connect import connect_all
+    from pyinfra.api.deploy import add_deploy
+    from pyinfra.facts import systemd as systemd_facts
+
+    from operations.airflow import airflow_services
+
+    # No systemd on the controller's container: the units read as absent.
+    monkeypatch.setattr(systemd_facts.SystemdStatus, "command", lambda *a, **k: "true")
+    monkeypatch.setattr(systemd_facts.SystemdEnabled, "command", lambda *a, **k: "true")
+    inventory = Inventory((["@local"], {}))
+    state = State(inventory, Config())
+    connect_all(state)
+    add_deploy(state, airflow_services, spec_for(name), FAKE_SECRETS)
+    names: list[str] = []
+    kept = ""
+    for op_hash in state.get_op_order():
+        meta = state.op_meta[op_hash]
+        names += sorted(meta.names)
+        kept += repr(vars(meta))
+        for host in inventory:
+            data = state.ops[host].get(op_hash)
+            if data is not None:
+                kept += repr(data.global_arguments)
+    return names, kept
+
+
+def test_prepared_operations_never_carry_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    names, kept = prepared("dc1-app1", monkeypatch)
+    assert not [v for v in FAKE_SECRETS.values() if v in kept]
+    short = [n.removeprefix("Airflow services | ") for n in names]
+    assert "Airflow database migrated" in short
+    assert "airflow-scheduler running" in short
+    assert "Airflow DAGs from the repository" in short
+
+
+def test_standby_site_installs_units_stopped_and_never_migrates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names, _ = prepared("dc2-app1", monkeypatch)
+    short = [n.removeprefix("Airflow services | ") for n in names]
+    assert "Airflow database migrated" not in short
+    assert "airflow-scheduler stopped (standby site)" in short
+    assert not [n for n in short if "restarted" in n]
