@@ -1,10 +1,15 @@
-"""Facts of Airflow: whether the metadata database needs ``airflow db migrate``.
+"""Facts of Airflow: whether the metadata database needs ``airflow db migrate``, and
+the components' health as an api-server reports it.
 
 Read through the host's ``plinth-airflow`` wrapper (the units' environment and the
 secrets file, as the ``airflow`` user), so the fact sees exactly what the services see.
 """
 
 from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
 
 from pyinfra.api import FactBase
 
@@ -35,3 +40,72 @@ class AirflowMigrations(FactBase[bool | None]):
         if PENDING in lines:
             return False
         return None
+
+
+HEALTH_PATH = "/api/v2/monitor/health"
+NO_ANSWER = "__PLINTH_AIRFLOW_NO_ANSWER__"
+HEALTH_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+
+
+@dataclass(frozen=True)
+class AirflowHealthState:
+    """What an api-server's health endpoint says, component by component.
+
+    The endpoint answers 200 even when the scheduler is dead: only its JSON fields say
+    whether a component is healthy. ``None`` means the component never ran (Airflow
+    reports ``null`` for a triggerer or dag-processor that has no job record).
+    """
+
+    status: dict[str, str | None]
+    heartbeats: dict[str, str | None]
+
+    def problems(self, expected: tuple[str, ...] = HEALTH_COMPONENTS) -> list[str]:
+        """One line per expected component that is not ``healthy``."""
+        out = []
+        for name in expected:
+            state = self.status.get(name)
+            if state != "healthy":
+                beat = self.heartbeats.get(name)
+                since = f" (last heartbeat {beat})" if beat else ""
+                out.append(f"{name}: {state or 'never seen'}{since}")
+        return out
+
+
+def parse_health(text: str) -> AirflowHealthState:
+    """Parse the JSON of ``GET /api/v2/monitor/health``; raise ValueError when it is not."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or "metadatabase" not in data:
+        raise ValueError("not an Airflow health answer")
+    status: dict[str, str | None] = {}
+    heartbeats: dict[str, str | None] = {}
+    for name in HEALTH_COMPONENTS:
+        entry = data.get(name) or {}
+        if not isinstance(entry, dict):
+            raise ValueError(f"{name}: expected an object")
+        status[name] = entry.get("status")
+        heartbeats[name] = entry.get(f"latest_{name}_heartbeat")
+    return AirflowHealthState(status, heartbeats)
+
+
+class AirflowHealth(FactBase[AirflowHealthState | None]):
+    """The local api-server's health (TLS, verified against the platform root); None when
+    it does not answer or answers something else."""
+
+    def command(self, port: int, ca_path: str) -> str:
+        return (
+            f"curl -s -m 10 --cacert {shlex.quote(ca_path)} "
+            f"https://$(hostname -f):{port}{HEALTH_PATH} || echo {NO_ANSWER}"
+        )
+
+    @staticmethod
+    def default() -> AirflowHealthState | None:
+        return None
+
+    def process(self, output: list[str]) -> AirflowHealthState | None:
+        text = "\n".join(output)
+        if NO_ANSWER in text:
+            return None
+        try:
+            return parse_health(text)
+        except ValueError:
+            return None

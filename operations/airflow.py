@@ -155,12 +155,15 @@ ADMIN_PASSWORD_SECRET = "airflow-admin-password"
 MANAGED_HEADER_TEXT = "managed by plinth: secrets from the encrypted store, do not edit"
 
 # role -> (unit name, airflow command). The Celery worker's SIGTERM is its warm shutdown.
+# ``--skip-serve-logs``: the log servers (8793/8794) speak plain HTTP, and no Airflow
+# process may talk without TLS; task logs stay in /var/log/airflow on the host that ran
+# the task until remote logging (MinIO) lands.
 COMPONENTS: dict[Role, tuple[str, str]] = {
     Role.AIRFLOW_API: ("airflow-api-server", "api-server"),
-    Role.AIRFLOW_SCHEDULER: ("airflow-scheduler", "scheduler"),
+    Role.AIRFLOW_SCHEDULER: ("airflow-scheduler", "scheduler --skip-serve-logs"),
     Role.AIRFLOW_DAG_PROCESSOR: ("airflow-dag-processor", "dag-processor"),
-    Role.AIRFLOW_TRIGGERER: ("airflow-triggerer", "triggerer"),
-    Role.AIRFLOW_WORKER: ("airflow-worker", "celery worker"),
+    Role.AIRFLOW_TRIGGERER: ("airflow-triggerer", "triggerer --skip-serve-logs"),
+    Role.AIRFLOW_WORKER: ("airflow-worker", "celery worker --skip-serve-logs"),
 }
 # Roles whose processes parse or run DAG files.
 DAG_ROLES = (Role.AIRFLOW_SCHEDULER, Role.AIRFLOW_DAG_PROCESSOR, Role.AIRFLOW_WORKER)
@@ -319,7 +322,7 @@ def render_celery_module() -> str:
 def render_unit(spec: AirflowConfig, unit: str, subcommand: str) -> str:
     return render_template(
         "airflow/etc/systemd/system/airflow.service.j2",
-        component=subcommand.split()[-1],
+        component=unit.removeprefix("airflow-"),
         home=CONFIG_HOME,
         env_file=ENV_FILE,
         secrets_env=SECRETS_ENV,

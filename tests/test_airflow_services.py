@@ -238,7 +238,7 @@ def test_units_follow_roles_and_the_active_site() -> None:
         "airflow-triggerer",
         "airflow-worker",
     ]
-    assert app3.units == [("airflow-worker", "celery worker")]
+    assert app3.units == [("airflow-worker", "celery worker --skip-serve-logs")]
     assert app1.active and app3.active
     standby = spec_for("dc2-app1")
     assert not standby.active and not standby.migrates
@@ -254,7 +254,10 @@ def test_worker_unit_stops_warmly_under_the_airflow_user() -> None:
     parser.read_string(unit)
     service = parser["Service"]
     assert service["User"] == "airflow"
-    assert service["ExecStart"] == "/opt/airflow/current/bin/airflow celery worker"
+    # no plain-HTTP log server: no Airflow process listens or connects without TLS
+    assert service["ExecStart"] == (
+        "/opt/airflow/current/bin/airflow celery worker --skip-serve-logs"
+    )
     assert service["KillSignal"] == "SIGTERM"
     assert int(service["TimeoutStopSec"]) >= 600
     assert "EnvironmentFile" in service
@@ -328,3 +331,26 @@ def test_standby_site_installs_units_stopped_and_never_migrates(
     assert "Airflow database migrated" not in short
     assert "airflow-scheduler stopped (standby site)" in short
     assert not [n for n in short if "restarted" in n]
+
+
+def test_health_is_read_from_the_json_fields_not_the_http_status() -> None:
+    from facts.airflow import NO_ANSWER, AirflowHealth, parse_health
+
+    answer = (
+        '{"metadatabase": {"status": "healthy"},'
+        ' "scheduler": {"status": "unhealthy",'
+        ' "latest_scheduler_heartbeat": "2026-11-27T03:00:00+00:00"},'
+        ' "triggerer": {"status": "healthy", "latest_triggerer_heartbeat": "x"},'
+        ' "dag_processor": {"status": null, "latest_dag_processor_heartbeat": null}}'
+    )
+    health = parse_health(answer)
+    assert health.problems() == [
+        "scheduler: unhealthy (last heartbeat 2026-11-27T03:00:00+00:00)",
+        "dag_processor: never seen",
+    ]
+    assert health.problems(("metadatabase", "triggerer")) == []
+    fact = AirflowHealth()
+    assert fact.process([NO_ANSWER]) is None
+    assert fact.process(["<html>bad gateway</html>"]) is None
+    assert fact.process(answer.splitlines()) == health
+    assert "/api/v2/monitor/health" in fact.command(8443, "/etc/plinth/tls/airflow-api/ca.crt")
