@@ -909,6 +909,25 @@ def _airflow_problems(env: Environment) -> Iterator[str]:
         )
     if airflow.identity in {"postgres", "replicator", "rewind_user"}:
         yield f"{where}.identity: {airflow.identity!r} is reserved for Patroni"
+    if env.hosts_with(Role.AIRFLOW_API):
+        # The UI and API are reached through nginx (TLS to the client, TLS again to the
+        # api-servers); the virtual host is written out in the environment file.
+        vhost = next(
+            (v for v in env.components.nginx.virtual_hosts if v.upstream_role == Role.AIRFLOW_API),
+            None,
+        )
+        if vhost is None:
+            yield (
+                f"{where}.services: no components.nginx.virtual_hosts entry has upstream_role "
+                f"airflow-api; add {{name: airflow, port: 8444, upstream_role: airflow-api, "
+                f"upstream_port: {airflow.api_port}}} (and list 'airflow' in the edge VIP's "
+                "services)"
+            )
+        elif vhost.upstream_port != airflow.api_port:
+            yield (
+                f"components.nginx.virtual_hosts ({vhost.name}).upstream_port: "
+                f"{vhost.upstream_port} is not components.airflow.api_port ({airflow.api_port})"
+            )
     for dc in env.datacenters:
         if not any(env.hosts_with(role, dc.name) for role in AIRFLOW_ROLES):
             continue

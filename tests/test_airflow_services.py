@@ -42,9 +42,28 @@ FAKE_SECRETS = {
 }
 
 
-def example(services: bool = True, **airflow: Any) -> Environment:
+AIRFLOW_VHOST = {
+    "name": "airflow",
+    "port": 8444,
+    "upstream_role": "airflow-api",
+    "upstream_port": 8443,
+}
+
+
+def example(services: bool = True, vhost: bool = True, **airflow: Any) -> Environment:
     data = yaml.safe_load(EXAMPLE.read_text())
-    data.setdefault("components", {})["airflow"] = {"services": services, **airflow}
+    components = data.setdefault("components", {})
+    components["airflow"] = {"services": services, **airflow}
+    if vhost:
+        registry = {
+            "name": "registry",
+            "port": 5443,
+            "upstream_role": "registry",
+            "upstream_port": 5000,
+            "write_identities": ["registry-push"],
+            "max_body_size": "0",
+        }
+        components.setdefault("nginx", {})["virtual_hosts"] = [registry, AIRFLOW_VHOST]
     return parse_environment(data, EXAMPLE)
 
 
@@ -100,6 +119,16 @@ def test_rules_refuse_a_broker_identity_rabbitmq_does_not_know() -> None:
     with pytest.raises(ModelError) as error:
         example(broker_vhost="nope")
     assert any(p.startswith("components.airflow.broker_vhost") for p in error.value.problems)
+
+
+def test_rules_want_the_api_behind_nginx_on_the_api_port() -> None:
+    with pytest.raises(ModelError) as error:
+        example(vhost=False)
+    assert any("upstream_role airflow-api" in p for p in error.value.problems)
+    with pytest.raises(ModelError) as error:
+        example(api_port=9443)
+    assert any("is not components.airflow.api_port (9443)" in p for p in error.value.problems)
+    example(services=False, vhost=False)  # the install alone needs no virtual host
 
 
 # ---- certificates ----
@@ -354,3 +383,16 @@ def test_health_is_read_from_the_json_fields_not_the_http_status() -> None:
     assert fact.process(["<html>bad gateway</html>"]) is None
     assert fact.process(answer.splitlines()) == health
     assert "/api/v2/monitor/health" in fact.command(8443, "/etc/plinth/tls/airflow-api/ca.crt")
+
+
+def test_nginx_reaches_the_api_servers_under_a_name_their_certificate_carries() -> None:
+    from operations.nginx import virtual_hosts
+
+    env = example()
+    vhost = next(v for v in virtual_hosts(env, "dc1") if v.name == "airflow")
+    assert vhost.verify_client == "on"  # a platform client certificate at nginx
+    assert [s.address for s in vhost.servers] == ["10.40.1.31", "10.40.1.32"]
+    assert not any(s.backup for s in vhost.servers)  # stateless: every api-server active
+    for name in ("dc1-app1", "dc1-app2"):
+        api = spec_for(name, env).api_tls
+        assert api is not None and vhost.tls_name in api.dns_names
