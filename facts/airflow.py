@@ -109,3 +109,43 @@ class AirflowHealth(FactBase[AirflowHealthState | None]):
             return parse_health(text)
         except ValueError:
             return None
+
+
+CELERY_MODULE = "airflow.providers.celery.executors.celery_executor_utils"
+IMPORT_OK = "__PLINTH_AIRFLOW_IMPORT_OK__"
+IMPORT_FAILED = "__PLINTH_AIRFLOW_IMPORT_FAILED__"
+NOT_YET = "__PLINTH_AIRFLOW_NOT_CONFIGURED__"
+
+
+def celery_import_command(python: str, home: str, workdir: str) -> str:
+    """Import the Celery executor as the units would (user airflow, their configuration)."""
+    q = shlex.quote
+    return (
+        f"cd {q(workdir)} && runuser -u airflow -- env AIRFLOW_HOME={q(home)} "
+        f"AIRFLOW_CONFIG={q(home + '/airflow.cfg')} {q(python)} -c 'import {CELERY_MODULE}'"
+    )
+
+
+class AirflowCeleryImport(FactBase[bool | None]):
+    """Whether the installed Airflow can import its Celery executor (a wheelhouse resolved
+    without the needed constraints cannot); None before Airflow is installed and configured."""
+
+    def command(self, python: str, home: str, workdir: str) -> str:
+        check = celery_import_command(python, home, workdir)
+        return (
+            f"[ -x {shlex.quote(python)} ] && [ -f {shlex.quote(home + '/airflow.cfg')} ] "
+            f"|| {{ echo {NOT_YET}; exit 0; }}; "
+            f"if {check} >/dev/null 2>&1; then echo {IMPORT_OK}; else echo {IMPORT_FAILED}; fi"
+        )
+
+    @staticmethod
+    def default() -> bool | None:
+        return None
+
+    def process(self, output: list[str]) -> bool | None:
+        lines = {line.strip() for line in output}
+        if IMPORT_OK in lines:
+            return True
+        if IMPORT_FAILED in lines:
+            return False
+        return None

@@ -34,7 +34,7 @@ from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 
-from facts.airflow import AirflowMigrations
+from facts.airflow import AirflowCeleryImport, AirflowMigrations, celery_import_command
 from plinth.certificates import CertificateSpec
 from plinth.context import HostContext
 from plinth.context import read_secrets as read_environment_secrets
@@ -363,6 +363,18 @@ def render_secrets(secrets: dict[str, str]) -> tuple[str, str]:
 
 
 @operation()
+def celery_importable() -> Generator[StringCommand, None, None]:
+    """Fail this host, with Python's own error, when the installed Airflow cannot import
+    its Celery executor (e.g. celery 5.7 with provider 3.26: ``components.airflow.
+    constraints`` must bound it); checked before anything migrates or starts."""
+    python = f"{PREFIX}/current/bin/python"
+    if host.get_fact(AirflowCeleryImport, python=python, home=CONFIG_HOME, workdir=HOME):
+        host.noop("Airflow imports its Celery executor")
+        return
+    yield StringCommand(celery_import_command(python, CONFIG_HOME, HOME))
+
+
+@operation()
 def database_migrated(wrapper: str) -> Generator[StringCommand, None, None]:
     """``airflow db migrate`` when ``airflow db check-migrations`` says it is needed.
 
@@ -476,6 +488,7 @@ def airflow_services(spec: AirflowConfig, secrets: dict[str, str]) -> None:
         name="systemd reloaded for the Airflow units",
         _if=lambda: any(u.did_change() for u in units),
     )
+    celery_importable(name="Airflow's Celery executor importable")
     if spec.migrates:
         database_migrated(name="Airflow database migrated", wrapper=WRAPPER)
     for unit, _ in spec.units:

@@ -35,7 +35,8 @@ from plinth.provision import required_secrets
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "inventory" / "example-prod.yaml"
 FAKE_SECRETS = {
-    "AIRFLOW__CORE__FERNET_KEY": "ZmVybmV0LW5vdC1yZWFsLW5vdC1yZWFsLW5vdC1yZWFsIQ==",
+    # a valid Fernet key (32 bytes), as the generator makes them
+    "AIRFLOW__CORE__FERNET_KEY": "ZmVybmV0LW5vdC1yZWFsLWZlcm5ldC1ub3QtcmVhbCE=",
     "AIRFLOW__API_AUTH__JWT_SECRET": "jwt-not-real",
     "AIRFLOW__API__SECRET_KEY": "api-key-not-real",
     "admin": "admin-not-real",
@@ -53,7 +54,7 @@ AIRFLOW_VHOST = {
 def example(services: bool = True, vhost: bool = True, **airflow: Any) -> Environment:
     data = yaml.safe_load(EXAMPLE.read_text())
     components = data.setdefault("components", {})
-    components["airflow"] = {"services": services, **airflow}
+    components["airflow"] = {"services": services, "constraints": ["celery<5.7"], **airflow}
     if vhost:
         registry = {
             "name": "registry",
@@ -348,6 +349,9 @@ def test_prepared_operations_never_carry_a_secret(monkeypatch: pytest.MonkeyPatc
     assert not [v for v in FAKE_SECRETS.values() if v in kept]
     short = [n.removeprefix("Airflow services | ") for n in names]
     assert "Airflow database migrated" in short
+    assert short.index("Airflow's Celery executor importable") < short.index(
+        "Airflow database migrated"
+    )
     assert "airflow-scheduler running" in short
     assert "Airflow DAGs from the repository" in short
 
@@ -396,3 +400,15 @@ def test_nginx_reaches_the_api_servers_under_a_name_their_certificate_carries() 
     for name in ("dc1-app1", "dc1-app2"):
         api = spec_for(name, env).api_tls
         assert api is not None and vhost.tls_name in api.dns_names
+
+
+def test_celery_import_fact() -> None:
+    from facts.airflow import IMPORT_FAILED, IMPORT_OK, NOT_YET, AirflowCeleryImport
+
+    fact = AirflowCeleryImport()
+    assert fact.process([IMPORT_OK]) is True
+    assert fact.process([IMPORT_FAILED]) is False
+    assert fact.process([NOT_YET]) is None
+    command = fact.command("/opt/airflow/current/bin/python", "/etc/airflow", "/var/lib/airflow")
+    assert "runuser -u airflow" in command
+    assert "import airflow.providers.celery.executors.celery_executor_utils" in command
