@@ -134,7 +134,11 @@ CONFIG_HOME = "/etc/airflow"
 CONFIG = f"{CONFIG_HOME}/airflow.cfg"
 ENV_FILE = f"{CONFIG_HOME}/airflow.env"
 SECRETS_ENV = f"{CONFIG_HOME}/secrets.env"
-PASSWORDS_FILE = f"{CONFIG_HOME}/simple_auth_manager_passwords.json"
+# The simple auth manager opens its passwords file for writing ("a+", "r+") even when
+# every user has a password, and ProtectSystem=full keeps /etc read-only for the units:
+# the file lives in the airflow user's home, airflow:airflow 0600, in the format Airflow
+# itself writes (so it never rewrites it and the checksum stays put).
+PASSWORDS_FILE = f"{HOME}/simple_auth_manager_passwords.json"
 CELERY_MODULE = f"{CONFIG_HOME}/config/plinth_celery.py"
 DAGS_FOLDER = f"{PREFIX}/dags"
 LOG_FOLDER = "/var/log/airflow"
@@ -443,9 +447,9 @@ def airflow_services(spec: AirflowConfig, secrets: dict[str, str]) -> None:
             name="Airflow admin password (simple auth manager)",
             src=StringIO(passwords_text),
             dest=PASSWORDS_FILE,
-            user="root",
+            user=USER,
             group=USER,
-            mode="640",
+            mode="600",
         ),
         files.put(
             name="Celery configuration (SASL EXTERNAL)",

@@ -412,3 +412,14 @@ def test_celery_import_fact() -> None:
     command = fact.command("/opt/airflow/current/bin/python", "/etc/airflow", "/var/lib/airflow")
     assert "runuser -u airflow" in command
     assert "import airflow.providers.celery.executors.celery_executor_utils" in command
+
+
+def test_the_passwords_file_is_writable_by_airflow_outside_etc() -> None:
+    from operations.airflow import HOME, PASSWORDS_FILE
+
+    # Airflow opens it "a+"/"r+"; the units run with ProtectSystem=full (/etc read-only).
+    assert PASSWORDS_FILE.startswith(HOME + "/")
+    cfg = parsed(render_config(spec_for("dc1-app1")))
+    assert cfg["core"]["simple_auth_manager_passwords_file"] == PASSWORDS_FILE
+    unit = render_unit(spec_for("dc1-app1"), "airflow-api-server", "api-server")
+    assert "ProtectSystem=full" in unit
