@@ -423,3 +423,20 @@ def test_the_passwords_file_is_writable_by_airflow_outside_etc() -> None:
     assert cfg["core"]["simple_auth_manager_passwords_file"] == PASSWORDS_FILE
     unit = render_unit(spec_for("dc1-app1"), "airflow-api-server", "api-server")
     assert "ProtectSystem=full" in unit
+
+
+def test_outputs_give_the_ui_and_api_through_nginx_only_with_the_services() -> None:
+    from plinth.outputs import collect, render_text
+
+    assert (
+        collect(example(services=False, vhost=False), EXAMPLE)["datacenters"]["dc1"]["airflow"]
+        is None
+    )
+    data = collect(example(), EXAMPLE)
+    dc1, dc2 = (data["datacenters"][dc]["airflow"] for dc in ("dc1", "dc2"))
+    assert dc1["url"] == "https://edge.dc1.grid.plinth.internal:8444/"
+    assert dc1["health"].endswith("/api/v2/monitor/health")
+    assert dc1["active"] and not dc2["active"]
+    text = render_text(data)
+    assert "Airflow (active): UI https://edge.dc1.grid.plinth.internal:8444/" in text
+    assert "Airflow (standby: units stopped)" in text
