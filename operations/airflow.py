@@ -512,3 +512,50 @@ def airflow_services(spec: AirflowConfig, secrets: dict[str, str]) -> None:
                 _serial=True,
                 _if=_restart_needed(started, [*changed, *units]),
             )
+
+
+def expected_components(env_roles: list[tuple[Role, ...]]) -> tuple[str, ...]:
+    """Health components a DC's api-servers must report healthy, from its hosts' roles."""
+    wanted = ["metadatabase"]
+    for role, name in (
+        (Role.AIRFLOW_SCHEDULER, "scheduler"),
+        (Role.AIRFLOW_TRIGGERER, "triggerer"),
+        (Role.AIRFLOW_DAG_PROCESSOR, "dag_processor"),
+    ):
+        if any(role in roles for roles in env_roles):
+            wanted.append(name)
+    return tuple(wanted)
+
+
+def describe(
+    active: bool,
+    expected: tuple[str, ...],
+    health: dict[str, Any],
+    units: dict[str, dict[str, bool]],
+) -> dict[str, Any]:
+    """The DC's Airflow for ``plinth status``.
+
+    + health: {api host: AirflowHealthState or None (no answer)}
+    + units: {host: {unit: active}}
+    Active site: every unit runs and every api-server reports the expected components
+    healthy (JSON fields, not the HTTP status). Standby site: every unit is stopped.
+    """
+    problems: list[str] = []
+    for name, host_units in units.items():
+        for unit, running in host_units.items():
+            if active and not running:
+                problems.append(f"{name}: {unit} is not running")
+            if not active and running:
+                problems.append(f"{name}: {unit} runs on the standby site")
+    if active:
+        for name, state in health.items():
+            if state is None:
+                problems.append(f"{name}: the api-server's health endpoint does not answer")
+            else:
+                problems += [f"{name}: {p}" for p in state.problems(expected)]
+    return {
+        "active": active,
+        "problems": problems,
+        "health": {n: (s.status if s is not None else None) for n, s in health.items()},
+        "units": units,
+    }

@@ -440,3 +440,30 @@ def test_outputs_give_the_ui_and_api_through_nginx_only_with_the_services() -> N
     text = render_text(data)
     assert "Airflow (active): UI https://edge.dc1.grid.plinth.internal:8444/" in text
     assert "Airflow (standby: units stopped)" in text
+
+
+def test_status_judges_the_active_site_by_health_fields_and_the_standby_by_stopped_units() -> None:
+    from facts.airflow import parse_health
+    from operations.airflow import describe, expected_components
+    from plinth.cli.cluster import healthy, render
+
+    env = example()
+    expected = expected_components([h.roles for h in env.hosts_in("dc1")])
+    assert expected == ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    good = parse_health(
+        '{"metadatabase": {"status": "healthy"},'
+        ' "scheduler": {"status": "healthy", "latest_scheduler_heartbeat": "t"},'
+        ' "triggerer": {"status": "healthy", "latest_triggerer_heartbeat": "t"},'
+        ' "dag_processor": {"status": "healthy", "latest_dag_processor_heartbeat": "t"}}'
+    )
+    units = {"dc1-app1": {"airflow-scheduler": True}, "dc1-app3": {"airflow-worker": True}}
+    fine = describe(True, expected, {"dc1-app1": good, "dc1-app2": None}, units)
+    assert fine["problems"] == ["dc1-app2: the api-server's health endpoint does not answer"]
+    standby = describe(False, expected, {"dc2-app1": None}, {"dc2-app1": {"airflow-worker": True}})
+    assert standby["problems"] == ["dc2-app1: airflow-worker runs on the standby site"]
+    base = {"stack": "x", "etcd": None, "patroni": None, "vips": []}
+    ok = describe(True, expected, {"dc1-app1": good}, units)
+    assert healthy({**base, "airflow": ok}) and not healthy({**base, "airflow": fine})
+    text = render({**base, "airflow": ok})
+    assert "airflow (active): healthy" in text
+    assert "dc1-app3: airflow-worker=active" in text
