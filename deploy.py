@@ -18,7 +18,10 @@ typed model. The order, and why:
    the edge VIP to it; every host trusts the DC's registry.
 8. RabbitMQ (needs only host TLS): Airflow's broker, before the stateless tier.
 9. Airflow last (offline install from the controller's wheelhouse); MinIO, when it
-   lands, before the stateless tier too; nginx before Airflow's api-server.
+   lands, before the stateless tier too; nginx before Airflow's api-server. With
+   ``components.airflow.services`` (off by default) the ``airflow`` user comes before
+   host TLS (it owns the Airflow certificates' keys), the role and database with
+   Patroni's, and the configuration and units after the install.
 
 squid comes right after the packages: it needs no certificate, and it must be up
 before anything downloads through it.
@@ -26,7 +29,15 @@ before anything downloads through it.
 
 from pyinfra import host
 
-from operations.airflow import AirflowInstall, airflow_installed, has_airflow
+from operations.airflow import (
+    AirflowInstall,
+    airflow_config,
+    airflow_installed,
+    airflow_services,
+    airflow_user,
+    has_airflow,
+)
+from operations.airflow import read_secrets as read_airflow_secrets
 from operations.base import BaseHostInput, base_host, read_extra_ca
 from operations.etcd import etcd_input, etcd_member
 from operations.haproxy import haproxy_input, haproxy_node
@@ -81,6 +92,10 @@ cell_packages_installed(context.host.roles)
 if Role.SQUID in context.host.roles:
     squid(squid_input(environment, context.host))
 
+airflow_services_on = has_airflow(context.host.roles) and environment.components.airflow.services
+if airflow_services_on:
+    airflow_user()
+
 certificates = {spec.service: spec for spec in host_certificates(environment, context.host)}
 signer, crls = tls_signer(context)
 host_tls(
@@ -132,3 +147,5 @@ if Role.RABBITMQ in context.host.roles:
 
 if has_airflow(context.host.roles):
     airflow_installed(AirflowInstall(airflow_wheelhouse(environment)))
+if airflow_services_on:
+    airflow_services(airflow_config(context, certificates), read_airflow_secrets(context))

@@ -246,3 +246,31 @@ class PostgresRoles(FactBase[set[str] | None]):
         if MISSING in (line.strip() for line in output):
             return None
         return {line.strip() for line in output if line.strip()}
+
+
+class PostgresDatabases(FactBase[dict[str, str] | None]):
+    """``{database: owner}`` of the local PostgreSQL (over its Unix socket, as
+    ``postgres``); None when PostgreSQL does not answer."""
+
+    def command(self, port: int) -> str:
+        return (
+            f"command -v psql >/dev/null 2>&1 && [ -S /var/run/postgresql/.s.PGSQL.{port} ] || "
+            f"{{ echo {MISSING}; exit 0; }}; "
+            f"cd / && runuser -u postgres -- psql -p {port} -XAtqc "
+            "'select datname, pg_get_userbyid(datdba) from pg_database' -F ' ' "
+            f"2>/dev/null || echo {MISSING}"
+        )
+
+    @staticmethod
+    def default() -> dict[str, str] | None:
+        return None
+
+    def process(self, output: list[str]) -> dict[str, str] | None:
+        if MISSING in (line.strip() for line in output):
+            return None
+        found: dict[str, str] = {}
+        for line in output:
+            name, _, owner = line.strip().partition(" ")
+            if name:
+                found[name] = owner
+        return found

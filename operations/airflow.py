@@ -7,32 +7,44 @@ points at the venv in use. A new version or extra builds a new venv beside the o
 so what runs keeps running until the units are switched; the same wheelhouse on a second
 run installs nothing (the venv's marker holds the hash it was built from).
 
-Not here yet: configuration, the database, the systemd units and rolling (see
-docs/components/airflow.md).
+The services (``components.airflow.services``, off by default) are the second part:
+``airflow.cfg`` rendered from the model, the secrets that must match on every host in a
+root:airflow 0640 environment file, the Celery configuration module (SASL EXTERNAL), the
+DAGs, one systemd unit per component the host's roles name, ``airflow db migrate`` from
+one host of the active site when ``airflow db check-migrations`` says it is needed, and
+the units running in the active datacenter only (installed, stopped and disabled in the
+others). Rendered and unit-tested; not yet run on the lab (docs/components/airflow.md).
+Rolling (drain workers, one scheduler at a time, ``airflow jobs check``) is not here yet:
+a changed configuration restarts the host's units, one host at a time.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
 
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.files import File
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import apt, files, server, systemd
 
-from plinth.model import Role
+from facts.airflow import AirflowCeleryImport, AirflowMigrations, celery_import_command
+from plinth.certificates import CertificateSpec
+from plinth.context import HostContext
+from plinth.context import read_secrets as read_environment_secrets
+from plinth.model import AIRFLOW_ROLES, AirflowSettings, Role
 from plinth.reasons import explain_change
+from plinth.render import render_template
 from plinth.wheelhouse import LOCK_NAME, Wheelhouse
 
-AIRFLOW_ROLES = (
-    Role.AIRFLOW_API,
-    Role.AIRFLOW_SCHEDULER,
-    Role.AIRFLOW_DAG_PROCESSOR,
-    Role.AIRFLOW_TRIGGERER,
-    Role.AIRFLOW_WORKER,
-)
+__all__ = ["AIRFLOW_ROLES"]
+
 USER = "airflow"
 HOME = "/var/lib/airflow"
 PREFIX = "/opt/airflow"
@@ -81,9 +93,10 @@ def venv_from_wheelhouse(spec: AirflowInstall) -> Generator[StringCommand, None,
     )
 
 
-@deploy("Airflow installed offline")
-def airflow_installed(spec: AirflowInstall) -> None:
-    apt.packages(name="python3-venv for Airflow's virtualenv", packages=["python3-venv"])
+@deploy("Airflow user")
+def airflow_user() -> None:
+    """The ``airflow`` system user and group (before host TLS when the services are on:
+    the Airflow certificates' keys belong to it)."""
     server.group(name="airflow group", group=USER, system=True)
     server.user(
         name="airflow user",
@@ -94,6 +107,12 @@ def airflow_installed(spec: AirflowInstall) -> None:
         system=True,
         ensure_home=True,
     )
+
+
+@deploy("Airflow installed offline")
+def airflow_installed(spec: AirflowInstall) -> None:
+    apt.packages(name="python3-venv for Airflow's virtualenv", packages=["python3-venv"])
+    airflow_user()
     files.directory(name="Airflow wheelhouse directory", path=f"{PREFIX}/wheelhouse", mode="755")
     files.put(
         name=f"Airflow wheelhouse {spec.wheelhouse.tarball.name}",
@@ -107,3 +126,436 @@ def airflow_installed(spec: AirflowInstall) -> None:
         path=f"{PREFIX}/current",
         target=spec.venv,
     )
+
+
+# ---- the services (components.airflow.services) ----
+
+CONFIG_HOME = "/etc/airflow"
+CONFIG = f"{CONFIG_HOME}/airflow.cfg"
+ENV_FILE = f"{CONFIG_HOME}/airflow.env"
+SECRETS_ENV = f"{CONFIG_HOME}/secrets.env"
+# The simple auth manager opens its passwords file for writing ("a+", "r+") even when
+# every user has a password, and ProtectSystem=full keeps /etc read-only for the units:
+# the file lives in the airflow user's home, airflow:airflow 0600, in the format Airflow
+# itself writes (so it never rewrites it and the checksum stays put).
+PASSWORDS_FILE = f"{HOME}/simple_auth_manager_passwords.json"
+CELERY_MODULE = f"{CONFIG_HOME}/config/plinth_celery.py"
+DAGS_FOLDER = f"{PREFIX}/dags"
+LOG_FOLDER = "/var/log/airflow"
+AIRFLOW_BIN = f"{PREFIX}/current/bin/airflow"
+WRAPPER = "/usr/local/sbin/plinth-airflow"
+REPO_DAGS = Path(__file__).resolve().parents[1] / "dags"
+GRID_CONNECTION = "grid_db"
+WORKER_STOP_SECONDS = 600
+
+# Secrets every Airflow host must share, as the environment variables Airflow reads them
+# from (AIRFLOW__<SECTION>__<KEY> overrides airflow.cfg).
+SECRET_ENV_NAMES = {
+    "AIRFLOW__CORE__FERNET_KEY": "airflow-fernet-key",
+    "AIRFLOW__API_AUTH__JWT_SECRET": "airflow-jwt-secret",
+    "AIRFLOW__API__SECRET_KEY": "airflow-api-secret-key",
+}
+ADMIN_PASSWORD_SECRET = "airflow-admin-password"
+MANAGED_HEADER_TEXT = "managed by plinth: secrets from the encrypted store, do not edit"
+
+# role -> (unit name, airflow command). The Celery worker's SIGTERM is its warm shutdown.
+# ``--skip-serve-logs``: the log servers (8793/8794) speak plain HTTP, and no Airflow
+# process may talk without TLS; task logs stay in /var/log/airflow on the host that ran
+# the task until remote logging (MinIO) lands.
+COMPONENTS: dict[Role, tuple[str, str]] = {
+    Role.AIRFLOW_API: ("airflow-api-server", "api-server"),
+    Role.AIRFLOW_SCHEDULER: ("airflow-scheduler", "scheduler --skip-serve-logs"),
+    Role.AIRFLOW_DAG_PROCESSOR: ("airflow-dag-processor", "dag-processor"),
+    Role.AIRFLOW_TRIGGERER: ("airflow-triggerer", "triggerer --skip-serve-logs"),
+    Role.AIRFLOW_WORKER: ("airflow-worker", "celery worker --skip-serve-logs"),
+}
+# Roles whose processes parse or run DAG files.
+DAG_ROLES = (Role.AIRFLOW_SCHEDULER, Role.AIRFLOW_DAG_PROCESSOR, Role.AIRFLOW_WORKER)
+
+
+@dataclass(frozen=True)
+class AirflowConfig:
+    """The slice of the model one Airflow host reads (no secrets: see :func:`read_secrets`)."""
+
+    fqdn: str
+    datacenter: str
+    roles: tuple[Role, ...]
+    settings: AirflowSettings
+    active: bool
+    """This host's datacenter is the active site: its units run."""
+    migrates: bool
+    """This host runs ``airflow db migrate`` (one host of the active site)."""
+    client_tls: CertificateSpec
+    """CN = identity: PostgreSQL login and RabbitMQ user."""
+    api_tls: CertificateSpec | None
+    """The api-server's certificate (airflow-api hosts)."""
+    database_host: str
+    """FQDN of the DC's PostgreSQL VIP (named in the servers' certificates)."""
+    database_port: int
+    """haproxy's port to the current primary."""
+    broker_hosts: tuple[str, ...]
+    """FQDNs of the DC's RabbitMQ nodes (their certificates carry DNS names only)."""
+    broker_port: int
+    execution_api_host: str
+    """FQDN of the api-server the Task SDK of this host's workers and triggerer dials:
+    the host itself when it runs one, otherwise one of the DC's chosen by the host's
+    position (spreading the worker-only hosts)."""
+
+    @property
+    def units(self) -> list[tuple[str, str]]:
+        """(unit name, airflow subcommand) of this host's components, in model order."""
+        return [COMPONENTS[role] for role in COMPONENTS if role in self.roles]
+
+    @property
+    def has_dags(self) -> bool:
+        return any(role in self.roles for role in DAG_ROLES)
+
+    def _postgres_query(self) -> str:
+        tls = self.client_tls
+        return urlencode(
+            {
+                "sslmode": "verify-full",
+                "sslrootcert": tls.ca_path,
+                "sslcert": tls.chain_path,
+                "sslkey": tls.key_path,
+            },
+            safe="/",
+        )
+
+    def postgres_url(self, scheme: str = "postgresql+psycopg2") -> str:
+        """The metadata database through the VIP: verify-full, the client certificate is
+        the login (no password anywhere)."""
+        user = quote(self.settings.identity)
+        return (
+            f"{scheme}://{user}@{self.database_host}:{self.database_port}/"
+            f"{self.settings.database}?{self._postgres_query()}"
+        )
+
+    @property
+    def broker_url(self) -> str:
+        vhost = quote(self.settings.broker_vhost, safe="")
+        return ";".join(f"amqp://{h}:{self.broker_port}/{vhost}" for h in self.broker_hosts)
+
+    @property
+    def execution_api_server_url(self) -> str:
+        return f"https://{self.execution_api_host}:{self.settings.api_port}/execution/"
+
+
+def airflow_config(context: HostContext, certificates: dict[str, CertificateSpec]) -> AirflowConfig:
+    env = context.environment
+    host_ = context.host
+    dc = context.datacenter.name
+    settings = env.components.airflow
+    vip = env.vip_serving("postgresql", dc)
+    if vip is None:  # the model's rules refuse this environment before any deploy
+        raise ValueError(f"datacenter {dc!r} has no PostgreSQL VIP for Airflow")
+    api_hosts = env.hosts_with(Role.AIRFLOW_API, dc)
+    if not api_hosts:  # idem
+        raise ValueError(f"datacenter {dc!r} has no airflow-api host")
+    if Role.AIRFLOW_API in host_.roles:
+        execution_api = env.fqdn(host_)
+    else:
+        position = [h.name for h in env.hosts_in(dc)].index(host_.name)
+        execution_api = env.fqdn(api_hosts[position % len(api_hosts)])
+    active = dc == env.active_site
+    migrators = [
+        h
+        for h in env.hosts_in(dc)
+        if Role.AIRFLOW_SCHEDULER in h.roles or Role.AIRFLOW_API in h.roles
+    ]
+    return AirflowConfig(
+        fqdn=context.fqdn,
+        datacenter=dc,
+        roles=tuple(host_.roles),
+        settings=settings,
+        active=active,
+        migrates=active and bool(migrators) and migrators[0].name == host_.name,
+        client_tls=certificates["airflow-client"],
+        api_tls=certificates.get("airflow-api"),
+        database_host=env.vip_fqdn(vip),
+        database_port=env.components.haproxy.primary_port,
+        broker_hosts=tuple(env.fqdn(h) for h in env.hosts_with(Role.RABBITMQ, dc)),
+        broker_port=env.components.rabbitmq.amqps_port,
+        execution_api_host=execution_api,
+    )
+
+
+def render_config(spec: AirflowConfig) -> str:
+    """airflow.cfg of one host (no secret in it)."""
+    # The Task SDK reads [api] ssl_cert as extra trust for the execution API: on an
+    # api-server host it is the server's chain, elsewhere the platform root.
+    api_cert = spec.api_tls.chain_path if spec.api_tls else spec.client_tls.ca_path
+    api_key = spec.api_tls.key_path if spec.api_tls else ""
+    return render_template(
+        "airflow/etc/airflow/airflow.cfg.j2",
+        version=spec.settings.version,
+        fqdn=spec.fqdn,
+        datacenter=spec.datacenter,
+        secrets_env=SECRETS_ENV,
+        home=CONFIG_HOME,
+        dags_folder=DAGS_FOLDER,
+        log_folder=LOG_FOLDER,
+        passwords_file=PASSWORDS_FILE,
+        execution_api_server_url=spec.execution_api_server_url,
+        identity=spec.settings.identity,
+        sql_alchemy_conn=spec.postgres_url(),
+        api_port=spec.settings.api_port,
+        api_workers=spec.settings.api_workers,
+        api_ssl_cert=api_cert,
+        api_ssl_key=api_key,
+        broker_url=spec.broker_url,
+        result_backend=spec.postgres_url("db+postgresql+psycopg2"),
+        client_tls=spec.client_tls,
+        worker_concurrency=spec.settings.worker_concurrency,
+    )
+
+
+def render_environment(spec: AirflowConfig) -> str:
+    """The units' non-secret environment: the sample DAG's connection (certificate login)."""
+    return render_template(
+        "airflow/etc/airflow/airflow.env.j2",
+        grid_connection=GRID_CONNECTION,
+        grid_connection_uri=json.dumps(spec.postgres_url("postgresql")),
+    )
+
+
+def render_celery_module() -> str:
+    return render_template("airflow/etc/airflow/config/plinth_celery.py.j2")
+
+
+def render_unit(spec: AirflowConfig, unit: str, subcommand: str) -> str:
+    return render_template(
+        "airflow/etc/systemd/system/airflow.service.j2",
+        component=unit.removeprefix("airflow-"),
+        home=CONFIG_HOME,
+        env_file=ENV_FILE,
+        secrets_env=SECRETS_ENV,
+        state_dir=HOME,
+        command=f"{AIRFLOW_BIN} {subcommand}",
+        stop_timeout=WORKER_STOP_SECONDS,
+    )
+
+
+def render_wrapper() -> str:
+    """``plinth-airflow ARGS``: the airflow CLI as the units run it (operators, facts)."""
+    q = shlex.quote
+    return (
+        "#!/bin/sh\n"
+        "# managed by plinth: the airflow CLI with the units' environment, as user airflow\n"
+        "set -e\n"
+        f"set -a; . {q(ENV_FILE)}; . {q(SECRETS_ENV)}; set +a\n"
+        f"export AIRFLOW_HOME={q(CONFIG_HOME)} AIRFLOW_CONFIG={q(CONFIG)}\n"
+        f"cd {q(HOME)}\n"
+        f'exec runuser -u {USER} -- {q(AIRFLOW_BIN)} "$@"\n'
+    )
+
+
+def read_secrets(context: HostContext) -> dict[str, str]:
+    """{environment variable or ``admin``: value} of Airflow's encrypted secrets."""
+    names = {**SECRET_ENV_NAMES, "admin": ADMIN_PASSWORD_SECRET}
+    return read_environment_secrets(context, names)
+
+
+def render_secrets(secrets: dict[str, str]) -> tuple[str, str]:
+    """(secrets.env, the simple auth manager's passwords file): uploaded as files whose
+    content is compared by checksum, never an operation argument."""
+    lines = [f"# {MANAGED_HEADER_TEXT}"]
+    for variable in SECRET_ENV_NAMES:
+        lines.append(f'{variable}="{secrets[variable]}"')
+    passwords = json.dumps({"admin": secrets["admin"]})
+    return "\n".join(lines) + "\n", passwords + "\n"
+
+
+@operation()
+def celery_importable() -> Generator[StringCommand, None, None]:
+    """Fail this host, with Python's own error, when the installed Airflow cannot import
+    its Celery executor (e.g. celery 5.7 with provider 3.26: ``components.airflow.
+    constraints`` must bound it); checked before anything migrates or starts."""
+    python = f"{PREFIX}/current/bin/python"
+    if host.get_fact(AirflowCeleryImport, python=python, home=CONFIG_HOME, workdir=HOME):
+        host.noop("Airflow imports its Celery executor")
+        return
+    yield StringCommand(celery_import_command(python, CONFIG_HOME, HOME))
+
+
+@operation()
+def database_migrated(wrapper: str) -> Generator[StringCommand, None, None]:
+    """``airflow db migrate`` when ``airflow db check-migrations`` says it is needed.
+
+    Runs on one host of the active site only (the caller decides), so two hosts never
+    migrate at once; ``airflow db check`` first waits (bounded) for the database through
+    the VIP, so an unhealthy PostgreSQL cell stops the deploy here, before any unit
+    starts on a schema it does not match.
+    """
+    current = host.get_fact(AirflowMigrations, wrapper=wrapper)
+    if current:
+        host.noop("Airflow's database schema is current")
+        return
+    explain_change("airflow db migrate (check-migrations: pending)")
+    yield StringCommand(
+        f"{wrapper} db check --retry 12 --retry-delay 5 && "
+        f"{{ {wrapper} db check-migrations --migration-wait-timeout 0 >/dev/null 2>&1 "
+        f"|| {wrapper} db migrate; }}"
+    )
+
+
+def _restart_needed(started: Any, inputs: list[Any]) -> Callable[[], bool]:
+    """A unit restarts when one of its inputs changed and this run did not just start it."""
+    return lambda: any(i.did_change() for i in inputs) and not started.did_change()
+
+
+@deploy("Airflow services")
+def airflow_services(spec: AirflowConfig, secrets: dict[str, str]) -> None:
+    """Configuration, DAGs and units of one Airflow host (see the module docstring).
+
+    + secrets: :func:`read_secrets`; they reach the host only inside uploaded files.
+    """
+    secrets_text, passwords_text = render_secrets(secrets)
+    for path, mode in (
+        (CONFIG_HOME, "755"),
+        (f"{CONFIG_HOME}/config", "755"),
+        (f"{CONFIG_HOME}/plugins", "755"),
+    ):
+        files.directory(name=f"Airflow directory {path}", path=path, mode=mode)
+    files.directory(name="Airflow logs", path=LOG_FOLDER, user=USER, group=USER, mode="750")
+    changed = [
+        files.put(
+            name="airflow.cfg",
+            src=StringIO(render_config(spec)),
+            dest=CONFIG,
+            user="root",
+            group=USER,
+            mode="640",
+        ),
+        files.put(
+            name="Airflow units' environment",
+            src=StringIO(render_environment(spec)),
+            dest=ENV_FILE,
+            user="root",
+            group=USER,
+            mode="640",
+        ),
+        files.put(
+            name="Airflow secrets (fernet key, JWT secret, API secret key)",
+            src=StringIO(secrets_text),
+            dest=SECRETS_ENV,
+            user="root",
+            group=USER,
+            mode="640",
+        ),
+        files.put(
+            name="Airflow admin password (simple auth manager)",
+            src=StringIO(passwords_text),
+            dest=PASSWORDS_FILE,
+            user=USER,
+            group=USER,
+            mode="600",
+        ),
+        files.put(
+            name="Celery configuration (SASL EXTERNAL)",
+            src=StringIO(render_celery_module()),
+            dest=CELERY_MODULE,
+            mode="644",
+        ),
+    ]
+    files.put(
+        name="plinth-airflow (the CLI with the units' environment)",
+        src=StringIO(render_wrapper()),
+        dest=WRAPPER,
+        mode="755",
+    )
+    if spec.has_dags:
+        files.directory(name="Airflow DAGs folder", path=DAGS_FOLDER, mode="755")
+        changed.append(
+            files.sync(
+                name="Airflow DAGs from the repository",
+                src=str(REPO_DAGS),
+                dest=DAGS_FOLDER,
+                mode="644",
+                dir_mode="755",
+                delete=True,
+                exclude=["*.pyc", "__pycache__"],
+                exclude_dir=["__pycache__"],
+            )
+        )
+    units = []
+    for unit, subcommand in spec.units:
+        units.append(
+            files.put(
+                name=f"{unit}.service",
+                src=StringIO(render_unit(spec, unit, subcommand)),
+                dest=f"/etc/systemd/system/{unit}.service",
+                mode="644",
+            )
+        )
+    systemd.daemon_reload(
+        name="systemd reloaded for the Airflow units",
+        _if=lambda: any(u.did_change() for u in units),
+    )
+    celery_importable(name="Airflow's Celery executor importable")
+    if spec.migrates:
+        database_migrated(name="Airflow database migrated", wrapper=WRAPPER)
+    for unit, _ in spec.units:
+        # The standby site keeps its units installed, stopped and disabled: they start on
+        # a DC failover (docs/components/airflow.md), never beside the active site's.
+        started = systemd.service(
+            name=f"{unit} {'running' if spec.active else 'stopped (standby site)'}",
+            service=f"{unit}.service",
+            running=spec.active,
+            enabled=spec.active,
+        )
+        if spec.active:
+            systemd.service(
+                name=f"{unit} restarted for its new configuration",
+                service=f"{unit}.service",
+                restarted=True,
+                _serial=True,
+                _if=_restart_needed(started, [*changed, *units]),
+            )
+
+
+def expected_components(env_roles: list[tuple[Role, ...]]) -> tuple[str, ...]:
+    """Health components a DC's api-servers must report healthy, from its hosts' roles."""
+    wanted = ["metadatabase"]
+    for role, name in (
+        (Role.AIRFLOW_SCHEDULER, "scheduler"),
+        (Role.AIRFLOW_TRIGGERER, "triggerer"),
+        (Role.AIRFLOW_DAG_PROCESSOR, "dag_processor"),
+    ):
+        if any(role in roles for roles in env_roles):
+            wanted.append(name)
+    return tuple(wanted)
+
+
+def describe(
+    active: bool,
+    expected: tuple[str, ...],
+    health: dict[str, Any],
+    units: dict[str, dict[str, bool]],
+) -> dict[str, Any]:
+    """The DC's Airflow for ``plinth status``.
+
+    + health: {api host: AirflowHealthState or None (no answer)}
+    + units: {host: {unit: active}}
+    Active site: every unit runs and every api-server reports the expected components
+    healthy (JSON fields, not the HTTP status). Standby site: every unit is stopped.
+    """
+    problems: list[str] = []
+    for name, host_units in units.items():
+        for unit, running in host_units.items():
+            if active and not running:
+                problems.append(f"{name}: {unit} is not running")
+            if not active and running:
+                problems.append(f"{name}: {unit} runs on the standby site")
+    if active:
+        for name, state in health.items():
+            if state is None:
+                problems.append(f"{name}: the api-server's health endpoint does not answer")
+            else:
+                problems += [f"{name}: {p}" for p in state.problems(expected)]
+    return {
+        "active": active,
+        "problems": problems,
+        "health": {n: (s.status if s is not None else None) for n, s in health.items()},
+        "units": units,
+    }

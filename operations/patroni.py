@@ -41,6 +41,7 @@ from facts.patroni import (
     PatroniCluster,
     PatroniClusterState,
     PatroniDynamicConfig,
+    PostgresDatabases,
     PostgresRoles,
     parse_patroni_cluster,
     patroni_cluster_command,
@@ -166,6 +167,10 @@ class PatroniInput:
     """Set on a standby site: the cluster replicates from the active site."""
     standby_slots: tuple[str, ...] = ()
     """On the active site: slots kept for the standby sites."""
+    login_roles: tuple[str, ...] = ()
+    """Certificate login roles (:meth:`Environment.postgresql_login_roles`)."""
+    databases: tuple[tuple[str, str], ...] = ()
+    """(database, owner) pairs (:meth:`Environment.postgresql_databases`)."""
 
     @property
     def synchronous(self) -> bool:
@@ -303,6 +308,8 @@ def patroni_input(
         rewind=rewind,
         standby=standby,
         standby_slots=standby_slots,
+        login_roles=env.postgresql_login_roles(),
+        databases=env.postgresql_databases(),
     )
 
 
@@ -475,6 +482,34 @@ def login_roles(roles: Sequence[str], port: int) -> Generator[StringCommand, Non
         "WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) \\gexec\n"
         f"SELECT format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', r, r) "
         f"FROM unnest({array}) r \\gexec\n"
+    )
+    psql = f"runuser -u postgres -- psql -p {port} -X -v ON_ERROR_STOP=1"
+    yield StringCommand(
+        f'cd / && if [ "$({psql} -Atqc "select pg_is_in_recovery()")" = f ]; then '
+        f"printf '%s' {shlex.quote(sql)} | {psql} -q; fi"
+    )
+
+
+@operation()
+def databases(wanted: Sequence[tuple[str, str]], port: int) -> Generator[StringCommand, None, None]:
+    """Databases owned by login roles (``(name, owner)``); an existing one is left alone.
+
+    Like :func:`login_roles`: created on the primary only (PostgreSQL decides when the
+    command runs), replicas get them through replication. ``CREATE DATABASE`` cannot run
+    in a transaction block or a function, hence ``\\gexec`` on a filtered select.
+    """
+    existing = host.get_fact(PostgresDatabases, port=port)
+    missing = [(n, o) for n, o in wanted if existing is None or n not in existing]
+    if not missing:
+        host.noop("databases present")
+        return
+    explain_change(f"create database(s) {', '.join(n for n, _ in missing)}")
+    rows = ",".join(f"('{n}','{o}')" for n, o in missing)
+    sql = (
+        f"SELECT format('CREATE DATABASE %I OWNER %I', d, o) FROM (VALUES {rows}) AS w(d, o) "
+        "WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = d) \\gexec\n"
+        f"SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', d) "
+        f"FROM (VALUES {rows}) AS w(d, o) \\gexec\n"
     )
     psql = f"runuser -u postgres -- psql -p {port} -X -v ON_ERROR_STOP=1"
     yield StringCommand(
@@ -675,6 +710,12 @@ def patroni_member(spec: PatroniInput, config_text: str) -> None:
     )
     login_roles(
         name="Login roles (client certificate)",
-        roles=list(spec.settings.login_roles),
+        roles=list(spec.login_roles),
         port=spec.settings.postgresql_port,
     )
+    if spec.databases:
+        databases(
+            name="Databases of login roles",
+            wanted=list(spec.databases),
+            port=spec.settings.postgresql_port,
+        )

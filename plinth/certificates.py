@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plinth.model import Environment, Host, Role
+from plinth.model import AIRFLOW_ROLES, Environment, Host, Role
 from plinth.pki import Profile
 
 TLS_ROOT = "/etc/plinth/tls"
@@ -163,6 +163,24 @@ def host_certificates(env: Environment, host: Host) -> list[CertificateSpec]:
                 "docker-registry",
             )
         )
+    airflow = env.components.airflow
+    if airflow.services and any(role in host.roles for role in AIRFLOW_ROLES):
+        # Every Airflow process is a client of PostgreSQL (``cert`` rule: CN = role) and of
+        # RabbitMQ (SASL EXTERNAL: CN = user) under one identity. Only with the services
+        # on: the install alone needs no certificate.
+        owner = ("airflow", "airflow")
+        specs.append(
+            CertificateSpec("airflow-client", Profile.CLIENT, airflow.identity, (), (), *owner)
+        )
+        if Role.AIRFLOW_API in host.roles:
+            # nginx dials the api-servers under the names of the VIP routing ``airflow``;
+            # the workers' Task SDK dials the host's own name.
+            dns, ips = service_names(env, host, "airflow")
+            specs.append(
+                CertificateSpec(
+                    "airflow-api", Profile.SERVER, env.fqdn(host), tuple(dns), tuple(ips), *owner
+                )
+            )
     return specs
 
 

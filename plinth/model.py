@@ -91,6 +91,14 @@ ROLE_COMPONENT: dict[Role, tuple[str, Tier]] = {
     Role.AIRFLOW_WORKER: ("airflow", Tier.STATELESS),
 }
 
+AIRFLOW_ROLES: tuple[Role, ...] = (
+    Role.AIRFLOW_API,
+    Role.AIRFLOW_SCHEDULER,
+    Role.AIRFLOW_DAG_PROCESSOR,
+    Role.AIRFLOW_TRIGGERER,
+    Role.AIRFLOW_WORKER,
+)
+
 # Roles whose daemons form a majority-quorum cluster inside one datacenter.
 QUORUM_ROLES: tuple[Role, ...] = (Role.ETCD, Role.SENTINEL, Role.RABBITMQ)
 
@@ -571,6 +579,32 @@ class AirflowSettings(Frozen):
     extras) from ``package_sources.pypi_index``; hosts install from it offline."""
     extras: tuple[str, ...] = ("celery", "postgres")
     """pip extras of ``apache-airflow`` (providers): Celery executor, PostgreSQL."""
+    constraints: tuple[str, ...] = ()
+    """pip constraint lines bounding the wheelhouse's resolution (``celery<5.7``). Airflow
+    3.3.2 with the ``celery`` extra needs ``celery<5.7``: celery 5.7.0 removed
+    ``celery.backends.database.retry``, which apache-airflow-providers-celery 3.26.0
+    imports, so the Celery executor and workers cannot start (checked on the controller
+    against the resolved wheels). Not the default: it would rebuild existing installs."""
+    services: bool = False
+    """Configure and run Airflow (configuration, certificates, database, systemd units,
+    DAGs), not only install it. Off by default until the services are proven on the lab:
+    off, an Airflow host gets the offline install alone. On: the ``identity`` role and
+    database are created on the active site's PostgreSQL primary, and the units run in the
+    active datacenter (installed, stopped, in the others)."""
+    identity: str = Field("airflow", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    """CN of the Airflow hosts' client certificate: the PostgreSQL login role (``cert``
+    rule, CN = role) and the RabbitMQ user (SASL EXTERNAL, CN = user) in one name."""
+    database: str = Field("airflow", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    """Metadata database (owned by ``identity``); the Celery result backend lives in it
+    too."""
+    broker_vhost: RabbitmqName = "airflow"
+    """RabbitMQ virtual host of the Celery broker."""
+    api_port: int = Field(8443, ge=1, le=65535)
+    """TLS port of each api-server (nginx and the workers' Task SDK dial it)."""
+    api_workers: int = Field(2, ge=1, le=32)
+    """Worker processes of each api-server."""
+    worker_concurrency: int = Field(8, ge=1, le=256)
+    """Task slots of each Celery worker."""
 
     @field_validator("extras")
     @classmethod
@@ -674,6 +708,21 @@ class Environment(Frozen):
 
     def dns_domains(self) -> list[str]:
         return [dc.domain for dc in self.datacenters]
+
+    def postgresql_login_roles(self) -> tuple[str, ...]:
+        """Certificate login roles: ``patroni.login_roles``, plus Airflow's identity when
+        its services are on."""
+        roles = self.components.patroni.login_roles
+        airflow = self.components.airflow
+        if airflow.services and airflow.identity not in roles:
+            roles = (*roles, airflow.identity)
+        return roles
+
+    def postgresql_databases(self) -> tuple[tuple[str, str], ...]:
+        """(database, owner) pairs created on the primary: Airflow's when its services
+        are on."""
+        airflow = self.components.airflow
+        return ((airflow.database, airflow.identity),) if airflow.services else ()
 
 
 class ModelError(Exception):
@@ -841,8 +890,65 @@ def _rule_problems(env: Environment) -> Iterator[str]:
             f"{env.active_site!r}, which has no VIP with the 'postgresql' service"
         )
 
+    yield from _airflow_problems(env)
+
     if env.ssh.user != "root" and not re.fullmatch(r"[a-z_][a-z0-9_-]*", env.ssh.user):
         yield f"ssh.user: {env.ssh.user!r} is not a valid user name"
+
+
+def _airflow_problems(env: Environment) -> Iterator[str]:
+    """What Airflow's services need from the other components (only when they are on)."""
+    airflow = env.components.airflow
+    if not airflow.services:
+        return
+    where = "components.airflow"
+    rabbitmq = env.components.rabbitmq
+    if airflow.broker_vhost not in [v.name for v in rabbitmq.vhosts]:
+        yield (
+            f"{where}.broker_vhost: {airflow.broker_vhost!r} is not in components.rabbitmq.vhosts"
+        )
+    user = next((u for u in rabbitmq.users if u.name == airflow.identity), None)
+    if user is None or airflow.broker_vhost not in [p.vhost for p in user.permissions]:
+        yield (
+            f"{where}.identity: RabbitMQ user {airflow.identity!r} with a permission on vhost "
+            f"{airflow.broker_vhost!r} is missing from components.rabbitmq.users"
+        )
+    if airflow.identity in {"postgres", "replicator", "rewind_user"}:
+        yield f"{where}.identity: {airflow.identity!r} is reserved for Patroni"
+    if env.hosts_with(Role.AIRFLOW_API):
+        # The UI and API are reached through nginx (TLS to the client, TLS again to the
+        # api-servers); the virtual host is written out in the environment file.
+        vhost = next(
+            (v for v in env.components.nginx.virtual_hosts if v.upstream_role == Role.AIRFLOW_API),
+            None,
+        )
+        if vhost is None:
+            yield (
+                f"{where}.services: no components.nginx.virtual_hosts entry has upstream_role "
+                f"airflow-api; add {{name: airflow, port: 8444, upstream_role: airflow-api, "
+                f"upstream_port: {airflow.api_port}}} (and list 'airflow' in the edge VIP's "
+                "services)"
+            )
+        elif vhost.upstream_port != airflow.api_port:
+            yield (
+                f"components.nginx.virtual_hosts ({vhost.name}).upstream_port: "
+                f"{vhost.upstream_port} is not components.airflow.api_port ({airflow.api_port})"
+            )
+    for dc in env.datacenters:
+        if not any(env.hosts_with(role, dc.name) for role in AIRFLOW_ROLES):
+            continue
+        if env.vip_serving("postgresql", dc.name) is None:
+            yield (
+                f"{where}.services: datacenter {dc.name!r} runs Airflow but has no VIP with "
+                "the 'postgresql' service (the metadata database)"
+            )
+        if not env.hosts_with(Role.RABBITMQ, dc.name):
+            yield f"{where}.services: datacenter {dc.name!r} runs Airflow but has no RabbitMQ"
+        if not env.hosts_with(Role.AIRFLOW_API, dc.name):
+            yield (
+                f"{where}.services: datacenter {dc.name!r} runs Airflow but has no airflow-api "
+                "host (the workers' Task SDK talks to it)"
+            )
 
 
 def parse_environment(data: object, source: Path | str = "<memory>") -> Environment:

@@ -36,6 +36,7 @@ def collect(env: Environment, environment_file: Path) -> dict[str, Any]:
             "redis": _redis(env, dc.name, data["ca_bundle"]),
             **_edge(env, dc.name),
             "rabbitmq": _rabbitmq(env, dc.name, data["ca_bundle"]),
+            "airflow": _airflow(env, dc.name),
         }
     return data
 
@@ -121,6 +122,33 @@ def _rabbitmq(env: Environment, dc: str, ca_bundle: str | None) -> dict[str, Any
     }
 
 
+def _airflow(env: Environment, dc: str) -> dict[str, Any] | None:
+    """Airflow's UI and REST API through the DC's nginx (only with its services on)."""
+    from plinth.model import Role
+
+    settings = env.components.airflow
+    vhost = next(
+        (v for v in env.components.nginx.virtual_hosts if v.upstream_role == Role.AIRFLOW_API),
+        None,
+    )
+    if not settings.services or vhost is None:
+        return None
+    vip = next((v for v in env.vips_in(dc) if vhost.name in v.services), None)
+    if vip is None:
+        return None
+    if not env.hosts_with(Role.AIRFLOW_API, dc) or not env.hosts_with(Role.NGINX, dc):
+        return None
+    url = f"https://{env.vip_fqdn(vip)}:{vhost.port}/"
+    return {
+        "url": url,
+        "api": f"{url}api/v2/",
+        "health": f"{url}api/v2/monitor/health",
+        "active": dc == env.active_site,
+        "client_certificate": f"plinth pki client-cert {env.name} --cn <identity> --out <dir>",
+        "admin_password_secret": "airflow-admin-password",
+    }
+
+
 def render_text(data: dict[str, Any]) -> str:
     lines = [f"outputs of {data['environment']}:"]
     lines.append(f"  CA bundle: {data['ca_bundle'] or '(no PKI yet: plinth pki init)'}")
@@ -160,5 +188,13 @@ def render_text(data: dict[str, Any]) -> str:
                 f"    RabbitMQ: amqps://{{{','.join(mq['nodes'])}}}:{mq['amqps_port']} vhosts "
                 f"{', '.join(mq['vhosts'])}, {mq['authentication']}; management "
                 f":{mq['management_port']} ({mq['client_certificate']})"
+            )
+        af = dc.get("airflow")
+        if af:
+            state = "active" if af["active"] else "standby: units stopped"
+            lines.append(
+                f"    Airflow ({state}): UI {af['url']}, API {af['api']}, client certificate "
+                f"required ({af['client_certificate']}), admin password: secret "
+                f"{af['admin_password_secret']}"
             )
     return "\n".join(lines)

@@ -65,6 +65,9 @@ def required_secrets(env: Environment) -> dict[str, str]:
     for role, secrets in REQUIRED_SECRETS.items():
         if role in present:
             needed.update(secrets)
+    if env.components.airflow.services and "airflow-api" in present:
+        # The simple auth manager's admin password: only once the services run.
+        needed["airflow-admin-password"] = "urlsafe"
     return needed
 
 

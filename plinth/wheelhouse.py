@@ -126,11 +126,23 @@ def _read_lock(tarball: Path) -> tuple[str, ...]:
 
 
 def ensure_wheelhouse(
-    root: Path, version: str, extras: tuple[str, ...], index_url: str, python: str | None = None
+    root: Path,
+    version: str,
+    extras: tuple[str, ...],
+    index_url: str,
+    python: str | None = None,
+    constraints: tuple[str, ...] = (),
 ) -> Wheelhouse:
-    """The wheelhouse for ``version`` (built now if the cache has none)."""
+    """The wheelhouse for ``version`` (built now if the cache has none).
+
+    ``constraints`` (pip constraint lines) bound the resolution; a wheelhouse built with
+    them is cached under its own name, and none gives the same name as before they existed.
+    """
     wanted = requirement(version, extras)
     slug = re.sub(r"[^A-Za-z0-9.]+", "-", wanted).strip("-")
+    if constraints:
+        digest = hashlib.sha256("\n".join(sorted(constraints)).encode()).hexdigest()[:8]
+        slug += f"-c{digest}"
     tarball = cache_dir(root) / f"{slug}-cp{HOST_PYTHON[0]}{HOST_PYTHON[1]}.tar"
     tarball.parent.mkdir(parents=True, exist_ok=True)
     # One build at a time: two stacks (or two operators' runs) share the cache. pyinfra
@@ -140,11 +152,13 @@ def ensure_wheelhouse(
     with _IN_PROCESS_BUILD, (tarball.parent / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not tarball.exists():
-            build(wanted, index_url, tarball, python or sys.executable)
+            build(wanted, index_url, tarball, python or sys.executable, constraints)
     return Wheelhouse(wanted, tarball, _sha256(tarball), _read_lock(tarball))
 
 
-def build(wanted: str, index_url: str, tarball: Path, python: str) -> None:
+def build(
+    wanted: str, index_url: str, tarball: Path, python: str, constraints: tuple[str, ...] = ()
+) -> None:
     probe = subprocess.run(
         [python, "-c", "import sys; print(*sys.version_info[:2])"],
         capture_output=True, text=True, check=False,
@@ -162,13 +176,18 @@ def build(wanted: str, index_url: str, tarball: Path, python: str) -> None:
         wheels = Path(tmp) / "wheels"
         wanted_file, resolved_file = Path(tmp) / "wanted.in", Path(tmp) / "resolved.txt"
         wanted_file.write_text(wanted + "\n")
+        bounds: list[str] = []
+        if constraints:
+            constraints_file = Path(tmp) / "constraints.txt"
+            constraints_file.write_text("\n".join(constraints) + "\n")
+            bounds = ["--constraint", str(constraints_file)]
         # Resolve for the hosts' interpreter and platform (pip can only resolve for the
         # one running it), then fetch exactly that set.
         _run(
             [sys.executable, "-m", "uv", "pip", "compile", "--quiet", "--no-config",
              "--native-tls", "--no-header", "--no-annotate", "--index-url", index_url,
              "--python-version", HOST_PYTHON_FULL, "--python-platform", HOST_PLATFORM,
-             str(wanted_file), "-o", str(resolved_file)],
+             *bounds, str(wanted_file), "-o", str(resolved_file)],
             f"resolving {wanted} for Python {HOST_PYTHON_FULL} from {index_url}",
             index_url,
         )  # fmt: skip
@@ -219,5 +238,5 @@ def airflow_wheelhouse(environment: Environment) -> Wheelhouse:
     index = environment.package_sources.pypi_index
     return ensure_wheelhouse(
         project_root(), settings.version, settings.extras, index,
-        os.environ.get("PLINTH_WHEELHOUSE_PYTHON"),
+        os.environ.get("PLINTH_WHEELHOUSE_PYTHON"), settings.constraints,
     )  # fmt: skip

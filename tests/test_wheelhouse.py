@@ -83,3 +83,37 @@ def test_resolved_pins_compare_with_wheel_names() -> None:
         "async-timeout==5.0.1",
         "zope-interface==7.0",
     ]
+
+
+def test_constraints_bound_the_resolution_and_name_their_own_wheelhouse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import plinth.wheelhouse as wh
+
+    commands: list[list[str]] = []
+
+    def fake_run(command: list[str], what: str, index_url: str) -> None:
+        commands.append(command)
+        if "--wheel-dir" in command:
+            Path(command[command.index("--wheel-dir") + 1]).mkdir(parents=True, exist_ok=True)
+        if "compile" in command:
+            Path(command[command.index("-o") + 1]).write_text("")
+            if "--constraint" in command:
+                constraint = Path(command[command.index("--constraint") + 1])
+                assert constraint.read_text() == "celery<5.7\n"
+
+    monkeypatch.setattr(wh, "_run", fake_run)
+    monkeypatch.setattr(wh, "cache_dir", lambda root: tmp_path)
+    python = sys.executable if sys.version_info[:2] == wh.HOST_PYTHON else None
+    if python is None:
+        pytest.skip("needs the hosts' Python minor version")
+    plain = wh.ensure_wheelhouse(tmp_path, "3.3.2", ("celery",), "https://pypi.org/simple")
+    bounded = wh.ensure_wheelhouse(
+        tmp_path, "3.3.2", ("celery",), "https://pypi.org/simple", constraints=("celery<5.7",)
+    )
+    # without constraints the name is the one existing installs already have
+    assert plain.tarball.name == f"apache-airflow-celery-3.3.2-cp{wh.HOST_PYTHON[0]}11.tar"
+    assert bounded.tarball != plain.tarball and "-c" in bounded.tarball.name
+    compiles = [c for c in commands if "compile" in c]
+    assert "--constraint" not in compiles[0] and "--constraint" in compiles[1]
+    assert bounded.requirement == plain.requirement  # hosts install the same requirement

@@ -146,7 +146,36 @@ def collect(stack: Stack) -> dict[str, Any]:
                 }
             )
         out["edge"] = _edge_services(state, env, dc)
+        if env.components.airflow.services:
+            out["airflow"] = _airflow(state, env, dc)
     return out
+
+
+def _airflow(state: Any, env: Environment, dc: str) -> dict[str, Any] | None:
+    """The DC's Airflow: units per host, each api-server's health JSON (services on only)."""
+    from pyinfra.facts.systemd import SystemdStatus
+
+    from facts.airflow import AirflowHealth
+    from operations.airflow import AIRFLOW_ROLES, COMPONENTS, describe, expected_components
+
+    hosts = [h for h in env.hosts_in(dc) if any(r in h.roles for r in AIRFLOW_ROLES)]
+    if not hosts:
+        return None
+    units: dict[str, dict[str, bool]] = {}
+    health: dict[str, Any] = {}
+    port = env.components.airflow.api_port
+    for host in hosts:
+        active = _fact(state, host.name, SystemdStatus) or {}
+        units[host.name] = {
+            unit: bool(active.get(f"{unit}.service"))
+            for role, (unit, _) in COMPONENTS.items()
+            if role in host.roles
+        }
+        if Role.AIRFLOW_API in host.roles:
+            ca = _spec(env, host, "airflow-api").ca_path
+            health[host.name] = _fact(state, host.name, AirflowHealth, port=port, ca_path=ca)
+    expected = expected_components([h.roles for h in hosts])
+    return describe(dc == env.active_site, expected, health, units)
 
 
 EDGE_UNITS = {Role.SQUID: "squid", Role.NGINX: "nginx", Role.REGISTRY: "docker-registry"}
@@ -244,6 +273,7 @@ def healthy(data: dict[str, Any]) -> bool:
         and all(len(v["holders"]) == 1 for v in data["vips"])
         and all(all(units.values()) for units in data.get("edge", {}).values())
         and not (data.get("rabbitmq") or {}).get("problems")
+        and not (data.get("airflow") or {}).get("problems")
     )
 
 
@@ -302,6 +332,13 @@ def render(data: dict[str, Any]) -> str:
     for host_name, units in data.get("edge", {}).items():
         shown = " ".join(f"{u}={'active' if up else 'DOWN'}" for u, up in units.items())
         lines.append(f"  edge {host_name}: {shown}")
+    airflow = data.get("airflow")
+    if airflow:
+        site = "active" if airflow["active"] else "standby"
+        lines.append(f"  airflow ({site}): {'; '.join(airflow['problems']) or 'healthy'}")
+        for host_name, units in airflow["units"].items():
+            shown = " ".join(f"{u}={'active' if up else 'stopped'}" for u, up in units.items())
+            lines.append(f"    {host_name}: {shown}")
     return "\n".join(lines)
 
 
