@@ -414,6 +414,13 @@ def lab_up(profile: topo.Profile = "small", isolated: bool | None = None) -> Lab
                 )  # fmt: skip
                 host_keys[host.name] = public
                 container.start()
+                if isolated and host.name not in egress_hosts:
+                    # Docker (20.10 here) still gives a host on an internal network a
+                    # default route via the bridge's .1; Docker drops what goes that
+                    # way, but the host should show what it has: no way out at all.
+                    code, out = container.exec_run(["ip", "route", "del", "default"])
+                    if code != 0 and b"No such process" not in out:
+                        raise LabError(f"{host.name}: removing the default route: {out!r}")
                 for route in routes.get(host.name, []):
                     code, out = container.exec_run(
                         ["ip", "route", "replace", str(route.destination), "via", str(route.via)]
