@@ -20,7 +20,7 @@ pytestmark = [
     pytest.mark.full,
     pytest.mark.skipif(
         not full_lab_enabled(),
-        reason="the full two-DC rehearsal adds ~6 minutes; set PLINTH_FULL_LAB=1 to run it",
+        reason="the isolated two-DC rehearsal took 19 min (2026-11-27); set PLINTH_FULL_LAB=1",
     ),
 ]
 
