@@ -23,8 +23,11 @@ typed model. The order, and why:
    host TLS (it owns the Airflow certificates' keys), the role and database with
    Patroni's, and the configuration and units after the install.
 
-squid comes right after the packages: it needs no certificate, and it must be up
-before anything downloads through it.
+squid comes first: the squid hosts run the base deploy, their packages and squid
+before any other host starts its base deploy (an ordering point every host passes,
+see below), because the other hosts may install everything through it
+(``package_sources.http_proxy``). squid needs no certificate; the squid hosts
+themselves go direct.
 """
 
 from pyinfra import host
@@ -63,7 +66,7 @@ from operations.registry import (
 )
 from operations.registry import read_secrets as read_registry_secrets
 from operations.registry import render as render_registry
-from operations.squid import squid, squid_input
+from operations.squid import client_proxies, egress_ordering_point, squid, squid_input
 from plinth.certificates import host_certificates
 from plinth.context import host_context, tls_signer
 from plinth.model import Role
@@ -74,23 +77,40 @@ context = host_context(host.data, host.name)
 environment = context.environment
 sources = environment.package_sources_for(context.datacenter.name)
 
-base_host(
-    BaseHostInput(
-        hostname=context.host.name,
-        fqdn=context.fqdn,
-        hosts_entries=context.hosts_entries(),
-        package_sources=sources,
-        settings=environment.base,
-        extra_ca_pem=read_extra_ca(sources.extra_ca_bundle, context.environment_file),
-        trust_anchors=platform_trust_anchors(environment.name, context.environment_file),
-        routes=context.inter_dc_routes(),
+is_squid_host = Role.SQUID in context.host.roles
+
+
+def base_and_packages() -> None:
+    """The base host, then the packages of every role (installed, not started)."""
+    base_host(
+        BaseHostInput(
+            hostname=context.host.name,
+            fqdn=context.fqdn,
+            hosts_entries=context.hosts_entries(),
+            package_sources=sources,
+            settings=environment.base,
+            extra_ca_pem=read_extra_ca(sources.extra_ca_bundle, context.environment_file),
+            trust_anchors=platform_trust_anchors(environment.name, context.environment_file),
+            routes=context.inter_dc_routes(),
+            proxies=client_proxies(environment, context.host),
+        )
     )
-)
+    cell_packages_installed(context.host.roles)
 
-cell_packages_installed(context.host.roles)
 
-if Role.SQUID in context.host.roles:
+# The way out first. pyinfra runs one operation on every host before the next, in the
+# order of a graph merged from each host's sequence (operations are identified by the
+# lines they are called from). The squid hosts' base, packages and squid are called
+# here, the other hosts' base and packages below, and every host passes the ordering
+# point in between: so nothing installs through squid before squid runs.
+if is_squid_host:
+    base_and_packages()
     squid(squid_input(environment, context.host))
+
+egress_ordering_point(name="Egress before the hosts that use it", is_squid_host=is_squid_host)
+
+if not is_squid_host:
+    base_and_packages()
 
 airflow_services_on = has_airflow(context.host.roles) and environment.components.airflow.services
 if airflow_services_on:

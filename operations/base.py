@@ -12,6 +12,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, deploy, operation
@@ -24,6 +25,16 @@ from plinth.render import render_template, sha1_text
 
 SYSCTL_FILE = "/etc/sysctl.d/60-plinth.conf"
 CA_DIR = "/usr/local/share/ca-certificates"
+PROXY_CONF = "/etc/apt/apt.conf.d/80plinth-proxy"
+PROXY_DETECT = "/usr/local/lib/plinth/apt-proxy-detect"
+
+
+def proxy_endpoint(url: str) -> tuple[str, str, int]:
+    """(url, host, port) of a proxy URL; the port defaults to 3128 (squid's)."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(f"proxy {url!r} has no host name")
+    return url, parts.hostname, parts.port or 3128
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,9 @@ class BaseHostInput:
     """File name under /usr/local/share/ca-certificates -> PEM (the platform root)."""
     routes: tuple[tuple[str, str], ...] = ()
     """(destination subnet, next hop): the way to the other datacenters."""
+    proxies: tuple[str, ...] = ()
+    """apt's egress proxies in the order tried (``operations.squid.client_proxies``);
+    empty: apt goes direct (no proxy in the model, or this host is a squid host)."""
 
 
 def rendered(template: str, **values: object) -> StringIO:
@@ -157,20 +171,33 @@ def base_host(spec: BaseHostInput) -> None:
         path="/etc/apt/sources.list.d/debian.sources",
         present=False,
     )
-    proxy_path = "/etc/apt/apt.conf.d/80plinth-proxy"
-    if sources.http_proxy:
-        apt_proxy = files.put(
+    if spec.proxies:
+        # apt asks the script which proxy to use (once per mirror host and run): the
+        # first one that accepts a connection. The VIP comes first but does not exist
+        # before keepalived runs; the DC's squid hosts follow (see docs/components/edge.md).
+        detect = files.put(
+            name="apt proxy detection script",
+            src=rendered(
+                "base/usr/local/lib/plinth/apt-proxy-detect.j2",
+                proxies=[proxy_endpoint(p) for p in spec.proxies],
+            ),
+            dest=PROXY_DETECT,
+            mode="755",
+            create_remote_dir=True,
+        )
+        proxy_conf = files.put(
             name="apt proxy",
-            src=rendered("base/etc/apt/apt.conf.d/80plinth-proxy.j2", proxy=sources.http_proxy),
-            dest=proxy_path,
+            src=rendered("base/etc/apt/apt.conf.d/80plinth-proxy.j2", detect=PROXY_DETECT),
+            dest=PROXY_CONF,
             mode="644",
         )
     else:
-        apt_proxy = files.file(name="No apt proxy", path=proxy_path, present=False)
+        detect = files.file(name="No apt proxy detection", path=PROXY_DETECT, present=False)
+        proxy_conf = files.file(name="No apt proxy", path=PROXY_CONF, present=False)
 
     apt.update(
         name="Refresh package lists after a source change",
-        _if=lambda: apt_sources.did_change() or apt_proxy.did_change(),
+        _if=lambda: apt_sources.did_change() or proxy_conf.did_change() or detect.did_change(),
     )
     apt.packages(
         name="Base packages",
@@ -285,4 +312,11 @@ def read_extra_ca(path: str | None, environment_file: Path) -> str | None:
         ) from None
 
 
-__all__ = ["BaseHostInput", "base_host", "managed_block", "read_extra_ca", "sysctl_settings"]
+__all__ = [
+    "BaseHostInput",
+    "base_host",
+    "managed_block",
+    "proxy_endpoint",
+    "read_extra_ca",
+    "sysctl_settings",
+]

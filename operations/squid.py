@@ -7,15 +7,18 @@ It does not configure the clients: hosts use it through ``package_sources.http_p
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
 from io import StringIO
 from urllib.parse import urlsplit
 
-from pyinfra.api import deploy
+from pyinfra import host as current_host
+from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.operations import files, server, systemd
 
+from operations.base import proxy_endpoint
 from operations.checked import checked_file
-from plinth.model import Environment, Host, PackageSources, SquidSettings
+from plinth.model import Environment, Host, PackageSources, Role, SquidSettings
 from plinth.render import render_template
 
 CONFIG = "/etc/squid/squid.conf"
@@ -104,3 +107,44 @@ def squid(spec: SquidInput) -> None:
         commands=["squid -k reconfigure"],
         _if=lambda: config.did_change() and not start.did_change(),
     )
+
+
+def client_proxies(env: Environment, host: Host) -> tuple[str, ...]:
+    """The egress proxies ``host``'s apt tries, in order; empty: apt goes direct.
+
+    A squid host goes direct (it *is* the way out, and must not depend on itself).
+    Any other host uses its DC's ``package_sources.http_proxy``; when that names a VIP
+    carrying ``squid``, the squid hosts behind that VIP follow it: the VIP exists only
+    once keepalived runs, at the end of the first deploy, long after every host
+    installed its packages.
+    """
+    if Role.SQUID in host.roles:
+        return ()
+    proxy = env.package_sources_for(host.datacenter).http_proxy
+    if not proxy:
+        return ()
+    _, name, port = proxy_endpoint(proxy)
+    proxies = [proxy]
+    for vip in env.vips:
+        if "squid" not in vip.services or name not in (env.vip_fqdn(vip), str(vip.address)):
+            continue
+        for member in env.hosts_with(Role.SQUID, vip.datacenter):
+            candidate = f"http://{env.fqdn(member)}:{port}"
+            if candidate not in proxies:
+                proxies.append(candidate)
+    return tuple(proxies)
+
+
+@operation()
+def egress_ordering_point(is_squid_host: bool) -> Generator[StringCommand, None, None]:
+    """Run by every host at the same place in deploy.py: pyinfra orders operations by a
+    graph of each host's sequence, so this one operation comes after the squid hosts'
+    base deploy and squid, and before anything the other hosts install (through squid).
+
+    + is_squid_host: whether this host is one of the ways out
+    """
+    if is_squid_host:
+        current_host.noop("squid host: deployed before the hosts that install through it")
+    else:
+        current_host.noop("the DC's squid hosts are deployed: packages may go through them")
+    yield from ()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+from pathlib import Path
+
 import pytest
 from pyinfra.api.exceptions import FactProcessError
 
 from facts.base import MISSING, ContainerRuntime, Ipv4Routes, ManagedBlock, SysctlValues
+from operations.base import proxy_endpoint
 from plinth.model import BaseSettings, PackageSources
 from plinth.render import render_template
 
@@ -80,5 +85,57 @@ def test_rendered_files_carry_the_managed_header_and_the_model_values() -> None:
         routes=(("10.231.2.0/24", "10.231.1.254"),),
     )
     assert "ExecStart=/sbin/ip route replace 10.231.2.0/24 via 10.231.1.254" in routes
-    proxy = render_template("base/etc/apt/apt.conf.d/80plinth-proxy.j2", proxy="http://sq:3128")
-    assert 'Acquire::http::Proxy "http://sq:3128";' in proxy
+    proxy = render_template("base/etc/apt/apt.conf.d/80plinth-proxy.j2", detect="/x/detect")
+    assert 'Acquire::http::Proxy-Auto-Detect "/x/detect";' in proxy
+    assert 'Acquire::https::Proxy-Auto-Detect "/x/detect";' in proxy
+
+
+def _detect_script(tmp_path: Path, proxies: list[str]) -> Path:
+    script = tmp_path / "apt-proxy-detect"
+    script.write_text(
+        render_template(
+            "base/usr/local/lib/plinth/apt-proxy-detect.j2",
+            proxies=[proxy_endpoint(p) for p in proxies],
+        )
+    )
+    script.chmod(0o755)
+    return script
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_proxy_detection_prints_the_first_proxy_that_answers(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        open_port = listener.getsockname()[1]
+        closed = f"http://127.0.0.1:{_closed_port()}"
+        answering = f"http://127.0.0.1:{open_port}"
+        script = _detect_script(tmp_path, [closed, answering])
+        out = subprocess.run(
+            [str(script), "http://deb.debian.org/debian"],
+            capture_output=True, text=True, check=True, timeout=30,
+        )  # fmt: skip
+    assert out.stdout == answering + "\n"
+
+
+def test_proxy_detection_names_the_first_when_none_answers(tmp_path: Path) -> None:
+    first = f"http://127.0.0.1:{_closed_port()}"
+    script = _detect_script(tmp_path, [first, f"http://127.0.0.1:{_closed_port()}"])
+    out = subprocess.run([str(script)], capture_output=True, text=True, check=True, timeout=30)
+    assert out.stdout == first + "\n"
+
+
+def test_proxy_endpoint() -> None:
+    assert proxy_endpoint("http://edge.dc1.example:3128") == (
+        "http://edge.dc1.example:3128",
+        "edge.dc1.example",
+        3128,
+    )
+    assert proxy_endpoint("http://10.0.0.5")[1:] == ("10.0.0.5", 3128)
+    with pytest.raises(ValueError, match="no host name"):
+        proxy_endpoint("3128")

@@ -181,3 +181,43 @@ def test_extra_ca_bundle_is_passed_to_the_hosts(tmp_path: Path) -> None:
     data = topo.build_environment("small", extra_ca_bundle=bundle)
     env = parse_environment(data)
     assert env.package_sources.extra_ca_bundle == str(bundle)
+
+
+def test_isolated_full_lab_installs_through_each_dcs_squid() -> None:
+    assert topo.isolated_by_default("full") and not topo.isolated_by_default("small")
+    data = topo.build_environment("full", mirror="http://mirror.example/debian", isolated=True)
+    env = parse_environment(yaml.safe_load(yaml.safe_dump(data, sort_keys=False)))
+    for dc in env.datacenters:
+        sources = env.package_sources_for(dc.name)
+        assert sources.http_proxy == f"http://edge.{dc.name}.lab.plinth.internal:3128"
+        # The DC's sources keep the environment's mirror.
+        assert sources.apt_mirror == "http://mirror.example/debian"
+        edge = next(v for v in env.vips_in(dc.name) if v.name == "edge")
+        assert "squid" in edge.services
+    assert topo.egress_hosts(env) == ["dc1-edge1", "dc1-edge2", "dc2-edge1", "dc2-edge2"]
+    assert not topo.EGRESS_NETWORK.overlaps(topo.DATACENTERS["dc1"])
+    assert not topo.EGRESS_NETWORK.overlaps(topo.DATACENTERS["dc2"])
+
+
+def test_connected_labs_have_no_proxy() -> None:
+    for profile in topo.PROFILES:
+        env = parse_environment(topo.build_environment(profile))
+        for dc in env.datacenters:
+            assert dc.package_sources is None
+            assert env.package_sources_for(dc.name).http_proxy is None
+
+
+def test_bridge_rules_script_accepts_only_frames_staying_on_a_dc_bridge() -> None:
+    from plinth.lab import network
+
+    script = network.bridge_rules_script(["plab-dc1", "plab-dc2"])
+    assert (
+        "$ipt -w -I DOCKER-USER -i plab-dc1 -o plab-dc1 -m comment --comment plinth-lab -j ACCEPT"
+        in script
+    )
+    assert "-i plab-dc2 -o plab-dc2" in script
+    # Earlier rules of ours are removed first (idempotent), and only ours.
+    assert script.index("-D ") < script.index("-I DOCKER-USER")
+    assert 'grep -e "--comment plinth-lab"' in script
+    removal = network.bridge_rules_script([], remove_only=True)
+    assert "-I DOCKER-USER" not in removal and "-D " in removal

@@ -15,7 +15,7 @@ from pyinfra.api.operation import add_op
 from pyinfra.api.operations import run_ops
 
 from operations.checked import checked_file
-from operations.squid import allowed_domains, render_config, squid_input
+from operations.squid import allowed_domains, client_proxies, render_config, squid_input
 from plinth.model import PackageSources, SquidSettings, load_environment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,3 +80,34 @@ def test_checked_file_replaces_only_valid_configs(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.plinth-candidate"))
     # same content: nothing to do
     assert _apply(live, "valid config 1\n", check) == (True, False)
+
+
+def test_client_proxies_in_an_isolated_lab() -> None:
+    from plinth.lab import topology as topo
+    from plinth.model import parse_environment
+
+    env = parse_environment(topo.build_environment("full", isolated=True))
+    hosts = {h.name: h for h in env.hosts}
+    # The VIP first (it serves once keepalived runs), then every squid host of the DC.
+    assert client_proxies(env, hosts["dc2-db1"]) == (
+        "http://edge.dc2.lab.plinth.internal:3128",
+        "http://dc2-edge1.dc2.lab.plinth.internal:3128",
+        "http://dc2-edge2.dc2.lab.plinth.internal:3128",
+    )
+    assert client_proxies(env, hosts["dc1-app2"])[0] == "http://edge.dc1.lab.plinth.internal:3128"
+    # The way out goes direct.
+    assert client_proxies(env, hosts["dc1-edge1"]) == ()
+    # No proxy in the model: direct.
+    connected = parse_environment(topo.build_environment("full"))
+    assert client_proxies(connected, connected.hosts[0]) == ()
+
+
+def test_client_proxies_only_a_proxy_that_is_not_a_squid_vip() -> None:
+    from plinth.lab import topology as topo
+    from plinth.model import parse_environment
+
+    data = topo.build_environment("full", isolated=True)
+    data["datacenters"][0]["package_sources"]["http_proxy"] = "http://proxy.corp.example:8080"
+    env = parse_environment(data)
+    db1 = next(h for h in env.hosts if h.name == "dc1-db1")
+    assert client_proxies(env, db1) == ("http://proxy.corp.example:8080",)

@@ -53,11 +53,13 @@ def lab() -> None:
     help="small: one DC, 3 all-roles nodes; full: two DCs, separate tiers, a router.",
 )
 @click.option(
-    "--isolated",
-    is_flag=True,
-    help="Make the DC networks internal (no route out), like an OT network.",
+    "--isolated/--connected",
+    default=None,
+    help="isolated: DC networks internal (no route out, like an OT network), only the "
+    "squid hosts reach the outside, everything else installs through squid. "
+    "Default: isolated for full, connected for small.",
 )
-def up(profile: str, isolated: bool) -> None:
+def up(profile: str, isolated: bool | None) -> None:
     """Create a fresh lab (removes any earlier one) and write inventory/lab.yaml."""
     from plinth.lab.containers import lab_up
     from plinth.lab.topology import Profile
@@ -69,7 +71,8 @@ def up(profile: str, isolated: bool) -> None:
         failed = f" (failed: {', '.join(host.failed_units)})" if host.failed_units else ""
         click.echo(f"  {host.name:<12} {host.address:<15} {host.system_state}{failed}")
     phases = ", ".join(f"{name} {secs:.1f}s" for name, secs in info.timings.items())
-    click.echo(f"lab up ({info.profile}) in {time.monotonic() - started:.1f}s: {phases}")
+    mode = "isolated" if info.isolated else "connected"
+    click.echo(f"lab up ({info.profile}, {mode}) in {time.monotonic() - started:.1f}s: {phases}")
     click.echo(f"environment: {info.env_file}")
     for path in info.inventory_files:
         click.echo(f"inventory:   {path}")

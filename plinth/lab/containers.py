@@ -66,6 +66,7 @@ class LabInfo:
     hosts: list[HostInfo]
     timings: dict[str, float]
     router: bool
+    isolated: bool = False
 
 
 @dataclass
@@ -188,6 +189,7 @@ def clean_leftovers(client: docker.DockerClient) -> list[str]:
         removed.append(f"container {container.name}")
 
     _parallel(remove, containers)
+    removed += net.remove_bridge_rules(client)
     removed += [f"network {name}" for name in net.remove_networks(client)]
     return removed
 
@@ -217,6 +219,7 @@ def _create_host(
     host: Host,
     authorized_key: str,
     extra_hosts: dict[str, str],
+    egress: bool = False,
 ) -> tuple[Any, str]:
     """Create (not start) a host container with its keys in place; return it and its
     public host key."""
@@ -242,6 +245,10 @@ def _create_host(
         network=network_name,
         networking_config={network_name: endpoint},
     )
+    if egress:
+        # Before the first start: the egress network's gateway becomes the default route
+        # (an internal network gives none), so only this host has a way out.
+        client.networks.get(topo.egress_network_name()).connect(container)
     private, public = _host_key()
     container.put_archive(
         "/",
@@ -338,10 +345,17 @@ def _wait_ready(host: HostInfo, key_path: Path, known_hosts: Path, deadline: flo
     )
 
 
-def lab_up(profile: topo.Profile = "small", isolated: bool = False) -> LabInfo:
-    """A fresh lab of ``profile``: containers booted, SSH ready, inventory written."""
+def lab_up(profile: topo.Profile = "small", isolated: bool | None = None) -> LabInfo:
+    """A fresh lab of ``profile``: containers booted, SSH ready, inventory written.
+
+    ``isolated`` (default: the profile's, ``topo.isolated_by_default``): DC networks
+    without a way out, the squid hosts on the egress network, every other host using
+    its DC's squid for packages.
+    """
     if profile not in topo.PROFILES:
         raise LabError(f"unknown profile {profile!r}; known: {', '.join(topo.PROFILES)}")
+    if isolated is None:
+        isolated = topo.isolated_by_default(profile)
     timings: dict[str, float] = {}
     with _phase(timings, "engine"):
         client = ensure_engine()
@@ -349,18 +363,25 @@ def lab_up(profile: topo.Profile = "small", isolated: bool = False) -> LabInfo:
         for item in clean_leftovers(client) + _remove_inventory():
             print(f"lab: removed leftover {item}", flush=True)
     data = topo.build_environment(
-        profile, mirror=mirror(), extra_ca_bundle=topo.controller_ca_bundle()
+        profile, mirror=mirror(), extra_ca_bundle=topo.controller_ca_bundle(), isolated=isolated
     )
     env = parse_environment(data, "lab profile " + profile)  # our own data: must be valid
     dcs = [dc.name for dc in env.datacenters]
+    egress_hosts = set(topo.egress_hosts(env)) if isolated else set()
+    if isolated and not egress_hosts:
+        raise LabError(f"profile {profile} has no squid host: an isolated lab needs one")
     # Cheap checks before the (possibly minutes long) image build.
-    net.check_subnets(client, dcs)
+    net.check_subnets(client, dcs, egress=isolated)
 
     with _phase(timings, "image"):
         image = ensure_base_image(client)
 
     with _phase(timings, "network"):
         net.create_networks(client, dcs, isolated=isolated)
+        if isolated:
+            net.create_egress_network(client)
+            if topo.has_router(profile):
+                net.allow_bridged(client, image, dcs)
 
     key_path, authorized_key = controller_key()
     extra_hosts: dict[str, str] = {}
@@ -388,10 +409,18 @@ def lab_up(profile: topo.Profile = "small", isolated: bool = False) -> LabInfo:
 
             def start(host: Host) -> None:
                 container, public = _create_host(
-                    client, image, env, host, authorized_key, extra_hosts
-                )
+                    client, image, env, host, authorized_key, extra_hosts,
+                    egress=host.name in egress_hosts,
+                )  # fmt: skip
                 host_keys[host.name] = public
                 container.start()
+                if isolated and host.name not in egress_hosts:
+                    # Docker (20.10 here) still gives a host on an internal network a
+                    # default route via the bridge's .1; Docker drops what goes that
+                    # way, but the host should show what it has: no way out at all.
+                    code, out = container.exec_run(["ip", "route", "del", "default"])
+                    if code != 0 and b"No such process" not in out:
+                        raise LabError(f"{host.name}: removing the default route: {out!r}")
                 for route in routes.get(host.name, []):
                     code, out = container.exec_run(
                         ["ip", "route", "replace", str(route.destination), "via", str(route.via)]
@@ -428,6 +457,7 @@ def lab_up(profile: topo.Profile = "small", isolated: bool = False) -> LabInfo:
         hosts=infos,
         timings=timings,
         router=topo.has_router(profile),
+        isolated=isolated,
     )
 
 

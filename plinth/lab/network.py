@@ -56,12 +56,13 @@ def _local_routes() -> dict[str, list[ipaddress.IPv4Network]]:
     return routes
 
 
-def check_subnets(client: docker.DockerClient, dcs: list[str]) -> None:
+def check_subnets(client: docker.DockerClient, dcs: list[str], egress: bool = False) -> None:
     """Fail clearly if a lab subnet overlaps a Docker network (or a local route)."""
     existing = _docker_subnets(client)
     if not os.environ.get("DOCKER_HOST"):
         existing.update(_local_routes())
-    problems = topo.subnet_conflicts([topo.DATACENTERS[dc] for dc in dcs], existing)
+    wanted = [topo.DATACENTERS[dc] for dc in dcs] + ([topo.EGRESS_NETWORK] if egress else [])
+    problems = topo.subnet_conflicts(wanted, existing)
     if problems:
         raise LabError(
             "lab subnet conflict: " + "; ".join(problems) + " (remove that network or "
@@ -98,6 +99,125 @@ def create_networks(
                 f"{error.explanation or error}"
             ) from None
     return networks
+
+
+def create_egress_network(client: docker.DockerClient) -> Any:
+    """The squid hosts' way out in an isolated lab: a normal (NATed) bridge."""
+    subnet = topo.EGRESS_NETWORK
+    ipam = docker.types.IPAMConfig(
+        pool_configs=[docker.types.IPAMPool(subnet=str(subnet), gateway=str(subnet[1]))]
+    )
+    try:
+        return client.networks.create(
+            topo.egress_network_name(),
+            driver="bridge",
+            ipam=ipam,
+            labels={**LABELS, f"{LABEL}.egress": "1"},
+            options={"com.docker.network.bridge.name": EGRESS_BRIDGE},
+        )
+    except APIError as error:
+        raise LabError(
+            f"cannot create network {topo.egress_network_name()} ({subnet}): "
+            f"{error.explanation or error}"
+        ) from None
+
+
+# ---- frames inside one isolated DC network ----
+#
+# Docker drops, for an internal network, every packet entering the bridge with a source
+# outside its subnet and every packet leaving it with a destination outside it
+# (DOCKER-ISOLATION-STAGE-1). With br_netfilter (bridge-nf-call-iptables=1, set by Docker)
+# that also hits frames *switched* inside the bridge: a dc1 host's packet to dc2 goes to
+# the router's MAC on the same bridge, with a dc2 destination, and is dropped before the
+# router sees it. One rule per DC bridge in DOCKER-USER (evaluated first, never flushed by
+# Docker) accepts exactly the frames that stay on that bridge (in and out the same DC
+# switch); everything leaving a DC bridge stays dropped. The rules live in the engine's
+# network namespace, so they are written from a short-lived container on the host
+# network; the marker file lets cleanup find them without a container when there are
+# none (the small lab never pays for this).
+
+RULE_COMMENT = "plinth-lab"
+EGRESS_BRIDGE = "plab-egress"
+
+
+def bridge(dc: str) -> str:
+    return f"plab-{dc}"
+
+
+def _rules_marker() -> Any:
+    from plinth.lab import lab_dir
+
+    return lab_dir() / "docker-user-rules"
+
+
+def bridge_rules_script(bridges: list[str], remove_only: bool = False) -> str:
+    """Shell (run in the engine's netns): drop our DOCKER-USER rules, then add one ACCEPT
+    per bridge. iptables-nft or -legacy: whichever holds Docker's DOCKER-USER chain."""
+    lines = [
+        "set -e",
+        "ipt=",
+        "for candidate in iptables-nft iptables-legacy; do",
+        "  if $candidate -w -S DOCKER-USER >/dev/null 2>&1; then ipt=$candidate; break; fi",
+        "done",
+        '[ -n "$ipt" ] || { echo "no DOCKER-USER chain (is the engine using iptables?)"; exit 1; }',
+        # Delete ours (every -A line carrying our comment), whatever bridges they name.
+        f'$ipt -w -S DOCKER-USER | grep -e "--comment {RULE_COMMENT}" | sed "s/^-A /-D /" |'
+        ' while read -r rule; do eval "$ipt -w $rule"; done',
+    ]
+    if not remove_only:
+        for name in bridges:
+            lines.append(
+                f"$ipt -w -I DOCKER-USER -i {name} -o {name} "
+                f"-m comment --comment {RULE_COMMENT} -j ACCEPT"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _run_in_engine_netns(client: docker.DockerClient, image: str, script: str) -> None:
+    try:
+        output = client.containers.run(
+            image,
+            ["/bin/sh", "-c", script],
+            network_mode="host",
+            cap_add=["NET_ADMIN", "NET_RAW"],
+            labels={**LABELS, f"{LABEL}.host": "iptables"},
+            remove=True,
+            stdout=True,
+            stderr=True,
+        )
+    except docker.errors.ContainerError as error:
+        raise LabError(f"DOCKER-USER rules for the isolated lab failed: {error}") from None
+    del output
+
+
+def allow_bridged(client: docker.DockerClient, image: str, dcs: list[str]) -> None:
+    """Accept frames switched inside each isolated DC bridge (see above)."""
+    marker = _rules_marker()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(image + "\n")
+    _run_in_engine_netns(client, image, bridge_rules_script([bridge(dc) for dc in dcs]))
+
+
+def remove_bridge_rules(client: docker.DockerClient) -> list[str]:
+    """Remove our DOCKER-USER rules if an isolated lab left any (marker file)."""
+    marker = _rules_marker()
+    if not marker.exists():
+        return []
+    image = marker.read_text().strip()
+    try:
+        client.images.get(image)
+    except NotFound:
+        images = client.images.list(name=image.split(":")[0])
+        if not images:
+            raise LabError(
+                f"cannot remove the lab's DOCKER-USER rules: no {image} image to run "
+                f"iptables from; delete rules with comment {RULE_COMMENT} by hand, then "
+                f"{marker}"
+            ) from None
+        image = images[0].tags[0] if images[0].tags else images[0].id
+    _run_in_engine_netns(client, image, bridge_rules_script([], remove_only=True))
+    marker.unlink()
+    return [f"DOCKER-USER rules ({RULE_COMMENT})"]
 
 
 def remove_networks(client: docker.DockerClient) -> list[str]:

@@ -12,6 +12,10 @@ home/office networks do not use):
     .100       VIP ``pg`` (VRRP router id 51)
     .101       VIP ``edge`` (VRRP router id 52)
     .254       full: the inter-DC router container (``plinth-lab-router``)
+
+The full profile is isolated by default: its DC networks are Docker ``internal`` (no
+route out, the OT situation) and only the squid hosts are also on the egress network
+(``10.231.250.0/24``, a normal bridge) whose gateway is their default route out.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ DOMAIN_SUFFIX = "lab.plinth.internal"
 DOCKER_GATEWAY_OFFSET = 1
 ROUTER_OFFSET = 254
 ROUTER_NAME = "router"
+EGRESS_NETWORK = ipaddress.IPv4Network("10.231.250.0/24")
+"""The squid hosts' way out in an isolated lab (Docker's gateway at .1 NATs it)."""
+EGRESS_NAME = "egress"
 
 PERSISTENCE_ROLES = (
     Role.ETCD,
@@ -49,6 +56,9 @@ STATELESS_ROLES = (Role.REGISTRY, *(r for r in Role if r.value.startswith("airfl
 
 # Memory caps (not reservations). Sum of the full profile stays below ~20 GiB so a
 # runaway service hits its container's limit before the 24 GiB machine swaps or OOMs.
+SQUID_PORT = 3128
+"""The model's default ``components.squid.port`` (the lab does not change it)."""
+
 MEMORY_SMALL_NODE = "4g"
 MEMORY_PERSISTENCE = "1536m"
 MEMORY_EDGE = "768m"
@@ -91,6 +101,20 @@ def container_name(host: str) -> str:
     return f"plinth-lab-{host}"
 
 
+def egress_network_name() -> str:
+    return network_name(EGRESS_NAME)
+
+
+def isolated_by_default(profile: Profile) -> bool:
+    """The full rehearsal is the OT situation; small (CI's) keeps its direct way out."""
+    return profile == "full"
+
+
+def egress_hosts(env: Environment) -> list[str]:
+    """Hosts attached to the egress network in an isolated lab: the squid hosts only."""
+    return [h.name for h in env.hosts if Role.SQUID in h.roles]
+
+
 def datacenters_of(profile: Profile) -> list[str]:
     return ["dc1"] if profile == "small" else ["dc1", "dc2"]
 
@@ -129,12 +153,17 @@ def _vips(dc: str) -> list[dict[str, Any]]:
 
 
 def build_environment(
-    profile: Profile, mirror: str | None = None, extra_ca_bundle: Path | None = None
+    profile: Profile,
+    mirror: str | None = None,
+    extra_ca_bundle: Path | None = None,
+    isolated: bool = False,
 ) -> dict[str, Any]:
     """The YAML-ready content of ``inventory/lab.yaml`` for ``profile``.
 
     ``mirror`` (default: the model's) is the Debian mirror the hosts use;
-    ``extra_ca_bundle`` a PEM bundle the hosts add to their trust store.
+    ``extra_ca_bundle`` a PEM bundle the hosts add to their trust store; ``isolated``:
+    the hosts have no way out but their DC's squid, so each DC's package sources name
+    its edge VIP as ``http_proxy``.
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown lab profile {profile!r}; known: {', '.join(PROFILES)}")
@@ -175,6 +204,12 @@ def build_environment(
         # The controller's own trust: where egress is TLS-inspected (as an OT site's
         # proxy would be), hosts need that CA to reach PyPI and artifact sources.
         package_sources["extra_ca_bundle"] = str(extra_ca_bundle)
+    if isolated:
+        # Each DC's hosts go out through the squid behind their own DC's edge VIP
+        # (the squid hosts themselves go direct: operations/base.py).
+        for entry in datacenters:
+            proxy = f"http://edge.{entry['domain']}:{SQUID_PORT}"
+            entry["package_sources"] = {**package_sources, "http_proxy": proxy}
     return {
         "name": "lab",
         "kind": "lab",
@@ -215,7 +250,8 @@ class Route:
 def inter_dc_routes(env: Environment) -> dict[str, list[Route]]:
     """Per host: a route to every other DC's subnet through the router in its own DC.
 
-    Hosts keep Docker's gateway as default route (package access goes direct).
+    Hosts keep Docker's gateway as default route in a connected lab; in an isolated
+    one only the squid hosts have a default route (the egress network's gateway).
     """
     if len(env.datacenters) < 2:
         return {}

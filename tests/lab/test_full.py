@@ -20,18 +20,22 @@ pytestmark = [
     pytest.mark.full,
     pytest.mark.skipif(
         not full_lab_enabled(),
-        reason="the full two-DC rehearsal adds ~14 minutes; set PLINTH_FULL_LAB=1 to run it",
+        reason="the two-DC rehearsal takes ~20 minutes; set PLINTH_FULL_LAB=1 to run it",
     ),
 ]
 
 
 @pytest.fixture(scope="module")
 def full_lab() -> Iterator[Lab]:
-    plinth("lab", "up", "--profile", "full")
+    # Isolated (the full profile's default): only the squid hosts have a way out.
+    up = plinth("lab", "up", "--profile", "full")
+    assert "(full, isolated)" in up.stdout, up.stdout
     plinth("up", "lab", "--yes")
     yield Lab(load_environment(LAB_ENV))
     # Leave the machine with the small lab the other tests expect (or nothing).
     plinth("lab", "down")
+    rules = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True)
+    assert "plinth-lab" not in rules.stdout, f"lab down left DOCKER-USER rules: {rules.stdout}"
 
 
 def docker_exec(container: str, *cmd: str) -> subprocess.CompletedProcess[str]:
@@ -235,3 +239,55 @@ def test_dc2_rabbitmq_cluster_gets_dc1_topology_without_messages(
     print(again.stdout)
     assert "lab-dc2 (through" in again.stdout
     assert "created 0 queue(s), 0 exchange(s), 0 binding(s)" in again.stdout, again.stdout
+
+
+MIRROR_RELEASE = "http://deb.debian.org/debian/dists/bookworm/Release"
+
+
+def test_a_non_edge_host_cannot_reach_the_outside_directly(full_lab: Lab, tmp_path: Path) -> None:
+    for name in ("dc1-db1", "dc1-app1", "dc2-db2"):
+        host = full_lab.host(name, tmp_path)
+        assert host.check_output("ip -4 route show default") == "", f"{name} has a default route"
+        direct = host.run(
+            f"curl -sS --noproxy '*' --max-time 5 -o /dev/null {MIRROR_RELEASE}"
+        )  # fmt: skip
+        assert direct.rc != 0, f"{name} reached the mirror directly"
+        # Its own DC still answers, and so does the other DC (through the router).
+        other = "10.231.2.11" if name.startswith("dc1") else "10.231.1.11"
+        assert host.run(f"ping -c1 -W2 {other}").rc == 0, f"{name} cannot reach {other}"
+
+
+def test_an_edge_host_reaches_the_mirror(full_lab: Lab, tmp_path: Path) -> None:
+    for name in ("dc1-edge1", "dc2-edge2"):
+        host = full_lab.host(name, tmp_path)
+        assert host.check_output("ip -4 route show default").startswith("default via 10.231.250.1")
+        code = host.check_output(
+            "curl -sS --noproxy '*' --max-time 15 -o /dev/null -w '%{http_code}' " + MIRROR_RELEASE
+        )
+        assert code == "200", f"{name}: {code}"
+        # The way out goes direct: no apt proxy on a squid host.
+        assert not host.file("/etc/apt/apt.conf.d/80plinth-proxy").exists
+
+
+def test_apt_on_a_non_edge_host_installs_through_squid(full_lab: Lab, tmp_path: Path) -> None:
+    app = full_lab.host("dc1-app1", tmp_path)
+    # By now keepalived runs: the detection picks the DC's edge VIP.
+    assert app.check_output("/usr/local/lib/plinth/apt-proxy-detect") == (
+        "http://edge.dc1.lab.plinth.internal:3128"
+    )
+    app.run("apt-get purge -y -q hello")
+    try:
+        installed = app.run(
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends hello"
+        )
+        assert installed.rc == 0, installed.stdout + installed.stderr
+        assert app.run("hello").stdout.strip() == "Hello, world!"
+    finally:
+        app.run("apt-get purge -y -q hello")
+    logs = "".join(
+        full_lab.host(edge, tmp_path)
+        .run("grep -h 'pool/main/h/hello/hello_' /var/log/squid/access.log")
+        .stdout
+        for edge in ("dc1-edge1", "dc1-edge2")
+    )
+    assert "10.231.1.31" in logs, f"the .deb did not go through dc1's squid: {logs!r}"
