@@ -387,3 +387,14 @@ def test_status_shows_the_follower_and_the_remote_replicas() -> None:
     assert f"{DC2_NODES[0]:<15} replica in another DC: online, lag 0 s" in "\n".join(
         _render_redis(active)
     )
+
+
+def test_outputs_of_a_following_dc_name_the_active_cell() -> None:
+    from plinth.outputs import _redis
+
+    env = load_environment(REPO / "inventory" / "example-prod.yaml")
+    dc1, dc2 = _redis(env, "dc1", None), _redis(env, "dc2", None)
+    assert dc1 is not None and dc2 is not None
+    assert dc1["follows"] is None and dc1["master_name"] == "redis-dc1"
+    assert dc2["follows"] == "dc1" and dc2["master_name"] == "redis-dc1"
+    assert dc2["sentinels"] == dc1["sentinels"]
