@@ -1,4 +1,7 @@
-"""Redis + Sentinel: one master, its replicas and three Sentinels per datacenter.
+"""Redis + Sentinel: one master, its replicas and three Sentinels in the active
+datacenter; every other DC's data nodes are ``replica-priority 0`` replicas of the active
+DC's master (bootstrapped so, then re-pointed by the active DC's Sentinels only) and its
+Sentinels stay stopped (see docs/components/redis.md).
 
 TLS only: the plaintext ports are 0, clients must present a certificate chaining to
 the platform root (``tls-auth-clients yes``), replication and Sentinel speak TLS too.
@@ -125,10 +128,6 @@ class RedisInput:
     sentinel_tls: CertificateSpec | None
     upstream: Upstream | None = None
     """Set when this DC is not ``active_datacenter``: it follows the active DC's master."""
-
-    @property
-    def follower(self) -> bool:
-        return self.upstream is not None
 
     @property
     def replica_priority(self) -> int:
