@@ -183,7 +183,11 @@ def test_dc2_redis_nodes_replicate_dc1s_master_never_promoted(
         decode_responses=True,
         **tls_kwargs(bundle),
     )
-    master_host, master_port = dc1_sentinel.sentinel_get_master_addr_by_name(name)
+    # redis-py's sentinel_get_master_addr_by_name passes `once=True`, which its own reply
+    # parser rejects on a plain client: send the command itself.
+    master_host, master_port = dc1_sentinel.execute_command(
+        "SENTINEL GET-MASTER-ADDR-BY-NAME", name
+    )
     client = tls_kwargs(bundle) | {"password": password, "decode_responses": True}
     master = redis.Redis(host=master_host, port=int(master_port), **client)
     key = f"plinth:dc2-probe:{time.time_ns()}"
@@ -203,7 +207,8 @@ def test_dc2_redis_nodes_replicate_dc1s_master_never_promoted(
     visible = time.monotonic() - written
     print(f"\nkey written on dc1's master read on all dc2 nodes after {visible:.2f} s")
 
-    # dc1's Sentinels know them (through the master's INFO) with priority 0.
+    # dc1's Sentinels know them (through the master's INFO) with priority 0
+    # (SENTINEL SLAVES: redis-py's name for SENTINEL REPLICAS).
     deadline = time.monotonic() + 30
     while True:
         listed = {str(r["ip"]): r for r in dc1_sentinel.sentinel_slaves(name)}
