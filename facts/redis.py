@@ -299,6 +299,29 @@ class ReplicationState:
                     out.append(f"replica {link.address} is {link.state}, lag {link.lag} s")
         return out
 
+    def follower_problems(self, upstream: Sequence[str]) -> list[str]:
+        """Problems of a following DC's data nodes: every one must be a replica of one
+        node of the active DC (``upstream``), linked and not syncing. Which node is the
+        active DC's Sentinels' business: after a failover there they re-point them."""
+        out = [f"redis {n.address} is down ({n.error})" for n in self.nodes if not n.up]
+        for n in self.nodes:
+            if not n.up:
+                continue
+            if n.role != "slave":
+                out.append(f"redis {n.address} is a {n.role}, expected a replica of the active DC")
+            elif n.master_host not in upstream:
+                out.append(f"replica {n.address} follows {n.master_host}, not the active DC")
+            elif not n.master_link_up:
+                out.append(f"replica {n.address} has its master link down")
+            elif n.sync_in_progress:
+                out.append(f"replica {n.address} is still syncing")
+        followed = {n.master_host for n in self.replicas}
+        if len(followed) > 1:
+            out.append(
+                f"replicas follow different masters: {', '.join(sorted(map(str, followed)))}"
+            )
+        return out
+
     def pending_restart(
         self, wanted_static: dict[str, str], wanted_version: str | None
     ) -> list[str]:

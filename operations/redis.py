@@ -1,4 +1,7 @@
-"""Redis + Sentinel: one master, its replicas and three Sentinels per datacenter.
+"""Redis + Sentinel: one master, its replicas and three Sentinels in the active
+datacenter; every other DC's data nodes are ``replica-priority 0`` replicas of the active
+DC's master (bootstrapped so, then re-pointed by the active DC's Sentinels only) and its
+Sentinels stay stopped (see docs/components/redis.md).
 
 TLS only: the plaintext ports are 0, clients must present a certificate chaining to
 the platform root (``tls-auth-clients yes``), replication and Sentinel speak TLS too.
@@ -29,7 +32,7 @@ import hashlib
 import shlex
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import StringIO
 from typing import Any
 
@@ -95,6 +98,19 @@ class Passwords:
 
 
 @dataclass(frozen=True)
+class Upstream:
+    """Set on a datacenter that is not the active one: its data nodes replicate from the
+    active DC's master (``replica-priority 0``) and its Sentinels do not run."""
+
+    datacenter: str
+    """The active datacenter."""
+    redis_nodes: tuple[str, ...]
+    """Addresses of the active DC's data nodes (the first: master of a new cell)."""
+    sentinels: tuple[str, ...]
+    """Addresses of the active DC's Sentinels."""
+
+
+@dataclass(frozen=True)
 class RedisInput:
     """The slice of the model one Redis/Sentinel host reads (no secrets)."""
 
@@ -110,6 +126,35 @@ class RedisInput:
     """Addresses of the DC's Sentinels."""
     redis_tls: CertificateSpec | None
     sentinel_tls: CertificateSpec | None
+    upstream: Upstream | None = None
+    """Set when this DC is not ``active_datacenter``: it follows the active DC's master."""
+
+    @property
+    def replica_priority(self) -> int:
+        """0 in a following DC: Sentinel never promotes a replica with priority 0."""
+        return 0 if self.upstream is not None else 100
+
+    @property
+    def cell_sentinels(self) -> tuple[str, ...]:
+        """The Sentinels that watch this DC's data nodes: none in a following DC (its own
+        Sentinels are stopped; the active DC's Sentinels see its nodes as replicas)."""
+        return () if self.upstream is not None else self.sentinels
+
+    @property
+    def upstream_addresses(self) -> tuple[str, ...] | None:
+        return self.upstream.redis_nodes if self.upstream is not None else None
+
+    def upstream_cell(self) -> RedisInput:
+        """This host looking at the active DC's cell (the master a follower replicates)."""
+        if self.upstream is None:
+            return self
+        return replace(
+            self,
+            datacenter=self.upstream.datacenter,
+            redis_nodes=self.upstream.redis_nodes,
+            sentinels=self.upstream.sentinels,
+            upstream=None,
+        )
 
     @property
     def master_name(self) -> str:
@@ -137,8 +182,9 @@ class RedisInput:
 
     def sentinel_command(self) -> str:
         return sentinel_command(
-            self.cli("sentinel"), self.sentinels, self.settings.sentinel_port, self.master_name
-        )
+            self.cli("sentinel"), self.cell_sentinels, self.settings.sentinel_port,
+            self.master_name,
+        )  # fmt: skip
 
     def redis_cli(self, address: str, *args: str, user: str = "default") -> str:
         port = self.settings.port if user == "default" else self.settings.sentinel_port
@@ -218,7 +264,7 @@ def render_redis_conf(
         marker=spec.marker,
         settings=spec.settings,
         replication_password=passwords["replication"],
-        replica_priority=100,
+        replica_priority=spec.replica_priority,
         master=master,
     )
 
@@ -239,6 +285,14 @@ def redis_input(
 ) -> RedisInput:
     env = context.environment
     dc = context.datacenter.name
+    active = env.active_site
+    upstream = None
+    if dc != active and env.hosts_with(Role.REDIS, active):
+        upstream = Upstream(
+            datacenter=active,
+            redis_nodes=tuple(str(h.address) for h in env.hosts_with(Role.REDIS, active)),
+            sentinels=tuple(str(h.address) for h in env.hosts_with(Role.SENTINEL, active)),
+        )
     return RedisInput(
         name=context.host.name,
         address=str(context.host.address),
@@ -250,6 +304,7 @@ def redis_input(
         sentinels=tuple(str(h.address) for h in env.hosts_with(Role.SENTINEL, dc)),
         redis_tls=redis_tls,
         sentinel_tls=sentinel_tls,
+        upstream=upstream,
     )
 
 
@@ -267,7 +322,7 @@ def read_replication(target: Any, spec: RedisInput) -> ReplicationState | None:
 
 
 def read_sentinels(target: Any, spec: RedisInput) -> SentinelView | None:
-    if not spec.sentinels:
+    if not spec.cell_sentinels:
         return SentinelView(())
     ok, out, _ = run(target, spec.sentinel_command(), timeout=60)
     return parse_sentinels(out) if ok else None
@@ -299,18 +354,28 @@ def _upload(target: Any, text: str, path: str, mode: str) -> bool:
     return ok
 
 
+def bootstrap_master(spec: RedisInput, found: tuple[str, int] | None) -> tuple[str, int] | None:
+    """The ``replicaof`` target written at bootstrap (None: this node starts as master).
+
+    ``found`` is the master the cell has now (:func:`current_master`; in a following DC,
+    the active DC's cell). Without one, the model decides: the (active) DC's first node.
+    A node of a following DC is always a replica, even if the active DC does not answer.
+    """
+    cell = spec.upstream_cell()
+    master = found or (cell.redis_nodes[0], spec.settings.port)
+    return None if master[0] == spec.address else master
+
+
 def _bootstrap_redis(state: Any, host: Any, spec: RedisInput, passwords: Passwords) -> bool:
-    """Execute-time: write redis.conf following the master the cell has right now."""
-    master = current_master(host, spec)
-    if master is None:
-        # A new cell: the model's first data node is the master.
-        first = spec.redis_nodes[0]
-        master = None if first == spec.address else (first, spec.settings.port)
-    elif master[0] == spec.address:
-        master = None
+    """Execute-time: write redis.conf following the master the cell has right now (in a
+    following DC: the active DC's master)."""
+    master = bootstrap_master(spec, current_master(host, spec.upstream_cell()))
     if not _upload(host, render_redis_conf(spec, passwords, master), REDIS_CONF, "640"):
         return refuse(host, f"could not write {REDIS_CONF}")
-    note(host, f"redis.conf bootstrapped ({'replica of ' + master[0] if master else 'master'})")
+    role = f"replica of {master[0]}" if master else "master"
+    if spec.upstream is not None:
+        role += f" (dc {spec.upstream.datacenter}, replica-priority 0)"
+    note(host, f"redis.conf bootstrapped ({role})")
     return True
 
 
@@ -440,7 +505,9 @@ def runtime_config(spec: RedisInput) -> Generator[StringCommand, None, None]:
     if mine is None or not mine.up:
         host.noop("redis not answering yet: its bootstrap file has the model's settings")
         return
-    change = setting_difference(mine.settings, runtime_settings(spec.settings, 100))
+    change = setting_difference(
+        mine.settings, runtime_settings(spec.settings, spec.replica_priority)
+    )
     if not change:
         host.noop("runtime settings match the model")
         return
@@ -520,8 +587,19 @@ def _address(entry: str) -> str:
     return entry.split(" ", 1)[0]
 
 
-def cell_problems(state: ReplicationState | None, view: SentinelView | None) -> list[str]:
-    problems = ["cannot read the data nodes"] if state is None else state.problems()
+def cell_problems(
+    state: ReplicationState | None,
+    view: SentinelView | None,
+    upstream: tuple[str, ...] | None = None,
+) -> list[str]:
+    """Why the cell is not healthy. ``upstream``: the active DC's data nodes, for a
+    following DC (its nodes are replicas of one of them, it has no Sentinel of its own)."""
+    if state is None:
+        problems = ["cannot read the data nodes"]
+    elif upstream is not None:
+        problems = state.follower_problems(upstream)
+    else:
+        problems = state.problems()
     problems += ["cannot read the Sentinels"] if view is None else view.problems()
     return problems
 
@@ -539,7 +617,7 @@ class _Roll:
 
     def gate(self, what: str) -> tuple[ReplicationState, SentinelView] | None:
         state, view = self.read()
-        problems = cell_problems(state, view)
+        problems = cell_problems(state, view, self.spec.upstream_addresses)
         if problems or state is None or view is None:
             refuse(self.host, f"{what} refused: {'; '.join(problems)}; nothing was changed")
             return None
@@ -556,7 +634,8 @@ class _Roll:
 
         def probe() -> bool:
             state, view = self.read()
-            if state is None or view is None or cell_problems(state, view):
+            upstream = self.spec.upstream_addresses
+            if state is None or view is None or cell_problems(state, view, upstream):
                 return False
             if sentinel:
                 now = next((s.run_id for s in view.sentinels if s.address == address), None)
@@ -622,7 +701,11 @@ class _Roll:
 
         def settled() -> bool:
             state, current = self.read()
-            return state is not None and current is not None and not cell_problems(state, current)
+            return (
+                state is not None
+                and current is not None
+                and not cell_problems(state, current, self.spec.upstream_addresses)
+            )
 
         if not wait_for(settled, READY_WAIT_SECONDS)[0]:
             return refuse(self.host, f"cell not healthy after the failover away from {old}")
@@ -716,12 +799,16 @@ def rolling_restart(spec: RedisInput) -> Generator[FunctionCommand, None, None]:
     if state is None or not any(n.up for n in state.nodes):
         host.noop("no running cell")
         return
-    view = host.get_fact(
-        SentinelState,
-        tls=spec.cli("sentinel"),
-        addresses=spec.sentinels,
-        port=spec.settings.sentinel_port,
-        master=spec.master_name,
+    view = (
+        host.get_fact(
+            SentinelState,
+            tls=spec.cli("sentinel"),
+            addresses=spec.cell_sentinels,
+            port=spec.settings.sentinel_port,
+            master=spec.master_name,
+        )
+        if spec.cell_sentinels
+        else SentinelView(())
     )
     version = installed_version()
     plan = roll_plan(spec, state, view, version)
@@ -729,7 +816,7 @@ def rolling_restart(spec: RedisInput) -> Generator[FunctionCommand, None, None]:
         host.noop("no node needs a restart")
         return
     explain_change(f"pending restart: {plan.describe()}")
-    problems = cell_problems(state, view)
+    problems = cell_problems(state, view, spec.upstream_addresses)
     if problems:
         explain_change(f"cell not healthy now ({'; '.join(problems)}): the roll will refuse")
     yield FunctionCommand(_gated_roll, (spec, version), {})
@@ -815,7 +902,18 @@ def redis_node(spec: RedisInput, passwords: Passwords) -> None:
             _if=lambda: acl.did_change() and not redis_started.did_change(),
         )
         runtime_config(name="Redis runtime settings (CONFIG SET)", spec=spec)
-    if spec.sentinel_tls is not None:
+    if spec.sentinel_tls is not None and spec.upstream is not None:
+        # A following DC's Sentinels would form a cell of their own around a master that
+        # is really a replica of the active DC: they stay stopped (and their file is not
+        # bootstrapped) until an operator makes this DC the active one (see the takeover
+        # runbook in docs/components/redis.md).
+        systemd.service(
+            name=f"sentinel stopped: this DC follows {spec.upstream.datacenter}",
+            service=SENTINEL_UNIT,
+            running=False,
+            enabled=False,
+        )
+    elif spec.sentinel_tls is not None:
         bootstrap_config(
             name="sentinel.conf bootstrapped", spec=spec, passwords=passwords, sentinel=True
         )
@@ -834,15 +932,36 @@ def redis_node(spec: RedisInput, passwords: Passwords) -> None:
 
 
 def describe(
-    master_name: str, state: ReplicationState | None, view: SentinelView | None
+    master_name: str,
+    state: ReplicationState | None,
+    view: SentinelView | None,
+    upstream: Upstream | None = None,
 ) -> dict[str, Any]:
-    """JSON-ready form of the cell for ``plinth status``."""
+    """JSON-ready form of the cell for ``plinth status``. ``upstream``: set for a
+    following DC (its nodes replicate the active DC's master)."""
     master = state.master if state else None
+    own = {n.address for n in state.nodes} if state else set()
+    follows = None
+    if upstream is not None:
+        masters = sorted({str(n.master_host) for n in state.replicas}) if state else []
+        follows = {
+            "datacenter": upstream.datacenter,
+            "master": masters[0] if len(masters) == 1 else None,
+        }
     return {
         "master_name": master_name,
         "master": master.address if master else None,
+        "follows": follows,
         "sentinel_master": view.master[0] if view and view.master else None,
-        "problems": cell_problems(state, view),
+        "problems": cell_problems(
+            state, view, upstream.redis_nodes if upstream is not None else None
+        ),
+        # Replicas of this DC's master outside the DC (a following DC's nodes).
+        "remote_replicas": [
+            {"address": link.address, "state": link.state, "lag": link.lag}
+            for link in (master.replicas if master else ())
+            if link.address not in own
+        ],
         "nodes": [
             {
                 "address": n.address,
@@ -851,6 +970,8 @@ def describe(
                 "error": n.error,
                 "version": n.version,
                 "link_up": n.master_link_up if n.role == "slave" else None,
+                "master_host": n.master_host if n.role == "slave" else None,
+                "replica_priority": n.settings.get("replica-priority"),
                 "offset": n.offset,
             }
             for n in (state.nodes if state else ())
@@ -870,4 +991,12 @@ def describe(
     }
 
 
-__all__ = ["Passwords", "RedisInput", "describe", "read_passwords", "redis_input", "redis_node"]
+__all__ = [
+    "Passwords",
+    "RedisInput",
+    "Upstream",
+    "describe",
+    "read_passwords",
+    "redis_input",
+    "redis_node",
+]

@@ -649,9 +649,11 @@ class Environment(Frozen):
     """The datacenters, in deploy order."""
     active_datacenter: str | None = None
     """The site that takes writes; the others stand by (a Patroni standby cluster
-    replicating from the active site's PostgreSQL VIP). Default: the first datacenter.
-    Read when a cluster is created; changing it never demotes a running cluster (see the
-    DC failover runbook in docs/components/postgresql.md)."""
+    replicating from the active site's PostgreSQL VIP; Redis data nodes bootstrapped as
+    ``replica-priority 0`` replicas of the active site's master, their Sentinels stopped).
+    Default: the first datacenter. Read when a cluster is created; changing it never
+    demotes a running cluster (see the DC failover runbooks in
+    docs/components/postgresql.md and docs/components/redis.md)."""
     hosts: tuple[Host, ...] = Field(min_length=1)
     """Every managed host."""
     vips: tuple[Vip, ...] = ()

@@ -84,12 +84,19 @@ def _redis(env: Environment, dc: str, ca_bundle: str | None) -> dict[str, Any] |
     the master moves on failover)."""
     from plinth.model import Role
 
-    sentinels = env.hosts_with(Role.SENTINEL, dc)
-    if not sentinels or not env.hosts_with(Role.REDIS, dc):
+    if not env.hosts_with(Role.REDIS, dc):
+        return None
+    # A DC that is not the active one holds replicas of the active DC's master and its
+    # own Sentinels are stopped: its applications reach the active DC's cell.
+    active = env.active_site
+    source = active if active != dc and env.hosts_with(Role.REDIS, active) else dc
+    sentinels = env.hosts_with(Role.SENTINEL, source)
+    if not sentinels:
         return None
     redis = env.components.redis
     return {
-        "master_name": f"{redis.master_name_prefix}-{dc}",
+        "master_name": f"{redis.master_name_prefix}-{source}",
+        "follows": source if source != dc else None,
         "sentinels": [f"{env.fqdn(h)}:{redis.sentinel_port}" for h in sentinels],
         "sentinel_addresses": [f"{h.address}:{redis.sentinel_port}" for h in sentinels],
         "tls": True,
@@ -172,6 +179,11 @@ def render_text(data: dict[str, Any]) -> str:
                 f"{', '.join(rd['sentinels'])}; "
                 f"client certificate required ({rd['client_certificate']}), passwords: secrets "
                 f"{', '.join(rd['password_secrets'].values())}"
+                + (
+                    f" (this DC's nodes are priority-0 replicas of {rd['follows']}'s master)"
+                    if rd.get("follows")
+                    else ""
+                )
             )
         if dc.get("egress_proxy"):
             lines.append(f"    egress proxy (squid): {dc['egress_proxy']}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 from pyinfra.api.exceptions import FactProcessError
 
@@ -11,13 +14,19 @@ from facts.redis import (
     MISSING,
     UNREACHABLE,
     CliTls,
+    SentinelView,
     parse_replication,
     parse_sentinels,
 )
 from operations.redis import (
     Passwords,
     RedisInput,
+    Upstream,
+    bootstrap_master,
+    cell_problems,
     command_line,
+    describe,
+    redis_input,
     render_redis_conf,
     render_sentinel_conf,
     roll_plan,
@@ -27,11 +36,14 @@ from operations.redis import (
     static_settings,
 )
 from plinth.certificates import CertificateSpec
-from plinth.model import RedisSettings, Role
+from plinth.cli.cluster import _render_redis
+from plinth.context import HostContext
+from plinth.model import RedisSettings, Role, load_environment
 from plinth.pki import Profile
 
 TLS = CertificateSpec("redis", Profile.PEER, "n1", ("n1",), ("10.0.0.1",), "redis", "redis")
 NODES = ("10.0.0.1", "10.0.0.2", "10.0.0.3")
+REPO = Path(__file__).resolve().parents[1]
 PASSWORDS = Passwords({"default": "d-secret", "replication": "r-secret", "sentinel": "s-secret"})
 
 
@@ -239,3 +251,150 @@ def test_cli_reads_the_password_from_a_file() -> None:
     assert "--tls --cacert /ca --cert /cert --key /key -h 10.0.0.1 -p 6379 INFO replication" in (
         command
     )
+
+
+# --- a datacenter that follows the active one ------------------------------------------
+
+DC1_NODES = ("10.0.1.11", "10.0.1.12", "10.0.1.13")
+DC2_NODES = ("10.0.2.11", "10.0.2.12", "10.0.2.13")
+
+
+def follower_spec() -> RedisInput:
+    return replace(
+        spec(),
+        name="dc2-db1",
+        address=DC2_NODES[0],
+        datacenter="dc2",
+        redis_nodes=DC2_NODES,
+        sentinels=DC2_NODES,
+        upstream=Upstream("dc1", DC1_NODES, DC1_NODES),
+    )
+
+
+def dc2_cell(master: str = DC1_NODES[0], first: str | None = None) -> list[str]:
+    return [
+        *node_block(
+            DC2_NODES[0], first or replica_info(master=master), **{"replica-priority": "0"}
+        ),
+        *node_block(DC2_NODES[1], replica_info(master=master), **{"replica-priority": "0"}),
+        *node_block(DC2_NODES[2], replica_info(master=master), **{"replica-priority": "0"}),
+    ]
+
+
+def test_follower_is_derived_from_the_active_datacenter() -> None:
+    env = load_environment(REPO / "inventory" / "example-prod.yaml")
+    by_dc = {}
+    for name in ("dc1-db1", "dc2-db1"):
+        host = next(h for h in env.hosts if h.name == name)
+        context = HostContext(env, Path(), host, env.datacenters_by_name[host.datacenter])
+        by_dc[host.datacenter] = redis_input(context, TLS, TLS)
+    assert by_dc["dc1"].upstream is None and by_dc["dc1"].replica_priority == 100
+    follower = by_dc["dc2"]
+    assert follower.upstream == Upstream(
+        "dc1",
+        ("10.40.1.11", "10.40.1.12", "10.40.1.13"),
+        ("10.40.1.11", "10.40.1.12", "10.40.1.13"),
+    )
+    assert follower.replica_priority == 0 and follower.cell_sentinels == ()
+    # The other way round once dc2 is made the active site.
+    swapped = env.model_copy(update={"active_datacenter": "dc2"})
+    host = next(h for h in swapped.hosts if h.name == "dc1-db1")
+    context = HostContext(swapped, Path(), host, swapped.datacenters_by_name["dc1"])
+    dc1 = redis_input(context, TLS, TLS)
+    assert dc1.upstream is not None and dc1.upstream.datacenter == "dc2"
+
+
+def test_follower_bootstraps_as_priority_0_replica_of_the_active_master() -> None:
+    follower = follower_spec()
+    # The active DC's cell names its master: follow it.
+    assert bootstrap_master(follower, ("10.0.1.12", 6379)) == ("10.0.1.12", 6379)
+    # The active DC does not answer: its first node (never this DC's own first node).
+    assert bootstrap_master(follower, None) == (DC1_NODES[0], 6379)
+    conf = render_redis_conf(follower, PASSWORDS, (DC1_NODES[0], 6379))
+    assert "replica-priority 0" in conf and f"replicaof {DC1_NODES[0]} 6379" in conf
+    assert "masteruser replication" in conf
+    # The active DC keeps priority 100 and its own first node as a new cell's master.
+    assert "replica-priority 100" in render_redis_conf(spec(), PASSWORDS, None)
+    assert bootstrap_master(spec(), None) is None
+    assert bootstrap_master(replace(spec(), address="10.0.0.2"), None) == ("10.0.0.1", 6379)
+    # Bootstrap reads the active DC's nodes and Sentinels, under the active DC's name.
+    cell = follower.upstream_cell()
+    assert cell.redis_nodes == DC1_NODES and cell.master_name == "redis-dc1"
+    assert DC1_NODES[0] in cell.sentinel_command() and "redis-dc1" in cell.sentinel_command()
+
+
+def test_follower_runtime_priority_is_0() -> None:
+    follower = follower_spec()
+    wanted = runtime_settings(follower.settings, follower.replica_priority)
+    assert wanted["replica-priority"] == "0"
+    live = runtime_settings(follower.settings, 100)
+    assert setting_difference(live, wanted) == {"replica-priority": "0"}
+
+
+def test_follower_cell_health() -> None:
+    upstream = DC1_NODES
+    state = parse_replication(dc2_cell())
+    assert state is not None
+    assert state.follower_problems(upstream) == []
+    # Its own gate (state.problems) would call it masterless: the follower gate does not.
+    assert "no redis master" in state.problems()
+    assert cell_problems(state, SentinelView(()), upstream) == []
+    # After a failover in dc1 the Sentinels re-pointed them: still healthy.
+    moved = parse_replication(dc2_cell(master=DC1_NODES[1]))
+    assert moved is not None and moved.follower_problems(upstream) == []
+    # A node promoted here, or following one of its own DC, is a problem.
+    split = parse_replication(dc2_cell(first=MASTER_INFO))
+    assert split is not None
+    assert f"redis {DC2_NODES[0]} is a master, expected a replica of the active DC" in (
+        split.follower_problems(upstream)
+    )
+    local = parse_replication(dc2_cell(master=DC2_NODES[0]))
+    assert local is not None
+    assert f"replica {DC2_NODES[1]} follows {DC2_NODES[0]}, not the active DC" in (
+        local.follower_problems(upstream)
+    )
+    down = parse_replication(dc2_cell(first=replica_info(link="down", master=DC1_NODES[0])))
+    assert down is not None
+    assert down.follower_problems(upstream) == [f"replica {DC2_NODES[0]} has its master link down"]
+
+
+def test_status_shows_the_follower_and_the_remote_replicas() -> None:
+    state = parse_replication(dc2_cell())
+    cell = describe("redis-dc2", state, SentinelView(()), follower_spec().upstream)
+    assert cell["follows"] == {"datacenter": "dc1", "master": DC1_NODES[0]}
+    assert cell["problems"] == [] and cell["master"] is None
+    assert {n["master_host"] for n in cell["nodes"]} == {DC1_NODES[0]}
+    assert {n["replica_priority"] for n in cell["nodes"]} == {"0"}
+    text = "\n".join(_render_redis(cell))
+    assert f"redis redis-dc2: replicas of dc1's master {DC1_NODES[0]}: healthy" in text
+    assert f"slave of {DC1_NODES[0]} link up offset 1000 priority 0" in text
+    # dc1's master lists dc2's nodes among its replicas: shown as replicas in another DC.
+    info = MASTER_INFO.replace(
+        "master_repl_offset",
+        f"slave2:ip={DC2_NODES[0]},port=6379,state=online,offset=1000,lag=0\r\nmaster_repl_offset",
+    )
+    dc1 = parse_replication(
+        [
+            *node_block("10.0.0.1", info),
+            *node_block("10.0.0.2", replica_info()),
+            *node_block("10.0.0.3", replica_info()),
+        ]
+    )
+    view = parse_sentinels([line for a in NODES for line in sentinel_block(a)])
+    active = describe("redis-dc1", dc1, view)
+    assert active["follows"] is None and active["problems"] == []
+    assert active["remote_replicas"] == [{"address": DC2_NODES[0], "state": "online", "lag": 0}]
+    assert f"{DC2_NODES[0]:<15} replica in another DC: online, lag 0 s" in "\n".join(
+        _render_redis(active)
+    )
+
+
+def test_outputs_of_a_following_dc_name_the_active_cell() -> None:
+    from plinth.outputs import _redis
+
+    env = load_environment(REPO / "inventory" / "example-prod.yaml")
+    dc1, dc2 = _redis(env, "dc1", None), _redis(env, "dc2", None)
+    assert dc1 is not None and dc2 is not None
+    assert dc1["follows"] is None and dc1["master_name"] == "redis-dc1"
+    assert dc2["follows"] == "dc1" and dc2["master_name"] == "redis-dc1"
+    assert dc2["sentinels"] == dc1["sentinels"]

@@ -218,7 +218,7 @@ def add_standby_lag(results: list[dict[str, Any]], env: Environment) -> None:
 
 def _redis(state: Any, env: Environment, dc: str) -> dict[str, Any] | None:
     """The DC's Redis cell as the first Redis host that answers sees it."""
-    from facts.redis import RedisReplication, SentinelState
+    from facts.redis import RedisReplication, SentinelState, SentinelView
     from operations.redis import describe, redis_input
     from plinth.context import HostContext
 
@@ -230,14 +230,43 @@ def _redis(state: Any, env: Environment, dc: str) -> dict[str, Any] | None:
             state, host.name, RedisReplication, tls=spec.cli("default"),
             addresses=spec.redis_nodes, port=spec.settings.port,
         )  # fmt: skip
-        view = _fact(
-            state, host.name, SentinelState, tls=spec.cli("sentinel"), addresses=spec.sentinels,
-            port=spec.settings.sentinel_port, master=spec.master_name,
+        view = (
+            _fact(
+                state, host.name, SentinelState, tls=spec.cli("sentinel"),
+                addresses=spec.cell_sentinels, port=spec.settings.sentinel_port,
+                master=spec.master_name,
+            )
+            if spec.cell_sentinels
+            else SentinelView(())
         )  # fmt: skip
-        cell = describe(spec.master_name, nodes, view) | {"read_from": host.name}
+        cell = describe(spec.master_name, nodes, view, spec.upstream) | {"read_from": host.name}
         if nodes is not None and any(n.up for n in nodes.nodes):
             break
     return cell
+
+
+def _render_redis(redis: dict[str, Any]) -> list[str]:
+    """The cell's headline and its data nodes (the Sentinels follow in :func:`render`)."""
+    problems = "; ".join(redis["problems"]) or "healthy"
+    follows = redis.get("follows")
+    if follows:
+        head = f"replicas of {follows['datacenter']}'s master {follows['master'] or '-'}"
+    else:
+        head = f"master {redis['master'] or '-'}"
+    lines = [f"  redis {redis['master_name']}: {head}: {problems}"]
+    for n in redis["nodes"]:
+        state = n["role"] or f"DOWN ({n['error']})"
+        if n.get("master_host"):
+            state += f" of {n['master_host']}"
+        link = "" if n["link_up"] is None else f" link {'up' if n['link_up'] else 'DOWN'}"
+        priority = n.get("replica_priority")
+        extra = f" priority {priority}" if priority not in (None, "100") else ""
+        lines.append(f"    {n['address']:<15} {state}{link} offset {n['offset']}{extra}")
+    for r in redis.get("remote_replicas") or ():
+        lines.append(
+            f"    {r['address']:<15} replica in another DC: {r['state']}, lag {r['lag']} s"
+        )
+    return lines
 
 
 def _rabbitmq(state: Any, env: Environment, hosts: list[Host]) -> dict[str, Any]:
@@ -311,12 +340,7 @@ def render(data: dict[str, Any]) -> str:
             )
     redis = data.get("redis")
     if redis is not None:
-        problems = "; ".join(redis["problems"]) or "healthy"
-        lines.append(f"  redis {redis['master_name']}: master {redis['master'] or '-'}: {problems}")
-        for n in redis["nodes"]:
-            state = n["role"] or f"DOWN ({n['error']})"
-            link = "" if n["link_up"] is None else f" link {'up' if n['link_up'] else 'DOWN'}"
-            lines.append(f"    {n['address']:<15} {state}{link} offset {n['offset']}")
+        lines += _render_redis(redis)
         for s in redis["sentinels"]:
             quorum = s["quorum"] if s["up"] else f"DOWN ({s['error']})"
             lines.append(f"    sentinel {s['address']:<15} master {s['master'] or '-'}: {quorum}")

@@ -291,3 +291,71 @@ def test_apt_on_a_non_edge_host_installs_through_squid(full_lab: Lab, tmp_path: 
         for edge in ("dc1-edge1", "dc1-edge2")
     )
     assert "10.231.1.31" in logs, f"the .deb did not go through dc1's squid: {logs!r}"
+
+
+def test_dc2_redis_nodes_replicate_dc1s_master_never_promoted(
+    full_lab: Lab, tmp_path: Path
+) -> None:
+    import redis
+
+    from plinth.model import Role
+    from tests.lab.test_redis_cell import CLIENT_CN, secret, tls_kwargs
+
+    env = full_lab.environment
+    settings = env.components.redis
+    name = f"{settings.master_name_prefix}-dc1"
+    bundle = tmp_path / "redis-client"
+    plinth("pki", "client-cert", "lab", "--cn", CLIENT_CN, "--out", str(bundle))
+    password, sentinel_password = (
+        secret("redis-default-password"),
+        secret("redis-sentinel-password"),
+    )
+    dc1_sentinel = redis.Redis(
+        host=str(env.hosts_with(Role.SENTINEL, "dc1")[0].address),
+        port=settings.sentinel_port,
+        password=sentinel_password,
+        decode_responses=True,
+        **tls_kwargs(bundle),
+    )
+    # redis-py's sentinel_get_master_addr_by_name passes `once=True`, which its own reply
+    # parser rejects on a plain client: send the command itself.
+    master_host, master_port = dc1_sentinel.execute_command(
+        "SENTINEL GET-MASTER-ADDR-BY-NAME", name
+    )
+    client = tls_kwargs(bundle) | {"password": password, "decode_responses": True}
+    master = redis.Redis(host=master_host, port=int(master_port), **client)
+    key = f"plinth:dc2-probe:{time.time_ns()}"
+    assert master.set(key, "written-in-dc1") is True
+    written = time.monotonic()
+
+    dc2 = [str(h.address) for h in env.hosts_with(Role.REDIS, "dc2")]
+    for address in dc2:
+        node = redis.Redis(host=address, port=settings.port, **client)
+        while node.get(key) != "written-in-dc1":
+            assert time.monotonic() - written < 30, f"key written on dc1's master not on {address}"
+            time.sleep(0.1)
+        info = node.info("replication")
+        assert info["role"] == "slave", (address, info)
+        assert info["master_host"] == master_host and info["master_link_status"] == "up", info
+        assert node.config_get("replica-priority") == {"replica-priority": "0"}
+    visible = time.monotonic() - written
+    print(f"\nkey written on dc1's master read on all dc2 nodes after {visible:.2f} s")
+
+    # dc1's Sentinels know them (through the master's INFO) with priority 0
+    # (SENTINEL SLAVES: redis-py's name for SENTINEL REPLICAS).
+    deadline = time.monotonic() + 30
+    while True:
+        listed = {str(r["ip"]): r for r in dc1_sentinel.sentinel_slaves(name)}
+        if set(dc2) <= set(listed) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert set(dc2) <= set(listed), sorted(listed)
+    assert all(str(listed[a].get("slave-priority")) == "0" for a in dc2), listed
+    # dc2's own Sentinels stay stopped: no second cell around a replica.
+    assert docker_exec("dc2-db1", "systemctl", "is-active", "redis-sentinel").stdout.strip() != (
+        "active"
+    )
+    status = json.loads(plinth("status", "lab-dc2", "--json", check=False).stdout)
+    cell = status["stacks"][0]["redis"]
+    assert cell["follows"] == {"datacenter": "dc1", "master": master_host}, cell
+    assert cell["problems"] == [], cell
