@@ -118,9 +118,9 @@ def small_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def deployed_small_lab(small_lab: Lab) -> Lab:
     """The small lab after one `plinth up lab --yes`."""
     result = plinth("up", "lab", "--yes")
-    # a reused lab is deployed already: its run is a no-op ("0 change(s)")
+    # a reused lab is deployed already: its run is a no-op ("nothing to do")
     done = (
-        ("stack lab-dc1: applied", "stack lab-dc1: 0 change(s)")
+        ("stack lab-dc1: applied", "stack lab-dc1: nothing to do")
         if reuse_lab()
         else ("stack lab-dc1: applied",)
     )
