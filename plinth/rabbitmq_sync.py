@@ -291,11 +291,13 @@ def import_document(plan: SyncPlan) -> dict[str, Any]:
 
 
 def first_json(lines: list[str]) -> Any:
-    """The JSON document in CLI output lines (warnings may come first), or None."""
+    """The JSON document in CLI output lines (warnings may come first, and ``eval``'s
+    return value after it), or None."""
     text = "\n".join(lines)
+    decoder = json.JSONDecoder()
     for start in (i for i, ch in enumerate(text) if ch in "[{"):
         try:
-            return json.loads(text[start:])
+            return decoder.raw_decode(text, start)[0]
         except json.JSONDecodeError:
             continue
     return None
