@@ -579,12 +579,12 @@ class AirflowSettings(Frozen):
     extras) from ``package_sources.pypi_index``; hosts install from it offline."""
     extras: tuple[str, ...] = ("celery", "postgres")
     """pip extras of ``apache-airflow`` (providers): Celery executor, PostgreSQL."""
-    constraints: tuple[str, ...] = ()
-    """pip constraint lines bounding the wheelhouse's resolution (``celery<5.7``). Airflow
-    3.3.2 with the ``celery`` extra needs ``celery<5.7``: celery 5.7.0 removed
+    constraints: tuple[str, ...] = ("celery<5.7",)
+    """pip constraint lines bounding the wheelhouse's resolution. The default is what
+    Airflow 3.3.2 with the ``celery`` extra needs: celery 5.7.0 removed
     ``celery.backends.database.retry``, which apache-airflow-providers-celery 3.26.0
-    imports, so the Celery executor and workers cannot start (checked on the controller
-    against the resolved wheels). Not the default: it would rebuild existing installs."""
+    imports, so the Celery executor and workers cannot start (found on the controller
+    against the resolved wheels)."""
     services: bool = False
     """Configure and run Airflow (configuration, certificates, database, systemd units,
     DAGs), not only install it. Off by default until the services are proven on the lab:

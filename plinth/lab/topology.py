@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from plinth.model import Environment, Role
+from plinth.model import AirflowSettings, Environment, NginxSettings, Role
 
 Profile = Literal["small", "full"]
 PROFILES: tuple[Profile, ...] = ("small", "full")
@@ -152,6 +152,33 @@ def _vips(dc: str) -> list[dict[str, Any]]:
     ]
 
 
+def lab_components(profile: Profile) -> dict[str, Any]:
+    """``components`` of the lab's environment: the model's defaults, except that the
+    small lab runs Airflow's services (not only their offline install), so every lab run
+    proves the pipelines' platform end to end.
+
+    Airflow needs a virtual host to its api-servers next to the registry's, and its
+    smallest settings: three hosts carry every role on two cores.
+    """
+    if profile != "small":
+        return {}
+    airflow_vhost = {
+        "name": "airflow",
+        "port": 8444,
+        "upstream_role": Role.AIRFLOW_API.value,
+        "upstream_port": AirflowSettings().api_port,
+    }
+    return {
+        "airflow": {"services": True, "api_workers": 1, "worker_concurrency": 2},
+        "nginx": {
+            "virtual_hosts": [
+                *(v.model_dump(mode="json") for v in NginxSettings().virtual_hosts),
+                airflow_vhost,
+            ]
+        },
+    }
+
+
 def build_environment(
     profile: Profile,
     mirror: str | None = None,
@@ -210,7 +237,7 @@ def build_environment(
         for entry in datacenters:
             proxy = f"http://edge.{entry['domain']}:{SQUID_PORT}"
             entry["package_sources"] = {**package_sources, "http_proxy": proxy}
-    return {
+    document: dict[str, Any] = {
         "name": "lab",
         "kind": "lab",
         "datacenters": datacenters,
@@ -219,6 +246,10 @@ def build_environment(
         "ssh": dict(SSH_SETTINGS),
         "package_sources": package_sources,
     }
+    components = lab_components(profile)
+    if components:
+        document["components"] = components
+    return document
 
 
 CONTROLLER_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
