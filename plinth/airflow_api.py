@@ -1,0 +1,157 @@
+"""A client of Airflow's REST API through nginx, as an operator's tooling calls it.
+
+The platform root verifies nginx, a platform client certificate opens the ``airflow``
+virtual host on the edge VIP, and a JWT from Airflow's ``/auth/token`` (the simple auth
+manager's ``admin``) authenticates to Airflow itself. Used by the lab tests and
+``bench/airflow_dag.py``; standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plinth.model import Environment
+
+HEALTH_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+FINISHED = ("success", "failed")
+
+
+class AirflowApiError(RuntimeError):
+    """The API answered something other than what the call needs."""
+
+
+def api_base(env: Environment, datacenter: str) -> str:
+    """``https://<edge VIP address>:<airflow virtual host port>`` of one datacenter.
+
+    By address: a controller in the lab does not resolve the platform's names; nginx's
+    certificate names the VIP's address too, so the handshake is verified either way.
+    """
+    vip = next((v for v in env.vips_in(datacenter) if "airflow" in v.services), None)
+    vhost = next((v for v in env.components.nginx.virtual_hosts if v.name == "airflow"), None)
+    if vip is None or vhost is None:
+        raise AirflowApiError(
+            f"datacenter {datacenter!r} has no VIP routing 'airflow' or no 'airflow' "
+            "virtual host in components.nginx.virtual_hosts"
+        )
+    return f"https://{vip.address}:{vhost.port}"
+
+
+@dataclass
+class AirflowApi:
+    base: str
+    ca: Path
+    cert: Path | None
+    key: Path | None
+    timeout: float = 30
+    token: str = field(default="", repr=False)
+
+    def _context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if self.cert is not None and self.key is not None:
+            context.load_cert_chain(str(self.cert), str(self.key))
+        return context
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """(HTTP status, decoded JSON or text); HTTP errors are answers, not exceptions."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(
+                request, context=self._context(), timeout=self.timeout
+            ) as answer:
+                return answer.status, _decode(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, _decode(error.read())
+
+    def login(self, password: str, user: str = "admin") -> None:
+        status, answer = self.call("POST", "/auth/token", {"username": user, "password": password})
+        if status not in (200, 201) or not isinstance(answer, dict):
+            # the answer never echoes the password; keep only its status
+            raise AirflowApiError(f"login as {user!r} refused: HTTP {status}")
+        self.token = str(answer["access_token"])
+
+    def health(self) -> dict[str, Any] | None:
+        status, answer = self.call("GET", "/api/v2/monitor/health")
+        return answer if status == 200 and isinstance(answer, dict) else None
+
+    def wait_healthy(self, components: tuple[str, ...], seconds: float) -> dict[str, Any]:
+        """The health JSON once every named component's ``status`` field is healthy."""
+        deadline = time.monotonic() + seconds
+        while True:
+            health = self.health()
+            if health is not None and all(
+                (health.get(c) or {}).get("status") == "healthy" for c in components
+            ):
+                return health
+            if time.monotonic() > deadline:
+                raise AirflowApiError(f"Airflow not healthy after {seconds:.0f} s: {health}")
+            time.sleep(3)
+
+    def wait_dag(self, dag_id: str, seconds: float) -> dict[str, Any]:
+        """The DAG once the dag-processor has parsed it."""
+        deadline = time.monotonic() + seconds
+        while True:
+            status, answer = self.call("GET", f"/api/v2/dags/{dag_id}")
+            if status == 200 and isinstance(answer, dict):
+                return answer
+            if time.monotonic() > deadline:
+                raise AirflowApiError(f"DAG {dag_id} not known after {seconds:.0f} s: {status}")
+            time.sleep(3)
+
+    def unpause(self, dag_id: str) -> None:
+        status, answer = self.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        if status != 200:
+            raise AirflowApiError(f"unpausing {dag_id}: HTTP {status} {answer}")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """Start a run now; its run id."""
+        status, run = self.call(
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}}
+        )
+        if status not in (200, 201) or not isinstance(run, dict):
+            raise AirflowApiError(f"triggering {dag_id}: HTTP {status} {run}")
+        return str(run["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        status, run = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        if status != 200 or not isinstance(run, dict):
+            raise AirflowApiError(f"run {run_id} of {dag_id}: HTTP {status} {run}")
+        return str(run["state"])
+
+    def wait_run(self, dag_id: str, run_id: str, seconds: float) -> str:
+        """The run's final state (success or failed); raises when it is still going."""
+        deadline = time.monotonic() + seconds
+        while (state := self.run_state(dag_id, run_id)) not in FINISHED:
+            if time.monotonic() > deadline:
+                raise AirflowApiError(f"run {run_id} of {dag_id} still {state} after {seconds} s")
+            time.sleep(2)
+        return state
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        status, answer = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        if status != 200 or not isinstance(answer, dict):
+            raise AirflowApiError(f"task instances of {run_id}: HTTP {status} {answer}")
+        return list(answer["task_instances"])
+
+
+def _decode(raw: bytes) -> Any:
+    text = raw.decode(errors="replace")
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+__all__ = ["HEALTH_COMPONENTS", "AirflowApi", "AirflowApiError", "api_base"]
