@@ -91,10 +91,12 @@ class AirflowHealth(FactBase[AirflowHealthState | None]):
     """The local api-server's health (TLS, verified against the platform root); None when
     it does not answer or answers something else."""
 
-    def command(self, port: int, ca_path: str) -> str:
+    def command(self, fqdn: str, port: int, ca_path: str) -> str:
+        # The model's FQDN, not ``hostname -f``: that may be the short name (containers,
+        # hosts without a domain), which the api-server's certificate does not carry.
         return (
             f"curl -s -m 10 --cacert {shlex.quote(ca_path)} "
-            f"https://$(hostname -f):{port}{HEALTH_PATH} || echo {NO_ANSWER}"
+            f"https://{shlex.quote(fqdn)}:{port}{HEALTH_PATH} || echo {NO_ANSWER}"
         )
 
     @staticmethod

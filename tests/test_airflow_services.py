@@ -240,6 +240,8 @@ def test_celery_module_adds_external_login_to_the_defaults() -> None:
     )
     source = render_celery_module()
     assert '"broker_login_method": "EXTERNAL"' in source
+    # quorum queues refuse global QoS: Celery must know its queue is one
+    assert 'queue_arguments={"x-queue-type": "quorum"}' in source
 
 
 def test_environment_file_gives_the_sample_dag_a_certificate_connection() -> None:
@@ -386,7 +388,8 @@ def test_health_is_read_from_the_json_fields_not_the_http_status() -> None:
     assert fact.process([NO_ANSWER]) is None
     assert fact.process(["<html>bad gateway</html>"]) is None
     assert fact.process(answer.splitlines()) == health
-    assert "/api/v2/monitor/health" in fact.command(8443, "/etc/plinth/tls/airflow-api/ca.crt")
+    command = fact.command("dc1-n1.dc1.lab.plinth.internal", 8443, "/etc/ca.crt")
+    assert "https://dc1-n1.dc1.lab.plinth.internal:8443/api/v2/monitor/health" in command
 
 
 def test_nginx_reaches_the_api_servers_under_a_name_their_certificate_carries() -> None:

@@ -173,7 +173,9 @@ def _airflow(state: Any, env: Environment, dc: str) -> dict[str, Any] | None:
         }
         if Role.AIRFLOW_API in host.roles:
             ca = _spec(env, host, "airflow-api").ca_path
-            health[host.name] = _fact(state, host.name, AirflowHealth, port=port, ca_path=ca)
+            health[host.name] = _fact(
+                state, host.name, AirflowHealth, fqdn=env.fqdn(host), port=port, ca_path=ca
+            )
     expected = expected_components([h.roles for h in hosts])
     return describe(dc == env.active_site, expected, health, units)
 
