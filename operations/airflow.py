@@ -13,7 +13,7 @@ root:airflow 0640 environment file, the Celery configuration module (SASL EXTERN
 DAGs, one systemd unit per component the host's roles name, ``airflow db migrate`` from
 one host of the active site when ``airflow db check-migrations`` says it is needed, and
 the units running in the active datacenter only (installed, stopped and disabled in the
-others). Rendered and unit-tested; not yet run on the lab (docs/components/airflow.md).
+others). Proven on the small lab, which turns the services on (docs/components/airflow.md).
 Rolling (drain workers, one scheduler at a time, ``airflow jobs check``) is not here yet:
 a changed configuration restarts the host's units, one host at a time.
 """

@@ -587,8 +587,9 @@ class AirflowSettings(Frozen):
     against the resolved wheels)."""
     services: bool = False
     """Configure and run Airflow (configuration, certificates, database, systemd units,
-    DAGs), not only install it. Off by default until the services are proven on the lab:
-    off, an Airflow host gets the offline install alone. On: the ``identity`` role and
+    DAGs), not only install it. Off by default, because it needs an ``airflow`` virtual
+    host in ``components.nginx`` (the small lab turns it on): off, an Airflow host gets
+    the offline install alone. On: the ``identity`` role and
     database are created on the active site's PostgreSQL primary, and the units run in the
     active datacenter (installed, stopped, in the others)."""
     identity: str = Field("airflow", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
