@@ -14,6 +14,7 @@ DAGs' ``data`` folder (nothing outside it is read).
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from airflow.sdk import dag, get_current_context, task
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "feeder_loads.csv"
+MAX_HOLD_SECONDS = 600
 
 
 @dag(
@@ -28,15 +30,19 @@ SAMPLE = Path(__file__).resolve().parent / "data" / "feeder_loads.csv"
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    params={"path": str(SAMPLE)},
+    # hold_seconds: ingest waits that long first, so a failure drill can stop a worker
+    # while a task is in flight (0 in normal runs).
+    params={"path": str(SAMPLE), "hold_seconds": 0},
     default_args={"retries": 3, "retry_delay": timedelta(seconds=10)},
     tags=["grid-operations", "sample"],
 )
 def feeder_load_hourly() -> None:
     @task
     def ingest() -> str:
+        params = get_current_context()["params"]
+        time.sleep(min(max(float(params.get("hold_seconds") or 0), 0.0), MAX_HOLD_SECONDS))
         # Only files under the DAGs' data folder: a run's conf must not read host files.
-        path = Path(get_current_context()["params"]["path"]).resolve()
+        path = Path(params["path"]).resolve()
         if not path.is_relative_to(SAMPLE.parent):
             raise ValueError(f"{path} is outside {SAMPLE.parent}")
         return path.read_text(encoding="utf-8")

@@ -307,6 +307,7 @@ def render_config(spec: AirflowConfig) -> str:
         result_backend=spec.postgres_url("db+postgresql+psycopg2"),
         client_tls=spec.client_tls,
         worker_concurrency=spec.settings.worker_concurrency,
+        task_heartbeat_timeout=spec.settings.task_heartbeat_timeout,
     )
 
 

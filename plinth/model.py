@@ -606,6 +606,10 @@ class AirflowSettings(Frozen):
     """Worker processes of each api-server."""
     worker_concurrency: int = Field(8, ge=1, le=256)
     """Task slots of each Celery worker."""
+    task_heartbeat_timeout: int = Field(60, ge=15, le=3600)
+    """Seconds without a heartbeat from a running task's supervisor before the scheduler
+    fails it and schedules its retry (``[scheduler] task_instance_heartbeat_timeout``;
+    Airflow's default is 300): how long a task of a worker host that died stays lost."""
 
     @field_validator("extras")
     @classmethod

@@ -203,3 +203,54 @@ def test_every_airflow_session_is_tls_with_the_certificate_login(
         }
         wanted = {api_port} if Role.AIRFLOW_API in host.roles else set()
         assert ports == wanted, (host.name, ports)
+
+
+# ---- failure drill ----
+
+HOLD_SECONDS = 45
+
+
+def test_a_worker_killed_mid_task_the_task_is_retried_elsewhere_and_the_run_completes(
+    deployed_small_lab: Lab, airflow_client: Path, tmp_path: Path
+) -> None:
+    """The worker host's Airflow processes die (SIGKILL to the whole unit) while a task
+    runs there: the task's heartbeats stop, the scheduler fails that try after
+    ``task_heartbeat_timeout`` and another worker runs the retry; the run succeeds."""
+    lab = deployed_small_lab
+    client = api(lab, airflow_client)
+    client.wait_healthy(("metadatabase", "scheduler"), HEALTH_WAIT_SECONDS)
+    client.login(secret("airflow-admin-password"))
+    client.wait_dag(DAG_ID, HEALTH_WAIT_SECONDS)
+    client.unpause(DAG_ID)
+    run_id = client.trigger(DAG_ID, {"hold_seconds": HOLD_SECONDS})
+
+    deadline = time.monotonic() + HEALTH_WAIT_SECONDS
+    while True:
+        ingest = next(t for t in client.task_instances(DAG_ID, run_id) if t["task_id"] == "ingest")
+        if ingest["state"] == "running" and ingest.get("hostname"):
+            break
+        assert time.monotonic() < deadline, f"ingest never ran: {ingest}"
+        time.sleep(1)
+    victim = ingest["hostname"].split(".")[0]
+    remote = lab.host(victim, tmp_path)
+    killed_at = time.monotonic()
+    # Killed, then kept down (stop cancels the unit's restart): the host's worker is gone,
+    # as when the host dies, and comes back only after the run.
+    killed = remote.run(
+        "systemctl kill -s KILL airflow-worker.service && systemctl stop airflow-worker.service"
+    )
+    assert killed.rc == 0, killed.stderr
+    try:
+        state = client.wait_run(DAG_ID, run_id, RUN_WAIT_SECONDS)
+        took = time.monotonic() - killed_at
+        final = next(t for t in client.task_instances(DAG_ID, run_id) if t["task_id"] == "ingest")
+        print(
+            f"\nworker on {victim} killed mid-task: run {state} {took:.1f} s later; ingest "
+            f"try {final['try_number']} on {final['hostname']}"
+        )
+        assert state == "success"
+        assert final["try_number"] >= 2, final
+        assert final["hostname"].split(".")[0] != victim, final
+    finally:
+        remote.run("systemctl start airflow-worker.service")
+        assert remote.run("systemctl is-active airflow-worker.service").rc == 0
