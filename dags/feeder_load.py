@@ -30,8 +30,8 @@ MAX_HOLD_SECONDS = 600
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    # hold_seconds: ingest waits that long first, so a failure drill can stop a worker
-    # while a task is in flight (0 in normal runs).
+    # hold_seconds: ingest's first try waits that long, so a failure drill can stop a
+    # worker while a task is in flight (0 in normal runs).
     params={"path": str(SAMPLE), "hold_seconds": 0},
     default_args={"retries": 3, "retry_delay": timedelta(seconds=10)},
     tags=["grid-operations", "sample"],
@@ -39,8 +39,10 @@ MAX_HOLD_SECONDS = 600
 def feeder_load_hourly() -> None:
     @task
     def ingest() -> str:
-        params = get_current_context()["params"]
-        time.sleep(min(max(float(params.get("hold_seconds") or 0), 0.0), MAX_HOLD_SECONDS))
+        context = get_current_context()
+        params = context["params"]
+        if context["ti"].try_number == 1:  # a drill holds the first try only
+            time.sleep(min(max(float(params.get("hold_seconds") or 0), 0.0), MAX_HOLD_SECONDS))
         # Only files under the DAGs' data folder: a run's conf must not read host files.
         path = Path(params["path"]).resolve()
         if not path.is_relative_to(SAMPLE.parent):

@@ -467,17 +467,17 @@ def airflow_services(spec: AirflowConfig, secrets: dict[str, str]) -> None:
     )
     if spec.has_dags:
         files.directory(name="Airflow DAGs folder", path=DAGS_FOLDER, mode="755")
-        changed.append(
-            files.sync(
-                name="Airflow DAGs from the repository",
-                src=str(REPO_DAGS),
-                dest=DAGS_FOLDER,
-                mode="644",
-                dir_mode="755",
-                delete=True,
-                exclude=["*.pyc", "__pycache__"],
-                exclude_dir=["__pycache__"],
-            )
+        # Not a restart input: the dag-processor re-parses changed files on its own, and a
+        # worker loads a task's DAG file afresh for every task it runs.
+        files.sync(
+            name="Airflow DAGs from the repository",
+            src=str(REPO_DAGS),
+            dest=DAGS_FOLDER,
+            mode="644",
+            dir_mode="755",
+            delete=True,
+            exclude=["*.pyc", "__pycache__"],
+            exclude_dir=["__pycache__"],
         )
     units = []
     for unit, subcommand in spec.units:
