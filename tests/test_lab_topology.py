@@ -221,3 +221,22 @@ def test_bridge_rules_script_accepts_only_frames_staying_on_a_dc_bridge() -> Non
     assert 'grep -e "--comment plinth-lab"' in script
     removal = network.bridge_rules_script([], remove_only=True)
     assert "-I DOCKER-USER" not in removal and "-D " in removal
+
+
+def test_small_lab_runs_airflows_services_behind_an_nginx_virtual_host() -> None:
+    env = parse_environment(topo.build_environment("small"))
+    assert env.components.airflow.services
+    vhosts = {v.name: v for v in env.components.nginx.virtual_hosts}
+    assert set(vhosts) == {"registry", "airflow"}
+    assert vhosts["airflow"].upstream_role == Role.AIRFLOW_API
+    assert vhosts["airflow"].upstream_port == env.components.airflow.api_port
+    # the registry's entry is the model's default, unchanged
+    assert (
+        vhosts["registry"]
+        == parse_environment(topo.build_environment("full")).components.nginx.virtual_hosts[0]
+    )
+
+
+def test_full_lab_keeps_the_models_component_defaults() -> None:
+    env = parse_environment(topo.build_environment("full"))
+    assert not env.components.airflow.services
