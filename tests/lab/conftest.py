@@ -44,6 +44,11 @@ def plinth(
     return proc
 
 
+def lab_secret(name: str) -> str:
+    """A secret of the lab environment, as an operator reads it (``plinth secrets get``)."""
+    return plinth("secrets", "get", "lab", name).stdout.strip()
+
+
 @dataclass
 class Lab:
     environment: Environment

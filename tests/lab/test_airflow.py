@@ -20,7 +20,7 @@ from operations.airflow import AIRFLOW_ROLES, PREFIX
 from plinth.airflow_api import HEALTH_COMPONENTS, AirflowApi, api_base
 from plinth.model import Role
 from plinth.wheelhouse import airflow_wheelhouse
-from tests.lab.conftest import Lab, plinth
+from tests.lab.conftest import Lab, lab_secret, plinth
 from tests.lab.test_postgresql import psql, psql_binary
 
 DAG_ID = "feeder_load_hourly"
@@ -66,10 +66,6 @@ def test_every_airflow_host_runs_the_wheelhouse_installed_offline(
 
 
 # ---- the services ----
-
-
-def secret(name: str) -> str:
-    return plinth("secrets", "get", "lab", name).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +119,7 @@ def test_sample_dag_triggered_through_the_api_runs_and_its_rows_are_in_postgresq
     psql_binary()
     client = api(lab, airflow_client)
     client.wait_healthy(("metadatabase", "scheduler", "dag_processor"), HEALTH_WAIT_SECONDS)
-    client.login(secret("airflow-admin-password"))
+    client.login(lab_secret("airflow-admin-password"))
     client.wait_dag(DAG_ID, HEALTH_WAIT_SECONDS)
     client.unpause(DAG_ID)
     started = time.monotonic()
@@ -219,7 +215,7 @@ def test_a_worker_killed_mid_task_the_task_is_retried_elsewhere_and_the_run_comp
     lab = deployed_small_lab
     client = api(lab, airflow_client)
     client.wait_healthy(("metadatabase", "scheduler"), HEALTH_WAIT_SECONDS)
-    client.login(secret("airflow-admin-password"))
+    client.login(lab_secret("airflow-admin-password"))
     client.wait_dag(DAG_ID, HEALTH_WAIT_SECONDS)
     client.unpause(DAG_ID)
     run_id = client.trigger(DAG_ID, {"hold_seconds": HOLD_SECONDS})

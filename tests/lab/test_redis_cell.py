@@ -24,16 +24,12 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from plinth.model import Role
-from tests.lab.conftest import LAB_ENV, REPO, Lab, plinth
+from tests.lab.conftest import LAB_ENV, REPO, Lab, lab_secret, plinth
 
 pytestmark = pytest.mark.lab
 
 CLIENT_CN = "redis-probe"
 CELL_WAIT_SECONDS = 120
-
-
-def secret(name: str) -> str:
-    return plinth("secrets", "get", "lab", name).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +65,11 @@ def sentinel(lab: Lab, bundle: Path) -> Sentinel:
     env = lab.environment
     port = env.components.redis.sentinel_port
     addresses = [(str(h.address), port) for h in env.hosts_with(Role.SENTINEL, "dc1")]
-    sentinel_kwargs = tls_kwargs(bundle) | {"password": secret("redis-sentinel-password")}
+    sentinel_kwargs = tls_kwargs(bundle) | {"password": lab_secret("redis-sentinel-password")}
     return Sentinel(
         addresses,
         sentinel_kwargs=sentinel_kwargs,
-        password=secret("redis-default-password"),
+        password=lab_secret("redis-default-password"),
         **tls_kwargs(bundle),
     )
 
@@ -125,7 +121,7 @@ def test_without_certificate_or_in_plaintext_refused(
     lab = deployed_small_lab
     settings = lab.environment.components.redis
     address = master_address(lab, redis_bundle)
-    password = secret("redis-default-password")
+    password = lab_secret("redis-default-password")
     no_cert = tls_kwargs(None) | {"ssl_ca_certs": str(redis_bundle / "ca.crt")}
     for port in (settings.port, settings.sentinel_port):
         # TLS with the right CA and password but no client certificate: handshake refused.
@@ -151,7 +147,7 @@ def test_second_up_changes_nothing(deployed_small_lab: Lab) -> None:
     started = time.monotonic()
     result = plinth("preview", "lab", "--expect-no-changes", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    password = secret("redis-default-password")
+    password = lab_secret("redis-default-password")
     plan = subprocess.run(
         ["pyinfra", "inventory/lab-dc1.py", "deploy.py", "--dry", "--json", "-vv"],
         cwd=REPO, capture_output=True, text=True, check=True, timeout=600,
@@ -255,7 +251,7 @@ def set_io_threads(value: int) -> None:
 
 def io_threads(lab: Lab, bundle: Path) -> dict[str, str]:
     env = lab.environment
-    password = secret("redis-default-password")
+    password = lab_secret("redis-default-password")
     out = {}
     for h in env.hosts_with(Role.REDIS, "dc1"):
         try:
