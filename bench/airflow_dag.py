@@ -56,8 +56,7 @@ def main() -> None:
             key=bundle / f"{CN}.key",
         )
         client.login(plinth("secrets", "get", "lab", "airflow-admin-password").strip())
-        client.wait_dag(DAG_ID, 120)
-        client.unpause(DAG_ID)
+        client.open_dag(DAG_ID, 120)
         totals = []
         for round_ in range(1, rounds + 1):
             started = time.monotonic()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from plinth.model import Environment
+from plinth.rolling import wait_for
 
 HEALTH_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 FINISHED = ("success", "failed")
@@ -86,32 +86,36 @@ class AirflowApi:
 
     def wait_healthy(self, components: tuple[str, ...], seconds: float) -> dict[str, Any]:
         """The health JSON once every named component's ``status`` field is healthy."""
-        deadline = time.monotonic() + seconds
-        while True:
-            health = self.health()
-            if health is not None and all(
+        last: list[dict[str, Any] | None] = [None]
+
+        def healthy() -> dict[str, Any] | None:
+            last[0] = health = self.health()
+            ok = health is not None and all(
                 (health.get(c) or {}).get("status") == "healthy" for c in components
-            ):
-                return health
-            if time.monotonic() > deadline:
-                raise AirflowApiError(f"Airflow not healthy after {seconds:.0f} s: {health}")
-            time.sleep(3)
+            )
+            return health if ok else None
 
-    def wait_dag(self, dag_id: str, seconds: float) -> dict[str, Any]:
-        """The DAG once the dag-processor has parsed it."""
-        deadline = time.monotonic() + seconds
-        while True:
+        health, _ = wait_for(healthy, seconds, interval=3)
+        if health is None:
+            raise AirflowApiError(f"Airflow not healthy after {seconds:.0f} s: {last[0]}")
+        return health
+
+    def open_dag(self, dag_id: str, seconds: float) -> dict[str, Any]:
+        """The DAG, unpaused, once the dag-processor has parsed it."""
+        statuses: list[int] = []
+
+        def parsed() -> dict[str, Any] | None:
             status, answer = self.call("GET", f"/api/v2/dags/{dag_id}")
-            if status == 200 and isinstance(answer, dict):
-                return answer
-            if time.monotonic() > deadline:
-                raise AirflowApiError(f"DAG {dag_id} not known after {seconds:.0f} s: {status}")
-            time.sleep(3)
+            statuses.append(status)
+            return answer if status == 200 and isinstance(answer, dict) else None
 
-    def unpause(self, dag_id: str) -> None:
+        dag, _ = wait_for(parsed, seconds, interval=3)
+        if dag is None:
+            raise AirflowApiError(f"DAG {dag_id} not known after {seconds:.0f} s: {statuses[-1]}")
         status, answer = self.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
         if status != 200:
             raise AirflowApiError(f"unpausing {dag_id}: HTTP {status} {answer}")
+        return dag
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """Start a run now; its run id."""
@@ -130,11 +134,15 @@ class AirflowApi:
 
     def wait_run(self, dag_id: str, run_id: str, seconds: float) -> str:
         """The run's final state (success or failed); raises when it is still going."""
-        deadline = time.monotonic() + seconds
-        while (state := self.run_state(dag_id, run_id)) not in FINISHED:
-            if time.monotonic() > deadline:
-                raise AirflowApiError(f"run {run_id} of {dag_id} still {state} after {seconds} s")
-            time.sleep(2)
+        states: list[str] = []
+
+        def finished() -> str | None:
+            states.append(self.run_state(dag_id, run_id))
+            return states[-1] if states[-1] in FINISHED else None
+
+        state, _ = wait_for(finished, seconds, interval=2)
+        if state is None:
+            raise AirflowApiError(f"run {run_id} of {dag_id} still {states[-1]} after {seconds} s")
         return state
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:

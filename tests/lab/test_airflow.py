@@ -13,12 +13,14 @@ import ssl
 import time
 import urllib.error
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from operations.airflow import AIRFLOW_ROLES, PREFIX
 from plinth.airflow_api import HEALTH_COMPONENTS, AirflowApi, api_base
 from plinth.model import Role
+from plinth.rolling import wait_for
 from plinth.wheelhouse import airflow_wheelhouse
 from tests.lab.conftest import Lab, lab_secret, plinth
 from tests.lab.test_postgresql import psql, psql_binary
@@ -120,8 +122,7 @@ def test_sample_dag_triggered_through_the_api_runs_and_its_rows_are_in_postgresq
     client = api(lab, airflow_client)
     client.wait_healthy(("metadatabase", "scheduler", "dag_processor"), HEALTH_WAIT_SECONDS)
     client.login(lab_secret("airflow-admin-password"))
-    client.wait_dag(DAG_ID, HEALTH_WAIT_SECONDS)
-    client.unpause(DAG_ID)
+    client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
     started = time.monotonic()
     run_id = client.trigger(DAG_ID)
     state = client.wait_run(DAG_ID, run_id, RUN_WAIT_SECONDS)
@@ -203,6 +204,11 @@ def test_every_airflow_session_is_tls_with_the_certificate_login(
 
 # ---- failure drill ----
 
+
+def task_instance(client: AirflowApi, run_id: str, task_id: str) -> dict[str, Any]:
+    return next(t for t in client.task_instances(DAG_ID, run_id) if t["task_id"] == task_id)
+
+
 HOLD_SECONDS = 45
 
 
@@ -216,17 +222,15 @@ def test_a_worker_killed_mid_task_the_task_is_retried_elsewhere_and_the_run_comp
     client = api(lab, airflow_client)
     client.wait_healthy(("metadatabase", "scheduler"), HEALTH_WAIT_SECONDS)
     client.login(lab_secret("airflow-admin-password"))
-    client.wait_dag(DAG_ID, HEALTH_WAIT_SECONDS)
-    client.unpause(DAG_ID)
+    client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
     run_id = client.trigger(DAG_ID, {"hold_seconds": HOLD_SECONDS})
 
-    deadline = time.monotonic() + HEALTH_WAIT_SECONDS
-    while True:
-        ingest = next(t for t in client.task_instances(DAG_ID, run_id) if t["task_id"] == "ingest")
-        if ingest["state"] == "running" and ingest.get("hostname"):
-            break
-        assert time.monotonic() < deadline, f"ingest never ran: {ingest}"
-        time.sleep(1)
+    def running_ingest() -> dict[str, Any] | None:
+        ingest = task_instance(client, run_id, "ingest")
+        return ingest if ingest["state"] == "running" and ingest.get("hostname") else None
+
+    ingest, _ = wait_for(running_ingest, HEALTH_WAIT_SECONDS)
+    assert ingest is not None, f"ingest never ran: {task_instance(client, run_id, 'ingest')}"
     victim = ingest["hostname"].split(".")[0]
     remote = lab.host(victim, tmp_path)
     killed_at = time.monotonic()
@@ -239,7 +243,7 @@ def test_a_worker_killed_mid_task_the_task_is_retried_elsewhere_and_the_run_comp
     try:
         state = client.wait_run(DAG_ID, run_id, RUN_WAIT_SECONDS)
         took = time.monotonic() - killed_at
-        final = next(t for t in client.task_instances(DAG_ID, run_id) if t["task_id"] == "ingest")
+        final = task_instance(client, run_id, "ingest")
         print(
             f"\nworker on {victim} killed mid-task: run {state} {took:.1f} s later; ingest "
             f"try {final['try_number']} on {final['hostname']}"

@@ -24,6 +24,7 @@ import yaml
 from pika.exceptions import AMQPError
 
 from plinth.model import Role
+from plinth.rolling import wait_for
 from tests.lab.conftest import LAB_ENV, Lab, plinth
 
 pytestmark = pytest.mark.lab
@@ -295,11 +296,7 @@ def test_quorum_queue_keeps_accepting_and_delivering_when_a_node_container_stops
                 timeout=120,
             )
             down_at = time.monotonic()
-            deadline = down_at + 20
-            while time.monotonic() < deadline and not any(
-                t > down_at for t in publisher.confirm_times
-            ):
-                time.sleep(0.2)
+            wait_for(lambda: any(t > down_at for t in publisher.confirm_times), 20, 0.2)
             time.sleep(3)
             after_down = [t for t in publisher.confirm_times if t > down_at]
             gap = publisher.longest_gap(stopped_at)
