@@ -166,6 +166,11 @@ if Role.RABBITMQ in context.host.roles:
     )
 
 if has_airflow(context.host.roles):
-    airflow_installed(AirflowInstall(airflow_wheelhouse(environment)))
-if airflow_services_on:
-    airflow_services(airflow_config(context, certificates), read_airflow_secrets(context))
+    airflow_install = AirflowInstall(airflow_wheelhouse(environment))
+    airflow_installed(airflow_install)
+    if airflow_services_on:
+        airflow_services(
+            airflow_config(context, certificates),
+            read_airflow_secrets(context),
+            airflow_install.venv,
+        )

@@ -21,8 +21,10 @@ a changed configuration restarts the host's units, one host at a time.
 from __future__ import annotations
 
 import json
+import re
 import shlex
-from collections.abc import Callable, Generator
+import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -30,7 +32,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from pyinfra import host
-from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 
@@ -200,6 +202,8 @@ class AirflowConfig:
     """FQDN of the api-server the Task SDK of this host's workers and triggerer dials:
     the host itself when it runs one, otherwise one of the DC's chosen by the host's
     position (spreading the worker-only hosts)."""
+    hosts_per_role: tuple[tuple[Role, int], ...] = ()
+    """How many hosts of this datacenter run each Airflow role (the roll's gates)."""
 
     @property
     def units(self) -> list[tuple[str, str]]:
@@ -277,6 +281,7 @@ def airflow_config(context: HostContext, certificates: dict[str, CertificateSpec
         broker_hosts=tuple(env.fqdn(h) for h in env.hosts_with(Role.RABBITMQ, dc)),
         broker_port=env.components.rabbitmq.amqps_port,
         execution_api_host=execution_api,
+        hosts_per_role=tuple((role, len(env.hosts_with(role, dc))) for role in AIRFLOW_ROLES),
     )
 
 
@@ -400,16 +405,130 @@ def database_migrated(wrapper: str) -> Generator[StringCommand, None, None]:
     )
 
 
-def _restart_needed(started: Any, inputs: list[Any]) -> Callable[[], bool]:
-    """A unit restarts when one of its inputs changed and this run did not just start it."""
-    return lambda: any(i.did_change() for i in inputs) and not started.did_change()
+# ---- rolling (issue 7 item 5) ----
+
+# Order of a host's restart: its worker first (SIGTERM is Celery's warm shutdown: it
+# stops taking tasks and finishes those it runs, up to TimeoutStopSec), then the jobs
+# that have peers on other hosts, the api-server last (nginx sends to the others).
+ROLL_ORDER: tuple[Role, ...] = (
+    Role.AIRFLOW_WORKER,
+    Role.AIRFLOW_TRIGGERER,
+    Role.AIRFLOW_DAG_PROCESSOR,
+    Role.AIRFLOW_SCHEDULER,
+    Role.AIRFLOW_API,
+)
+JOB_TYPES: dict[Role, str] = {
+    Role.AIRFLOW_SCHEDULER: "SchedulerJob",
+    Role.AIRFLOW_TRIGGERER: "TriggererJob",
+    Role.AIRFLOW_DAG_PROCESSOR: "DagProcessorJob",
+}
+# A job restarted less than Airflow's health threshold ago may still look alive by the
+# old process's last heartbeat; its new process is proven only after that long.
+JOB_STALE_SECONDS = 35
+JOB_WAIT_SECONDS = 180
+
+
+def alive_jobs(lines: list[str]) -> int | None:
+    """Alive jobs from ``airflow jobs check --allow-multiple`` output (None: unreadable)."""
+    for line in lines:
+        found = re.search(r"Found (one|\d+) alive jobs?", line)
+        if found:
+            return 1 if found.group(1) == "one" else int(found.group(1))
+        if "No alive jobs found" in line:
+            return 0
+    return None
+
+
+def roll_refusal(job: str, alive: int | None, expected: int, host_name: str) -> str | None:
+    """Why restarting ``host_name``'s ``job`` now would leave the DC without one."""
+    if alive is None:
+        return f"cannot count the alive {job}s (airflow jobs check failed)"
+    if alive < expected:
+        return (
+            f"only {alive} of {expected} {job}s alive: another is already down, and "
+            f"restarting the one on {host_name} could leave none"
+        )
+    return None
+
+
+def _gated_roll(state: Any, host: Any, spec: AirflowConfig, just_started: dict[str, Any]) -> bool:
+    """Execute-time: restart this host's units in :data:`ROLL_ORDER`, each gated live."""
+    from plinth.rolling import note, refuse, run, wait_for
+
+    counts = dict(spec.hosts_per_role)
+    by_role = dict(zip([r for r in COMPONENTS if r in spec.roles], spec.units, strict=True))
+    restarted: list[str] = []
+    for role in ROLL_ORDER:
+        if role not in by_role:
+            continue
+        unit, _ = by_role[role]
+        if just_started[unit].did_change():
+            continue  # started by this run: it already runs the new configuration
+        job = JOB_TYPES.get(role)
+        if job is not None and counts.get(role, 0) > 1:
+            check = f"{WRAPPER} jobs check --job-type {job} --allow-multiple --limit 100"
+            _, out, err = run(host, check, timeout=120)
+            refusal = roll_refusal(job, alive_jobs(out + err), counts[role], spec.fqdn)
+            if refusal:
+                done = ", ".join(restarted) or "nothing"
+                return refuse(
+                    host, f"Airflow roll of {spec.fqdn} refused: {refusal}; restarted: {done}"
+                )
+        ok, _, err = run(
+            host, f"systemctl restart {unit}.service", timeout=WORKER_STOP_SECONDS + 60
+        )
+        if not ok:
+            return refuse(host, f"{unit} failed to restart: {' '.join(err)[-300:]}")
+        restarted.append(unit)
+        if job is not None:
+            time.sleep(JOB_STALE_SECONDS)
+
+            def local_alive(job: str = job) -> bool:
+                return run(host, f"{WRAPPER} jobs check --job-type {job} --local", 120)[0]
+
+            alive, waited = wait_for(local_alive, JOB_WAIT_SECONDS, interval=5)
+            if not alive:
+                seconds = JOB_STALE_SECONDS + waited
+                return refuse(
+                    host,
+                    f"{unit} restarted but its {job} is not alive after {seconds:.0f} s; "
+                    "stopping the roll here",
+                )
+        elif role is Role.AIRFLOW_API and spec.api_tls is not None:
+            health = (
+                f"curl -sf -m 5 --cacert {shlex.quote(spec.api_tls.ca_path)} "
+                f"https://{spec.fqdn}:{spec.settings.api_port}/api/v2/monitor/health"
+            )
+
+            def answers(command: str = health) -> bool:
+                return run(host, command, 30)[0]
+
+            answered, waited = wait_for(answers, JOB_WAIT_SECONDS, interval=3)
+            if not answered:
+                return refuse(
+                    host,
+                    f"{unit} restarted but its health endpoint does not answer after "
+                    f"{waited:.0f} s; stopping the roll here",
+                )
+    note(host, f"Airflow on {spec.fqdn} rolled: {', '.join(restarted) or 'nothing to restart'}")
+    return True
+
+
+@operation(is_idempotent=False)
+def rolled(
+    spec: AirflowConfig, just_started: dict[str, Any]
+) -> Generator[FunctionCommand, None, None]:
+    """Restart this host's Airflow units behind live gates (run it ``_serial=True``):
+    hosts one after the other, so two schedulers are never down together."""
+    yield FunctionCommand(_gated_roll, (spec, just_started), {})
 
 
 @deploy("Airflow services")
-def airflow_services(spec: AirflowConfig, secrets: dict[str, str]) -> None:
+def airflow_services(spec: AirflowConfig, secrets: dict[str, str], venv: str) -> None:
     """Configuration, DAGs and units of one Airflow host (see the module docstring).
 
     + secrets: :func:`read_secrets`; they reach the host only inside uploaded files.
+    + venv: the venv ``current`` points at (a new one is an upgrade: the units roll)
     """
     secrets_text, passwords_text = render_secrets(secrets)
     for path, mode in (
@@ -496,23 +615,31 @@ def airflow_services(spec: AirflowConfig, secrets: dict[str, str]) -> None:
     celery_importable(name="Airflow's Celery executor importable")
     if spec.migrates:
         database_migrated(name="Airflow database migrated", wrapper=WRAPPER)
+    venv_marker = files.put(
+        name="Airflow venv the units were started from",
+        src=StringIO(f"{venv}\n"),
+        dest=f"{CONFIG_HOME}/venv-in-use",
+        mode="644",
+    )
+    started = {}
     for unit, _ in spec.units:
         # The standby site keeps its units installed, stopped and disabled: they start on
         # a DC failover (docs/components/airflow.md), never beside the active site's.
-        started = systemd.service(
+        started[unit] = systemd.service(
             name=f"{unit} {'running' if spec.active else 'stopped (standby site)'}",
             service=f"{unit}.service",
             running=spec.active,
             enabled=spec.active,
         )
-        if spec.active:
-            systemd.service(
-                name=f"{unit} restarted for its new configuration",
-                service=f"{unit}.service",
-                restarted=True,
-                _serial=True,
-                _if=_restart_needed(started, [*changed, *units]),
-            )
+    if spec.active:
+        inputs = [*changed, *units, venv_marker]
+        rolled(
+            name="Airflow restarted for its new configuration, host by host (gated)",
+            spec=spec,
+            just_started=started,
+            _serial=True,
+            _if=lambda: any(i.did_change() for i in inputs),
+        )
 
 
 def expected_components(env_roles: list[tuple[Role, ...]]) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ from operations.airflow import (
 )
 from plinth.certificates import host_certificates
 from plinth.context import HostContext
-from plinth.model import Environment, ModelError, parse_environment
+from plinth.model import Environment, ModelError, Role, parse_environment
 from plinth.provision import required_secrets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -332,7 +332,7 @@ def prepared(name: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], str
     inventory = Inventory((["@local"], {}))
     state = State(inventory, Config())
     connect_all(state)
-    add_deploy(state, airflow_services, spec_for(name), FAKE_SECRETS)
+    add_deploy(state, airflow_services, spec_for(name), FAKE_SECRETS, "/opt/airflow/venv-abc")
     names: list[str] = []
     kept = ""
     for op_hash in state.get_op_order():
@@ -356,6 +356,9 @@ def test_prepared_operations_never_carry_a_secret(monkeypatch: pytest.MonkeyPatc
     )
     assert "airflow-scheduler running" in short
     assert "Airflow DAGs from the repository" in short
+    # one gated roll per host, after every unit's running/enabled state
+    roll = short.index("Airflow restarted for its new configuration, host by host (gated)")
+    assert roll > max(i for i, n in enumerate(short) if n.endswith(" running"))
 
 
 def test_standby_site_installs_units_stopped_and_never_migrates(
@@ -470,3 +473,22 @@ def test_status_judges_the_active_site_by_health_fields_and_the_standby_by_stopp
     text = render({**base, "airflow": ok})
     assert "airflow (active): healthy" in text
     assert "dc1-app3: airflow-worker=active" in text
+
+
+def test_roll_counts_alive_jobs_and_refuses_when_a_peer_is_down() -> None:
+    from operations.airflow import alive_jobs, roll_refusal
+
+    assert alive_jobs(["Found one alive job."]) == 1
+    assert alive_jobs(["[info] noise", "Found 3 alive jobs."]) == 3
+    assert alive_jobs(["No alive jobs found."]) == 0
+    assert alive_jobs(["Traceback (most recent call last):"]) is None
+    assert roll_refusal("SchedulerJob", 2, 2, "dc1-n1") is None
+    reason = roll_refusal("SchedulerJob", 1, 2, "dc1-n1")
+    assert reason is not None and "only 1 of 2 SchedulerJobs alive" in reason
+    assert "cannot count" in (roll_refusal("SchedulerJob", None, 2, "dc1-n1") or "")
+
+
+def test_roll_order_drains_the_worker_first_and_restarts_the_api_server_last() -> None:
+    from operations.airflow import ROLL_ORDER
+
+    assert ROLL_ORDER[0] == Role.AIRFLOW_WORKER and ROLL_ORDER[-1] == Role.AIRFLOW_API
