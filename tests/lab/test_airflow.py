@@ -12,17 +12,19 @@ import json
 import ssl
 import time
 import urllib.error
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from operations.airflow import AIRFLOW_ROLES, PREFIX
 from plinth.airflow_api import HEALTH_COMPONENTS, AirflowApi, api_base
 from plinth.model import Role
 from plinth.rolling import wait_for
 from plinth.wheelhouse import airflow_wheelhouse
-from tests.lab.conftest import Lab, lab_secret, plinth
+from tests.lab.conftest import LAB_ENV, Lab, lab_secret, plinth
 from tests.lab.test_postgresql import psql, psql_binary
 
 DAG_ID = "feeder_load_hourly"
@@ -254,3 +256,56 @@ def test_a_worker_killed_mid_task_the_task_is_retried_elsewhere_and_the_run_comp
     finally:
         remote.run("systemctl start airflow-worker.service")
         assert remote.run("systemctl is-active airflow-worker.service").rc == 0
+
+
+# ---- rolling ----
+
+
+@pytest.fixture
+def restore_lab_environment(deployed_small_lab: Lab) -> Iterator[None]:
+    original = LAB_ENV.read_text()
+    yield
+    LAB_ENV.write_text(original)
+    plinth("up", "lab", "--yes", timeout=1500)
+
+
+def set_worker_concurrency(value: int) -> None:
+    data = yaml.safe_load(LAB_ENV.read_text())
+    data.setdefault("components", {}).setdefault("airflow", {})["worker_concurrency"] = value
+    LAB_ENV.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_a_setting_change_rolls_host_by_host_with_no_failed_task(
+    deployed_small_lab: Lab,
+    airflow_client: Path,
+    restore_lab_environment: None,
+    tmp_path: Path,
+) -> None:
+    """A run is in flight when a changed setting rolls: each host's worker drains (warm
+    shutdown) before it restarts, the jobs restart one host at a time, and the run
+    finishes with every task on its first try."""
+    lab = deployed_small_lab
+    client = api(lab, airflow_client)
+    client.wait_healthy(HEALTH_COMPONENTS, HEALTH_WAIT_SECONDS)
+    client.login(lab_secret("airflow-admin-password"))
+    client.wait_dag(DAG_ID, HEALTH_WAIT_SECONDS)
+    client.unpause(DAG_ID)
+    wanted = lab.environment.components.airflow.worker_concurrency + 1
+    set_worker_concurrency(wanted)
+    run_id = client.trigger(DAG_ID, {"hold_seconds": 20})
+    started = time.monotonic()
+    result = plinth("up", "lab", "--yes", timeout=1500)
+    rolled = time.monotonic() - started
+    assert "stack lab-dc1: applied" in result.stdout, result.stdout[-3000:]
+    state = client.wait_run(DAG_ID, run_id, RUN_WAIT_SECONDS)
+    tasks = {
+        t["task_id"]: (t["state"], t["try_number"]) for t in client.task_instances(DAG_ID, run_id)
+    }
+    print(f"\nsetting rolled in {rolled:.1f} s (whole `plinth up`); run {state}: {tasks}")
+    assert state == "success", tasks
+    assert all(try_number == 1 for _, try_number in tasks.values()), tasks
+    for host in lab.environment.hosts:
+        if Role.AIRFLOW_WORKER in host.roles:
+            config = lab.host(host.name, tmp_path).check_output("cat /etc/airflow/airflow.cfg")
+            assert f"worker_concurrency = {wanted}" in config
+    client.wait_healthy(HEALTH_COMPONENTS, HEALTH_WAIT_SECONDS)
