@@ -452,49 +452,63 @@ def roll_refusal(job: str, alive: int | None, expected: int, host_name: str) -> 
 
 
 def _gated_roll(state: Any, host: Any, spec: AirflowConfig, just_started: dict[str, Any]) -> bool:
-    """Execute-time: restart this host's units in :data:`ROLL_ORDER`, each gated live."""
+    """Execute-time: restart this host's units in :data:`ROLL_ORDER`, gated live.
+
+    1. Every job type this host runs that has peers on other hosts must count all of
+       them alive (``airflow jobs check``): one already down refuses the roll.
+    2. The worker restarts first: its SIGTERM is Celery's warm shutdown (drain).
+    3. Triggerer, dag-processor and scheduler restart together, then must each be alive
+       on this host once the old processes' heartbeats have gone stale.
+    4. The api-server restarts last and must answer its health endpoint.
+    """
     from plinth.rolling import note, refuse, run, wait_for
 
     counts = dict(spec.hosts_per_role)
-    by_role = dict(zip([r for r in COMPONENTS if r in spec.roles], spec.units, strict=True))
-    restarted: list[str] = []
-    for role in ROLL_ORDER:
-        if role not in by_role:
-            continue
-        unit, _ = by_role[role]
-        if just_started[unit].did_change():
-            continue  # started by this run: it already runs the new configuration
-        job = JOB_TYPES.get(role)
-        if job is not None and counts.get(role, 0) > 1:
+    by_role = {
+        role: unit
+        for role, (unit, _) in COMPONENTS.items()
+        if role in spec.roles and not just_started[unit].did_change()
+    }  # a unit this run just started already runs the new configuration
+
+    def refused(why: str) -> bool:
+        return refuse(host, f"Airflow roll of {spec.fqdn} refused: {why}")
+
+    for role, job in JOB_TYPES.items():
+        if role in by_role and counts.get(role, 0) > 1:
             check = f"{WRAPPER} jobs check --job-type {job} --allow-multiple --limit 100"
             _, out, err = run(host, check, timeout=120)
             refusal = roll_refusal(job, alive_jobs(out + err), counts[role], spec.fqdn)
             if refusal:
-                done = ", ".join(restarted) or "nothing"
-                return refuse(
-                    host, f"Airflow roll of {spec.fqdn} refused: {refusal}; restarted: {done}"
-                )
-        ok, _, err = run(
-            host, f"systemctl restart {unit}.service", timeout=WORKER_STOP_SECONDS + 60
-        )
+                return refused(f"{refusal}; nothing was restarted")
+    restarted: list[str] = []
+    groups = [
+        [by_role[r] for r in ROLL_ORDER[:1] if r in by_role],
+        [by_role[r] for r in ROLL_ORDER[1:-1] if r in by_role],
+        [by_role[r] for r in ROLL_ORDER[-1:] if r in by_role],
+    ]
+    for units in groups:
+        if not units:
+            continue
+        names = " ".join(f"{u}.service" for u in units)
+        ok, _, err = run(host, f"systemctl restart {names}", timeout=WORKER_STOP_SECONDS + 60)
         if not ok:
-            return refuse(host, f"{unit} failed to restart: {' '.join(err)[-300:]}")
-        restarted.append(unit)
-        if job is not None:
+            return refused(f"restarting {names} failed: {' '.join(err)[-300:]}")
+        restarted += units
+        jobs = [JOB_TYPES[r] for r in JOB_TYPES if by_role.get(r) in units]
+        if jobs:
             time.sleep(JOB_STALE_SECONDS)
+            for job in jobs:
 
-            def local_alive(job: str = job) -> bool:
-                return run(host, f"{WRAPPER} jobs check --job-type {job} --local", 120)[0]
+                def local_alive(job: str = job) -> bool:
+                    return run(host, f"{WRAPPER} jobs check --job-type {job} --local", 120)[0]
 
-            alive, waited = wait_for(local_alive, JOB_WAIT_SECONDS, interval=5)
-            if not alive:
-                seconds = JOB_STALE_SECONDS + waited
-                return refuse(
-                    host,
-                    f"{unit} restarted but its {job} is not alive after {seconds:.0f} s; "
-                    "stopping the roll here",
-                )
-        elif role is Role.AIRFLOW_API and spec.api_tls is not None:
+                alive, waited = wait_for(local_alive, JOB_WAIT_SECONDS, interval=5)
+                if not alive:
+                    return refused(
+                        f"{job} not alive on this host {JOB_STALE_SECONDS + waited:.0f} s "
+                        f"after its restart; restarted: {', '.join(restarted)}"
+                    )
+        if by_role.get(Role.AIRFLOW_API) in units and spec.api_tls is not None:
             health = (
                 f"curl -sf -m 5 --cacert {shlex.quote(spec.api_tls.ca_path)} "
                 f"https://{spec.fqdn}:{spec.settings.api_port}/api/v2/monitor/health"
@@ -505,11 +519,7 @@ def _gated_roll(state: Any, host: Any, spec: AirflowConfig, just_started: dict[s
 
             answered, waited = wait_for(answers, JOB_WAIT_SECONDS, interval=3)
             if not answered:
-                return refuse(
-                    host,
-                    f"{unit} restarted but its health endpoint does not answer after "
-                    f"{waited:.0f} s; stopping the roll here",
-                )
+                return refused(f"the api-server's health endpoint is silent after {waited:.0f} s")
     note(host, f"Airflow on {spec.fqdn} rolled: {', '.join(restarted) or 'nothing to restart'}")
     return True
 
