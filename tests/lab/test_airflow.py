@@ -288,8 +288,7 @@ def test_a_setting_change_rolls_host_by_host_with_no_failed_task(
     client = api(lab, airflow_client)
     client.wait_healthy(HEALTH_COMPONENTS, HEALTH_WAIT_SECONDS)
     client.login(lab_secret("airflow-admin-password"))
-    client.wait_dag(DAG_ID, HEALTH_WAIT_SECONDS)
-    client.unpause(DAG_ID)
+    client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
     wanted = lab.environment.components.airflow.worker_concurrency + 1
     set_worker_concurrency(wanted)
     run_id = client.trigger(DAG_ID, {"hold_seconds": 20})
