@@ -19,13 +19,14 @@ from typing import Any
 import pytest
 import yaml
 
-from operations.airflow import AIRFLOW_ROLES, PREFIX
+from operations.airflow import AIRFLOW_ROLES, COMPONENTS, PREFIX
 from plinth.airflow_api import HEALTH_COMPONENTS, AirflowApi, api_base
 from plinth.model import Role
 from plinth.rolling import wait_for
 from plinth.wheelhouse import airflow_wheelhouse
 from tests.lab.conftest import LAB_ENV, Lab, lab_secret, plinth
-from tests.lab.test_postgresql import psql, psql_binary
+from tests.lab.test_postgresql import leader_of, psql, psql_binary
+from tests.lab.test_postgresql_failover import wait_cluster_healthy
 
 DAG_ID = "feeder_load_hourly"
 OPERATOR = "grid-operator"
@@ -256,6 +257,121 @@ def test_a_worker_killed_mid_task_the_task_is_retried_elsewhere_and_the_run_comp
     finally:
         remote.run("systemctl start airflow-worker.service")
         assert remote.run("systemctl is-active airflow-worker.service").rc == 0
+
+
+def airflow_units_killed(remote: Any) -> None:
+    """Every Airflow unit of a host killed (SIGKILL) and kept down, as when the host dies."""
+    killed = remote.run(
+        "systemctl kill -s KILL 'airflow-*.service'; systemctl stop 'airflow-*.service'"
+    )
+    assert killed.rc == 0, killed.stderr
+
+
+def test_scheduler_hosts_lost_mid_run_the_run_still_completes(
+    deployed_small_lab: Lab, airflow_client: Path, tmp_path: Path
+) -> None:
+    """While ``ingest`` holds on one host, every Airflow process of the other hosts dies
+    (schedulers, dag-processors, triggerers, api-servers, workers): the one scheduler left
+    carries the run to success through the api-server left behind nginx."""
+    lab = deployed_small_lab
+    client = api(lab, airflow_client)
+    client.wait_healthy(HEALTH_COMPONENTS, HEALTH_WAIT_SECONDS)
+    client.login(lab_secret("airflow-admin-password"))
+    client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
+    run_id = client.trigger(DAG_ID, {"hold_seconds": 20})
+
+    def running_ingest() -> dict[str, Any] | None:
+        ingest = task_instance(client, run_id, "ingest")
+        return ingest if ingest["state"] == "running" and ingest.get("hostname") else None
+
+    ingest, _ = wait_for(running_ingest, HEALTH_WAIT_SECONDS)
+    assert ingest is not None, f"ingest never ran: {task_instance(client, run_id, 'ingest')}"
+    keeper = ingest["hostname"].split(".")[0]
+    victims = [
+        h.name
+        for h in lab.environment.hosts
+        if Role.AIRFLOW_SCHEDULER in h.roles and h.name != keeper
+    ]
+    assert victims, "the lab has a single scheduler: nothing to lose"
+    lost_at = time.monotonic()
+    try:
+        for victim in victims:
+            airflow_units_killed(lab.host(victim, tmp_path))
+        state = client.wait_run(DAG_ID, run_id, RUN_WAIT_SECONDS)
+        took = time.monotonic() - lost_at
+        tasks = {
+            t["task_id"]: (t["state"], t["hostname"].split(".")[0], t["try_number"])
+            for t in client.task_instances(DAG_ID, run_id)
+        }
+        print(f"\nAirflow on {victims} killed mid-run: run {state} {took:.1f} s later; {tasks}")
+        assert state == "success", tasks
+    finally:
+        for victim in victims:
+            host = next(h for h in lab.environment.hosts if h.name == victim)
+            units = " ".join(
+                f"{unit}.service" for role, (unit, _) in COMPONENTS.items() if role in host.roles
+            )
+            started = lab.host(victim, tmp_path).run(f"systemctl start {units}")
+            assert started.rc == 0, started.stderr
+    client.wait_healthy(HEALTH_COMPONENTS, HEALTH_WAIT_SECONDS)
+
+
+def test_the_postgresql_primary_killed_mid_run_the_run_completes_after_failover(
+    deployed_small_lab: Lab, airflow_client: Path, tmp_path: Path
+) -> None:
+    """Patroni and PostgreSQL on the primary die (SIGKILL, kept down) while ``ingest``
+    holds: a replica takes the leader key, the VIP follows, and Airflow's scheduler, api-
+    servers and tasks reconnect; the run succeeds and its rows are in the new primary."""
+    lab = deployed_small_lab
+    client = api(lab, airflow_client)
+    client.wait_healthy(HEALTH_COMPONENTS, HEALTH_WAIT_SECONDS)
+    client.login(lab_secret("airflow-admin-password"))
+    client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
+    run_id = client.trigger(DAG_ID, {"hold_seconds": 20})
+
+    def running_ingest() -> dict[str, Any] | None:
+        ingest = task_instance(client, run_id, "ingest")
+        return ingest if ingest["state"] == "running" and ingest.get("hostname") else None
+
+    assert wait_for(running_ingest, HEALTH_WAIT_SECONDS)[0], "ingest never ran"
+    leader = leader_of(lab, tmp_path)
+    remote = lab.host(leader, tmp_path)
+    killed_at = time.monotonic()
+    killed = remote.run("systemctl kill -s KILL patroni.service && systemctl stop patroni.service")
+    assert killed.rc == 0, killed.stderr
+    try:
+
+        def another_leader() -> str | None:
+            found = leader_of_or_none(lab, tmp_path)
+            return found if found != leader else None
+
+        new_leader, waited = wait_for(another_leader, 120, interval=2)
+        assert new_leader, f"no new PostgreSQL leader {waited:.0f} s after killing {leader}"
+        state = client.wait_run(DAG_ID, run_id, RUN_WAIT_SECONDS)
+        took = time.monotonic() - killed_at
+        tasks = {
+            t["task_id"]: (t["state"], t["try_number"])
+            for t in client.task_instances(DAG_ID, run_id)
+        }
+        print(
+            f"\nPostgreSQL primary {leader} killed mid-run: leader {new_leader} after "
+            f"{waited:.1f} s; run {state} {took:.1f} s after the kill; {tasks}"
+        )
+        assert state == "success", tasks
+        rows = psql(grid_dsn(lab, airflow_client), "select count(*) from grid.feeder_load_hourly")
+        assert rows.returncode == 0, rows.stderr
+        assert int(rows.stdout.strip()) == SAMPLE_ROWS
+    finally:
+        remote.run("systemctl start patroni.service")
+        wait_cluster_healthy(lab, tmp_path)
+    client.wait_healthy(HEALTH_COMPONENTS, HEALTH_WAIT_SECONDS)
+
+
+def leader_of_or_none(lab: Lab, tmp: Path) -> str | None:
+    try:
+        return leader_of(lab, tmp)
+    except (AssertionError, StopIteration, RuntimeError):
+        return None
 
 
 # ---- rolling ----
