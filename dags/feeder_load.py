@@ -19,10 +19,27 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import Variable, dag, get_current_context, task
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "feeder_loads.csv"
 MAX_HOLD_SECONDS = 600
+
+
+# A drill ends a hold early by setting this Variable to the run's id (a rolling drill
+# releases the task once it has seen the worker's warm shutdown begin).
+RELEASE_VARIABLE = "feeder_load_hourly_release"
+
+
+def hold_first_try(run_id: str, seconds: float) -> None:
+    """Wait up to ``seconds`` (capped), or until :data:`RELEASE_VARIABLE` names this run."""
+    deadline = time.monotonic() + min(max(seconds, 0.0), MAX_HOLD_SECONDS)
+    while time.monotonic() < deadline:
+        try:
+            if Variable.get(RELEASE_VARIABLE, default=None) == run_id:
+                return
+        except Exception as error:  # the API unreachable a moment: keep holding
+            print(f"hold: could not read {RELEASE_VARIABLE}: {error}")
+        time.sleep(1)
 
 
 @dag(
@@ -31,7 +48,7 @@ MAX_HOLD_SECONDS = 600
     start_date=datetime(2026, 1, 1),
     catchup=False,
     # hold_seconds: ingest's first try waits that long, so a failure drill can stop a
-    # worker while a task is in flight (0 in normal runs).
+    # worker while a task is in flight (0 in normal runs); see hold_first_try.
     params={"path": str(SAMPLE), "hold_seconds": 0},
     default_args={"retries": 3, "retry_delay": timedelta(seconds=10)},
     tags=["grid-operations", "sample"],
@@ -42,7 +59,7 @@ def feeder_load_hourly() -> None:
         context = get_current_context()
         params = context["params"]
         if context["ti"].try_number == 1:  # a drill holds the first try only
-            time.sleep(min(max(float(params.get("hold_seconds") or 0), 0.0), MAX_HOLD_SECONDS))
+            hold_first_try(context["run_id"], float(params.get("hold_seconds") or 0))
         # Only files under the DAGs' data folder: a run's conf must not read host files.
         path = Path(params["path"]).resolve()
         if not path.is_relative_to(SAMPLE.parent):

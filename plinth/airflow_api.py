@@ -126,6 +126,21 @@ class AirflowApi:
             raise AirflowApiError(f"triggering {dag_id}: HTTP {status} {run}")
         return str(run["dag_run_id"])
 
+    def set_variable(self, key: str, value: str) -> None:
+        """Create or overwrite an Airflow Variable."""
+        status, answer = self.call("POST", "/api/v2/variables", {"key": key, "value": value})
+        if status == 409:  # exists: overwrite
+            status, answer = self.call(
+                "PATCH", f"/api/v2/variables/{key}", {"key": key, "value": value}
+            )
+        if status not in (200, 201):
+            raise AirflowApiError(f"setting Variable {key}: HTTP {status} {answer}")
+
+    def delete_variable(self, key: str) -> None:
+        status, answer = self.call("DELETE", f"/api/v2/variables/{key}")
+        if status not in (204, 404):
+            raise AirflowApiError(f"deleting Variable {key}: HTTP {status} {answer}")
+
     def run_state(self, dag_id: str, run_id: str) -> str:
         status, run = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
         if status != 200 or not isinstance(run, dict):

@@ -12,7 +12,8 @@ import json
 import ssl
 import time
 import urllib.error
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from tests.lab.test_postgresql import leader_of, psql, psql_binary
 from tests.lab.test_postgresql_failover import wait_cluster_healthy
 
 DAG_ID = "feeder_load_hourly"
+RELEASE_VARIABLE = "feeder_load_hourly_release"  # dags/feeder_load.py
 OPERATOR = "grid-operator"
 # dags/data/feeder_loads.csv: its valid lines fall into this many (feeder, hour) rows.
 SAMPLE_ROWS = 9
@@ -212,6 +214,18 @@ def task_instance(client: AirflowApi, run_id: str, task_id: str) -> dict[str, An
     return next(t for t in client.task_instances(DAG_ID, run_id) if t["task_id"] == task_id)
 
 
+def running_task(
+    client: AirflowApi, run_id: str, task_id: str = "ingest"
+) -> Callable[[], dict[str, Any] | None]:
+    """A probe for :func:`wait_for`: the task instance once it runs on a known host."""
+
+    def probe() -> dict[str, Any] | None:
+        found = task_instance(client, run_id, task_id)
+        return found if found["state"] == "running" and found.get("hostname") else None
+
+    return probe
+
+
 HOLD_SECONDS = 45
 
 
@@ -228,11 +242,7 @@ def test_a_worker_killed_mid_task_the_task_is_retried_elsewhere_and_the_run_comp
     client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
     run_id = client.trigger(DAG_ID, {"hold_seconds": HOLD_SECONDS})
 
-    def running_ingest() -> dict[str, Any] | None:
-        ingest = task_instance(client, run_id, "ingest")
-        return ingest if ingest["state"] == "running" and ingest.get("hostname") else None
-
-    ingest, _ = wait_for(running_ingest, HEALTH_WAIT_SECONDS)
+    ingest, _ = wait_for(running_task(client, run_id), HEALTH_WAIT_SECONDS)
     assert ingest is not None, f"ingest never ran: {task_instance(client, run_id, 'ingest')}"
     victim = ingest["hostname"].split(".")[0]
     remote = lab.host(victim, tmp_path)
@@ -280,11 +290,7 @@ def test_scheduler_hosts_lost_mid_run_the_run_still_completes(
     client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
     run_id = client.trigger(DAG_ID, {"hold_seconds": 20})
 
-    def running_ingest() -> dict[str, Any] | None:
-        ingest = task_instance(client, run_id, "ingest")
-        return ingest if ingest["state"] == "running" and ingest.get("hostname") else None
-
-    ingest, _ = wait_for(running_ingest, HEALTH_WAIT_SECONDS)
+    ingest, _ = wait_for(running_task(client, run_id), HEALTH_WAIT_SECONDS)
     assert ingest is not None, f"ingest never ran: {task_instance(client, run_id, 'ingest')}"
     keeper = ingest["hostname"].split(".")[0]
     victims = [
@@ -329,11 +335,7 @@ def test_the_postgresql_primary_killed_mid_run_the_run_completes_after_failover(
     client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
     run_id = client.trigger(DAG_ID, {"hold_seconds": 20})
 
-    def running_ingest() -> dict[str, Any] | None:
-        ingest = task_instance(client, run_id, "ingest")
-        return ingest if ingest["state"] == "running" and ingest.get("hostname") else None
-
-    assert wait_for(running_ingest, HEALTH_WAIT_SECONDS)[0], "ingest never ran"
+    assert wait_for(running_task(client, run_id), HEALTH_WAIT_SECONDS)[0], "ingest never ran"
     leader = leader_of(lab, tmp_path)
     remote = lab.host(leader, tmp_path)
     killed_at = time.monotonic()
@@ -397,9 +399,9 @@ def test_a_setting_change_rolls_host_by_host_with_no_failed_task(
     restore_lab_environment: None,
     tmp_path: Path,
 ) -> None:
-    """A run is in flight when a changed setting rolls: each host's worker drains (warm
-    shutdown) before it restarts, the jobs restart one host at a time, and the run
-    finishes with every task on its first try."""
+    """A run is in flight when a changed setting rolls: the worker running its task gets
+    the warm shutdown (SIGTERM) while the task runs and waits for it, the jobs restart
+    one host at a time, and the run finishes with every task on its first try."""
     lab = deployed_small_lab
     client = api(lab, airflow_client)
     client.wait_healthy(HEALTH_COMPONENTS, HEALTH_WAIT_SECONDS)
@@ -407,18 +409,51 @@ def test_a_setting_change_rolls_host_by_host_with_no_failed_task(
     client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
     wanted = lab.environment.components.airflow.worker_concurrency + 1
     set_worker_concurrency(wanted)
-    run_id = client.trigger(DAG_ID, {"hold_seconds": 20})
+    # ingest holds until released: the worker holding it must be draining when released.
+    run_id = client.trigger(DAG_ID, {"hold_seconds": 1200})
+    ingest, _ = wait_for(running_task(client, run_id), HEALTH_WAIT_SECONDS)
+    assert ingest is not None, f"ingest never ran: {task_instance(client, run_id, 'ingest')}"
+    holder_name = ingest["hostname"].split(".")[0]
+    holder = lab.host(holder_name, tmp_path)
+    worker_state = "systemctl show -p ActiveState --value airflow-worker.service"
+
     started = time.monotonic()
-    result = plinth("up", "lab", "--yes", timeout=1500)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        rolling = pool.submit(plinth, "up", "lab", "--yes", timeout=1500)
+        try:
+
+            def draining() -> bool | None:
+                if rolling.done():
+                    return True
+                return holder.run(worker_state).stdout.strip() == "deactivating" or None
+
+            wait_for(draining, 900, interval=1)
+            assert not rolling.done(), (
+                "the roll ended without stopping the worker that ran ingest:\n"
+                + rolling.result().stdout[-3000:]
+            )
+            drain_began = time.monotonic()
+            during = task_instance(client, run_id, "ingest")
+            assert (during["state"], during["try_number"]) == ("running", 1), during
+        finally:
+            client.set_variable(RELEASE_VARIABLE, run_id)
+        result = rolling.result()
     rolled = time.monotonic() - started
+    client.delete_variable(RELEASE_VARIABLE)
     assert "stack lab-dc1: applied" in result.stdout, result.stdout[-3000:]
     state = client.wait_run(DAG_ID, run_id, RUN_WAIT_SECONDS)
     tasks = {
-        t["task_id"]: (t["state"], t["try_number"]) for t in client.task_instances(DAG_ID, run_id)
+        t["task_id"]: (t["state"], t["hostname"].split(".")[0], t["try_number"])
+        for t in client.task_instances(DAG_ID, run_id)
     }
-    print(f"\nsetting rolled in {rolled:.1f} s (whole `plinth up`); run {state}: {tasks}")
+    print(
+        f"\nsetting rolled in {rolled:.1f} s (whole `plinth up`; the worker on "
+        f"{holder_name} began draining {drain_began - started:.1f} s in); run "
+        f"{state}: {tasks}"
+    )
     assert state == "success", tasks
-    assert all(try_number == 1 for _, try_number in tasks.values()), tasks
+    assert all(try_number == 1 for _, _, try_number in tasks.values()), tasks
+    assert holder.run(worker_state).stdout.strip() == "active"
     for host in lab.environment.hosts:
         if Role.AIRFLOW_WORKER in host.roles:
             config = lab.host(host.name, tmp_path).check_output("cat /etc/airflow/airflow.cfg")
