@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from plinth.lab import topology as topo
-from plinth.model import Role, parse_environment
+from plinth.model import NginxSettings, Role, parse_environment
 
 
 @pytest.mark.parametrize("profile", topo.PROFILES)
@@ -223,20 +223,23 @@ def test_bridge_rules_script_accepts_only_frames_staying_on_a_dc_bridge() -> Non
     assert "-I DOCKER-USER" not in removal and "-D " in removal
 
 
-def test_small_lab_runs_airflows_services_behind_an_nginx_virtual_host() -> None:
-    env = parse_environment(topo.build_environment("small"))
+@pytest.mark.parametrize("profile", topo.PROFILES)
+def test_both_labs_run_airflows_services_behind_an_nginx_virtual_host(
+    profile: topo.Profile,
+) -> None:
+    env = parse_environment(topo.build_environment(profile))
     assert env.components.airflow.services
     vhosts = {v.name: v for v in env.components.nginx.virtual_hosts}
     assert set(vhosts) == {"registry", "airflow"}
     assert vhosts["airflow"].upstream_role == Role.AIRFLOW_API
     assert vhosts["airflow"].upstream_port == env.components.airflow.api_port
     # the registry's entry is the model's default, unchanged
-    assert (
-        vhosts["registry"]
-        == parse_environment(topo.build_environment("full")).components.nginx.virtual_hosts[0]
-    )
+    assert vhosts["registry"] == NginxSettings().virtual_hosts[0]
 
 
-def test_full_lab_keeps_the_models_component_defaults() -> None:
+def test_full_lab_runs_airflow_in_dc1_and_keeps_dc2_as_the_standby_site() -> None:
     env = parse_environment(topo.build_environment("full"))
-    assert not env.components.airflow.services
+    assert env.active_site == "dc1"
+    for dc in ("dc1", "dc2"):
+        assert len(env.hosts_with(Role.AIRFLOW_SCHEDULER, dc)) == 2
+        assert len(env.hosts_with(Role.AIRFLOW_API, dc)) == 2

@@ -153,15 +153,15 @@ def _vips(dc: str) -> list[dict[str, Any]]:
 
 
 def lab_components(profile: Profile) -> dict[str, Any]:
-    """``components`` of the lab's environment: the model's defaults, except that the
-    small lab runs Airflow's services (not only their offline install), so every lab run
-    proves the pipelines' platform end to end.
+    """``components`` of the lab's environment: the model's defaults, except that both
+    profiles run Airflow's services (not only their offline install), so every lab run
+    proves the pipelines' platform end to end. In ``full`` the active DC runs them and
+    DC2 keeps the same installation stopped (the standby site).
 
     Airflow needs a virtual host to its api-servers next to the registry's, and its
-    smallest settings: three hosts carry every role on two cores.
+    smallest settings: in ``small`` three hosts carry every role on two cores, in
+    ``full`` two 2 GiB app hosts per DC do.
     """
-    if profile != "small":
-        return {}
     airflow_vhost = {
         "name": "airflow",
         "port": 8444,

@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
+from operations.airflow import AIRFLOW_ROLES, COMPONENTS, PREFIX
+from plinth.airflow_api import HEALTH_COMPONENTS, AirflowApi, api_base
 from plinth.model import load_environment
+from plinth.wheelhouse import airflow_wheelhouse
 from tests.lab.conftest import LAB_ENV, Lab, full_lab_enabled, plinth
 
 pytestmark = [
@@ -359,3 +362,51 @@ def test_dc2_redis_nodes_replicate_dc1s_master_never_promoted(
     cell = status["stacks"][0]["redis"]
     assert cell["follows"] == {"datacenter": "dc1", "master": master_host}, cell
     assert cell["problems"] == [], cell
+
+
+def test_airflow_runs_in_dc1_and_dc2_carries_the_same_installation_stopped(
+    full_lab: Lab, tmp_path: Path
+) -> None:
+    """DC1 (the active site) runs the sample DAG through its nginx; DC2's app hosts hold
+    the same venv and a configuration of their own DC (its PostgreSQL VIP and brokers),
+    every unit installed, stopped and disabled: they start only on a DC failover."""
+    env = full_lab.environment
+    bundle = tmp_path / "client"
+    plinth("pki", "client-cert", "lab", "--cn", "grid-operator", "--out", str(bundle))
+    client = AirflowApi(
+        base=api_base(env, "dc1"),
+        ca=bundle / "ca.crt",
+        cert=bundle / "grid-operator.crt",
+        key=bundle / "grid-operator.key",
+    )
+    client.wait_healthy(HEALTH_COMPONENTS, 300)
+    client.login(plinth("secrets", "get", "lab", "airflow-admin-password").stdout.strip())
+    client.open_dag("feeder_load_hourly", 300)
+    run_id = client.trigger("feeder_load_hourly")
+    assert client.wait_run("feeder_load_hourly", run_id, 600) == "success"
+
+    venv = f"{PREFIX}/venv-{airflow_wheelhouse(env).tag}"
+    pg_vip = env.vip_serving("postgresql", "dc2")
+    assert pg_vip is not None
+    standby_hosts = [h for h in env.hosts_in("dc2") if any(r in h.roles for r in AIRFLOW_ROLES)]
+    assert len(standby_hosts) == 2
+    for host in standby_hosts:
+        remote = full_lab.host(host.name, tmp_path)
+        assert remote.check_output(f"readlink -f {PREFIX}/current") == venv
+        config = remote.check_output("cat /etc/airflow/airflow.cfg")
+        assert env.vip_fqdn(pg_vip) in config, host.name
+        assert ".dc2." in config.split("broker_url", 1)[1].splitlines()[0], host.name
+        for role, (unit, _) in COMPONENTS.items():
+            if role not in host.roles:
+                continue
+            assert remote.run(f"systemctl is-active {unit}.service").stdout.strip() in (
+                "inactive",
+                "unknown",
+            ), (host.name, unit)
+            assert remote.run(f"systemctl is-enabled {unit}.service").stdout.strip() == (
+                "disabled"
+            ), (host.name, unit)
+
+    status = plinth("status", "lab", check=False).stdout
+    assert "airflow (active): healthy" in status, status[-3000:]
+    assert "airflow (standby): healthy" in status, status[-3000:]
