@@ -407,16 +407,6 @@ def database_migrated(wrapper: str) -> Generator[StringCommand, None, None]:
 
 # ---- rolling (issue 7 item 5) ----
 
-# Order of a host's restart: its worker first (SIGTERM is Celery's warm shutdown: it
-# stops taking tasks and finishes those it runs, up to TimeoutStopSec), then the jobs
-# that have peers on other hosts, the api-server last (nginx sends to the others).
-ROLL_ORDER: tuple[Role, ...] = (
-    Role.AIRFLOW_WORKER,
-    Role.AIRFLOW_TRIGGERER,
-    Role.AIRFLOW_DAG_PROCESSOR,
-    Role.AIRFLOW_SCHEDULER,
-    Role.AIRFLOW_API,
-)
 JOB_TYPES: dict[Role, str] = {
     Role.AIRFLOW_SCHEDULER: "SchedulerJob",
     Role.AIRFLOW_TRIGGERER: "TriggererJob",
@@ -426,6 +416,42 @@ JOB_TYPES: dict[Role, str] = {
 # old process's last heartbeat; its new process is proven only after that long.
 JOB_STALE_SECONDS = 35
 JOB_WAIT_SECONDS = 180
+
+
+@dataclass(frozen=True)
+class RollStep:
+    """One ``systemctl`` action of a host's roll and the check that must pass after it."""
+
+    action: str  # stop | start | restart
+    units: tuple[str, ...]
+    check: str | None = None  # "health": the api-server answers; "jobs": alive locally
+
+
+def roll_steps(units_by_role: dict[Role, str]) -> list[RollStep]:
+    """The order of one host's roll (only the units it runs and this run did not start).
+
+    1. The worker stops first: SIGTERM is Celery's warm shutdown, so it takes no new
+       task and finishes those it runs (up to ``TimeoutStopSec``).
+    2. The api-server restarts while the worker is down: the worker's tasks reach the
+       execution API on this host, so none runs while it restarts (nginx sends users
+       to the others), and it must answer its health endpoint before going on.
+    3. The worker starts again on the new configuration.
+    4. Triggerer, dag-processor and scheduler restart together (their peers on other
+       hosts carry on) and must each be alive on this host afterwards.
+    """
+    worker = units_by_role.get(Role.AIRFLOW_WORKER)
+    api_server = units_by_role.get(Role.AIRFLOW_API)
+    jobs = tuple(units_by_role[r] for r in JOB_TYPES if r in units_by_role)
+    steps = []
+    if worker:
+        steps.append(RollStep("stop", (worker,)))
+    if api_server:
+        steps.append(RollStep("restart", (api_server,), "health"))
+    if worker:
+        steps.append(RollStep("start", (worker,)))
+    if jobs:
+        steps.append(RollStep("restart", jobs, "jobs"))
+    return steps
 
 
 def alive_jobs(lines: list[str]) -> int | None:
@@ -452,14 +478,11 @@ def roll_refusal(job: str, alive: int | None, expected: int, host_name: str) -> 
 
 
 def _gated_roll(state: Any, host: Any, spec: AirflowConfig, just_started: dict[str, Any]) -> bool:
-    """Execute-time: restart this host's units in :data:`ROLL_ORDER`, gated live.
+    """Execute-time: walk this host's :func:`roll_steps`, gated live.
 
-    1. Every job type this host runs that has peers on other hosts must count all of
-       them alive (``airflow jobs check``): one already down refuses the roll.
-    2. The worker restarts first: its SIGTERM is Celery's warm shutdown (drain).
-    3. Triggerer, dag-processor and scheduler restart together, then must each be alive
-       on this host once the old processes' heartbeats have gone stale.
-    4. The api-server restarts last and must answer its health endpoint.
+    Before anything stops, every job type this host runs that has peers on other hosts
+    must count all of them alive (``airflow jobs check``): one already down refuses the
+    roll. After each step its check must pass, or the roll stops and names what it left.
     """
     from plinth.rolling import note, refuse, run, wait_for
 
@@ -469,9 +492,12 @@ def _gated_roll(state: Any, host: Any, spec: AirflowConfig, just_started: dict[s
         for role, (unit, _) in COMPONENTS.items()
         if role in spec.roles and not just_started[unit].did_change()
     }  # a unit this run just started already runs the new configuration
+    units_role = {unit: role for role, unit in by_role.items()}
+    done: list[str] = []
 
     def refused(why: str) -> bool:
-        return refuse(host, f"Airflow roll of {spec.fqdn} refused: {why}")
+        left = f"; done so far: {', '.join(done)}" if done else "; nothing was stopped"
+        return refuse(host, f"Airflow roll of {spec.fqdn} refused: {why}{left}")
 
     for role, job in JOB_TYPES.items():
         if role in by_role and counts.get(role, 0) > 1:
@@ -479,36 +505,15 @@ def _gated_roll(state: Any, host: Any, spec: AirflowConfig, just_started: dict[s
             _, out, err = run(host, check, timeout=120)
             refusal = roll_refusal(job, alive_jobs(out + err), counts[role], spec.fqdn)
             if refusal:
-                return refused(f"{refusal}; nothing was restarted")
-    restarted: list[str] = []
-    groups = [
-        [by_role[r] for r in ROLL_ORDER[:1] if r in by_role],
-        [by_role[r] for r in ROLL_ORDER[1:-1] if r in by_role],
-        [by_role[r] for r in ROLL_ORDER[-1:] if r in by_role],
-    ]
-    for units in groups:
-        if not units:
-            continue
-        names = " ".join(f"{u}.service" for u in units)
-        ok, _, err = run(host, f"systemctl restart {names}", timeout=WORKER_STOP_SECONDS + 60)
+                return refused(refusal)
+
+    for step in roll_steps(by_role):
+        names = " ".join(f"{u}.service" for u in step.units)
+        ok, _, err = run(host, f"systemctl {step.action} {names}", WORKER_STOP_SECONDS + 60)
         if not ok:
-            return refused(f"restarting {names} failed: {' '.join(err)[-300:]}")
-        restarted += units
-        jobs = [JOB_TYPES[r] for r in JOB_TYPES if by_role.get(r) in units]
-        if jobs:
-            time.sleep(JOB_STALE_SECONDS)
-            for job in jobs:
-
-                def local_alive(job: str = job) -> bool:
-                    return run(host, f"{WRAPPER} jobs check --job-type {job} --local", 120)[0]
-
-                alive, waited = wait_for(local_alive, JOB_WAIT_SECONDS, interval=5)
-                if not alive:
-                    return refused(
-                        f"{job} not alive on this host {JOB_STALE_SECONDS + waited:.0f} s "
-                        f"after its restart; restarted: {', '.join(restarted)}"
-                    )
-        if by_role.get(Role.AIRFLOW_API) in units and spec.api_tls is not None:
+            return refused(f"systemctl {step.action} {names} failed: {' '.join(err)[-300:]}")
+        done.append(f"{step.action} {' '.join(step.units)}")
+        if step.check == "health" and spec.api_tls is not None:
             health = (
                 f"curl -sf -m 5 --cacert {shlex.quote(spec.api_tls.ca_path)} "
                 f"https://{spec.fqdn}:{spec.settings.api_port}/api/v2/monitor/health"
@@ -520,7 +525,21 @@ def _gated_roll(state: Any, host: Any, spec: AirflowConfig, just_started: dict[s
             answered, waited = wait_for(answers, JOB_WAIT_SECONDS, interval=3)
             if not answered:
                 return refused(f"the api-server's health endpoint is silent after {waited:.0f} s")
-    note(host, f"Airflow on {spec.fqdn} rolled: {', '.join(restarted) or 'nothing to restart'}")
+        if step.check == "jobs":
+            time.sleep(JOB_STALE_SECONDS)
+            for unit in step.units:
+                job = JOB_TYPES[units_role[unit]]
+
+                def local_alive(job: str = job) -> bool:
+                    return run(host, f"{WRAPPER} jobs check --job-type {job} --local", 120)[0]
+
+                alive, waited = wait_for(local_alive, JOB_WAIT_SECONDS, interval=5)
+                if not alive:
+                    return refused(
+                        f"{job} not alive on this host {JOB_STALE_SECONDS + waited:.0f} s "
+                        "after its restart"
+                    )
+    note(host, f"Airflow on {spec.fqdn} rolled: {'; '.join(done) or 'nothing to restart'}")
     return True
 
 

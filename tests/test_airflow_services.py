@@ -488,7 +488,21 @@ def test_roll_counts_alive_jobs_and_refuses_when_a_peer_is_down() -> None:
     assert "cannot count" in (roll_refusal("SchedulerJob", None, 2, "dc1-n1") or "")
 
 
-def test_roll_order_drains_the_worker_first_and_restarts_the_api_server_last() -> None:
-    from operations.airflow import ROLL_ORDER
+def test_roll_drains_the_worker_while_its_api_server_restarts_then_the_jobs() -> None:
+    from operations.airflow import COMPONENTS, RollStep, roll_steps
 
-    assert ROLL_ORDER[0] == Role.AIRFLOW_WORKER and ROLL_ORDER[-1] == Role.AIRFLOW_API
+    every = {role: unit for role, (unit, _) in COMPONENTS.items()}
+    assert roll_steps(every) == [
+        RollStep("stop", ("airflow-worker",)),
+        RollStep("restart", ("airflow-api-server",), "health"),
+        RollStep("start", ("airflow-worker",)),
+        RollStep(
+            "restart", ("airflow-scheduler", "airflow-triggerer", "airflow-dag-processor"), "jobs"
+        ),
+    ]
+    # a worker-only host: drained, then started; a unit this run just started is absent
+    worker_only = {Role.AIRFLOW_WORKER: "airflow-worker"}
+    assert [s.action for s in roll_steps(worker_only)] == ["stop", "start"]
+    assert roll_steps({}) == []
+    scheduler_only = {Role.AIRFLOW_SCHEDULER: "airflow-scheduler"}
+    assert roll_steps(scheduler_only) == [RollStep("restart", ("airflow-scheduler",), "jobs")]
