@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from io import StringIO
@@ -145,6 +144,7 @@ CELERY_MODULE = f"{CONFIG_HOME}/config/plinth_celery.py"
 DAGS_FOLDER = f"{PREFIX}/dags"
 LOG_FOLDER = "/var/log/airflow"
 AIRFLOW_BIN = f"{PREFIX}/current/bin/airflow"
+PYTHON_BIN = f"{PREFIX}/current/bin/python"
 WRAPPER = "/usr/local/sbin/plinth-airflow"
 REPO_DAGS = Path(__file__).resolve().parents[1] / "dags"
 GRID_CONNECTION = "grid_db"
@@ -352,6 +352,10 @@ def render_wrapper() -> str:
         f"set -a; . {q(ENV_FILE)}; . {q(SECRETS_ENV)}; set +a\n"
         f"export AIRFLOW_HOME={q(CONFIG_HOME)} AIRFLOW_CONFIG={q(CONFIG)}\n"
         f"cd {q(HOME)}\n"
+        "# --python: the venv's interpreter instead (the roll's job check)\n"
+        'if [ "${1:-}" = --python ]; then\n'
+        f'  shift; exec runuser -u {USER} -- {q(PYTHON_BIN)} "$@"\n'
+        "fi\n"
         f'exec runuser -u {USER} -- {q(AIRFLOW_BIN)} "$@"\n'
     )
 
@@ -412,10 +416,33 @@ JOB_TYPES: dict[Role, str] = {
     Role.AIRFLOW_TRIGGERER: "TriggererJob",
     Role.AIRFLOW_DAG_PROCESSOR: "DagProcessorJob",
 }
-# A job restarted less than Airflow's health threshold ago may still look alive by the
-# old process's last heartbeat; its new process is proven only after that long.
-JOB_STALE_SECONDS = 35
 JOB_WAIT_SECONDS = 180
+# Run by ``plinth-airflow --python -c`` after a roll restarts a host's jobs: ``airflow
+# jobs check --local`` as Airflow writes it, but counting only jobs started since the
+# restart. (Right after a restart the old process's row may still look alive by its
+# last heartbeat, for up to Airflow's 30 s threshold, if it did not exit cleanly.)
+# argv: the host's epoch seconds before the restart, then the job types. Exit 1 with the
+# job types not yet alive on stdout.
+JOBS_STARTED_SINCE = """
+import sys
+from datetime import datetime, timezone
+from sqlalchemy import select
+from airflow.jobs.job import Job, JobState
+from airflow.utils.net import get_hostname
+from airflow.utils.session import create_session
+since = datetime.fromtimestamp(float(sys.argv[1]), timezone.utc)
+missing = []
+with create_session() as session:
+    for job_type in sys.argv[2:]:
+        query = select(Job).where(
+            Job.state == JobState.RUNNING, Job.job_type == job_type,
+            Job.hostname == get_hostname(), Job.start_date >= since,
+        )
+        if not any(job.is_alive() for job in session.scalars(query)):
+            missing.append(job_type)
+print(" ".join(missing))
+sys.exit(1 if missing else 0)
+"""
 
 
 @dataclass(frozen=True)
@@ -509,6 +536,12 @@ def _gated_roll(state: Any, host: Any, spec: AirflowConfig, just_started: dict[s
 
     for step in roll_steps(by_role):
         names = " ".join(f"{u}.service" for u in step.units)
+        since = ""  # the host's clock before a jobs' restart (their start_date's clock)
+        if step.check == "jobs":
+            clock = run(host, "date +%s", 30)[1]
+            since = clock[-1].strip() if clock else ""
+            if not since.isdigit():
+                return refused(f"cannot read the host's clock: {clock}")
         ok, _, err = run(host, f"systemctl {step.action} {names}", WORKER_STOP_SECONDS + 60)
         if not ok:
             return refused(f"systemctl {step.action} {names} failed: {' '.join(err)[-300:]}")
@@ -526,19 +559,21 @@ def _gated_roll(state: Any, host: Any, spec: AirflowConfig, just_started: dict[s
             if not answered:
                 return refused(f"the api-server's health endpoint is silent after {waited:.0f} s")
         if step.check == "jobs":
-            time.sleep(JOB_STALE_SECONDS)
-            for unit in step.units:
-                job = JOB_TYPES[units_role[unit]]
+            jobs = " ".join(JOB_TYPES[units_role[unit]] for unit in step.units)
+            check = f"{WRAPPER} --python -c {shlex.quote(JOBS_STARTED_SINCE)} {since} {jobs}"
+            missing: list[str] = []
 
-                def local_alive(job: str = job) -> bool:
-                    return run(host, f"{WRAPPER} jobs check --job-type {job} --local", 120)[0]
+            def started(command: str = check, missing: list[str] = missing) -> bool:
+                ok, out, _ = run(host, command, 120)
+                missing[:] = out[-1:]  # the job types not yet alive, for the refusal
+                return ok
 
-                alive, waited = wait_for(local_alive, JOB_WAIT_SECONDS, interval=5)
-                if not alive:
-                    return refused(
-                        f"{job} not alive on this host {JOB_STALE_SECONDS + waited:.0f} s "
-                        "after its restart"
-                    )
+            alive, waited = wait_for(started, JOB_WAIT_SECONDS, interval=5)
+            if not alive:
+                return refused(
+                    f"not alive on this host {waited:.0f} s after their restart: "
+                    f"{' '.join(missing) or jobs}"
+                )
     note(host, f"Airflow on {spec.fqdn} rolled: {'; '.join(done) or 'nothing to restart'}")
     return True
 

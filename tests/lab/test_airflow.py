@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
 import time
 import urllib.error
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from plinth.airflow_api import HEALTH_COMPONENTS, AirflowApi, api_base
 from plinth.model import Role
 from plinth.rolling import wait_for
 from plinth.wheelhouse import airflow_wheelhouse
-from tests.lab.conftest import LAB_ENV, Lab, lab_secret, plinth
+from tests.lab.conftest import LAB_ENV, REPO, Lab, lab_secret, plinth
 from tests.lab.test_postgresql import leader_of, psql, psql_binary
 from tests.lab.test_postgresql_failover import wait_cluster_healthy
 
@@ -384,7 +385,12 @@ def restore_lab_environment(deployed_small_lab: Lab) -> Iterator[None]:
     original = LAB_ENV.read_text()
     yield
     LAB_ENV.write_text(original)
-    plinth("up", "lab", "--yes", timeout=1500)
+    # The operator's plain pyinfra run (no preview: the test above previewed a roll).
+    restored = subprocess.run(
+        ["pyinfra", "inventory/lab-dc1.py", "deploy.py", "-y"],
+        cwd=REPO, capture_output=True, text=True, timeout=1500, check=False,
+    )  # fmt: skip
+    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
 
 
 def set_worker_concurrency(value: int) -> None:
