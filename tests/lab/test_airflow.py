@@ -227,6 +227,23 @@ def running_task(
     return probe
 
 
+def ready_client(lab: Lab, bundle: Path) -> AirflowApi:
+    """Logged in, every component healthy, the sample DAG parsed and unpaused."""
+    client = api(lab, bundle)
+    client.wait_healthy(HEALTH_COMPONENTS, HEALTH_WAIT_SECONDS)
+    client.login(lab_secret("airflow-admin-password"))
+    client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
+    return client
+
+
+def held_run(client: AirflowApi, hold_seconds: int) -> tuple[str, dict[str, Any]]:
+    """A sample run whose ``ingest`` holds its first try; returned once it runs."""
+    run_id = client.trigger(DAG_ID, {"hold_seconds": hold_seconds})
+    ingest, _ = wait_for(running_task(client, run_id), HEALTH_WAIT_SECONDS)
+    assert ingest is not None, f"ingest never ran: {task_instance(client, run_id, 'ingest')}"
+    return run_id, ingest
+
+
 HOLD_SECONDS = 45
 
 
@@ -237,14 +254,8 @@ def test_a_worker_killed_mid_task_the_task_is_retried_elsewhere_and_the_run_comp
     runs there: the task's heartbeats stop, the scheduler fails that try after
     ``task_heartbeat_timeout`` and another worker runs the retry; the run succeeds."""
     lab = deployed_small_lab
-    client = api(lab, airflow_client)
-    client.wait_healthy(("metadatabase", "scheduler"), HEALTH_WAIT_SECONDS)
-    client.login(lab_secret("airflow-admin-password"))
-    client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
-    run_id = client.trigger(DAG_ID, {"hold_seconds": HOLD_SECONDS})
-
-    ingest, _ = wait_for(running_task(client, run_id), HEALTH_WAIT_SECONDS)
-    assert ingest is not None, f"ingest never ran: {task_instance(client, run_id, 'ingest')}"
+    client = ready_client(lab, airflow_client)
+    run_id, ingest = held_run(client, HOLD_SECONDS)
     victim = ingest["hostname"].split(".")[0]
     remote = lab.host(victim, tmp_path)
     killed_at = time.monotonic()
@@ -285,14 +296,8 @@ def test_scheduler_hosts_lost_mid_run_the_run_still_completes(
     (schedulers, dag-processors, triggerers, api-servers, workers): the one scheduler left
     carries the run to success through the api-server left behind nginx."""
     lab = deployed_small_lab
-    client = api(lab, airflow_client)
-    client.wait_healthy(HEALTH_COMPONENTS, HEALTH_WAIT_SECONDS)
-    client.login(lab_secret("airflow-admin-password"))
-    client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
-    run_id = client.trigger(DAG_ID, {"hold_seconds": 20})
-
-    ingest, _ = wait_for(running_task(client, run_id), HEALTH_WAIT_SECONDS)
-    assert ingest is not None, f"ingest never ran: {task_instance(client, run_id, 'ingest')}"
+    client = ready_client(lab, airflow_client)
+    run_id, ingest = held_run(client, hold_seconds=20)
     keeper = ingest["hostname"].split(".")[0]
     victims = [
         h.name
@@ -330,13 +335,8 @@ def test_the_postgresql_primary_killed_mid_run_the_run_completes_after_failover(
     holds: a replica takes the leader key, the VIP follows, and Airflow's scheduler, api-
     servers and tasks reconnect; the run succeeds and its rows are in the new primary."""
     lab = deployed_small_lab
-    client = api(lab, airflow_client)
-    client.wait_healthy(HEALTH_COMPONENTS, HEALTH_WAIT_SECONDS)
-    client.login(lab_secret("airflow-admin-password"))
-    client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
-    run_id = client.trigger(DAG_ID, {"hold_seconds": 20})
-
-    assert wait_for(running_task(client, run_id), HEALTH_WAIT_SECONDS)[0], "ingest never ran"
+    client = ready_client(lab, airflow_client)
+    run_id, _ = held_run(client, hold_seconds=20)
     leader = leader_of(lab, tmp_path)
     remote = lab.host(leader, tmp_path)
     killed_at = time.monotonic()
@@ -409,16 +409,11 @@ def test_a_setting_change_rolls_host_by_host_with_no_failed_task(
     the warm shutdown (SIGTERM) while the task runs and waits for it, the jobs restart
     one host at a time, and the run finishes with every task on its first try."""
     lab = deployed_small_lab
-    client = api(lab, airflow_client)
-    client.wait_healthy(HEALTH_COMPONENTS, HEALTH_WAIT_SECONDS)
-    client.login(lab_secret("airflow-admin-password"))
-    client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
+    client = ready_client(lab, airflow_client)
     wanted = lab.environment.components.airflow.worker_concurrency + 1
     set_worker_concurrency(wanted)
     # ingest holds until released: the worker holding it must be draining when released.
-    run_id = client.trigger(DAG_ID, {"hold_seconds": 1200})
-    ingest, _ = wait_for(running_task(client, run_id), HEALTH_WAIT_SECONDS)
-    assert ingest is not None, f"ingest never ran: {task_instance(client, run_id, 'ingest')}"
+    run_id, ingest = held_run(client, hold_seconds=1200)
     holder_name = ingest["hostname"].split(".")[0]
     holder = lab.host(holder_name, tmp_path)
     worker_state = "systemctl show -p ActiveState --value airflow-worker.service"
