@@ -15,6 +15,7 @@ import pytest
 from operations.airflow import AIRFLOW_ROLES, COMPONENTS, PREFIX
 from plinth.airflow_api import HEALTH_COMPONENTS, AirflowApi, api_base
 from plinth.model import load_environment
+from plinth.rolling import wait_for
 from plinth.wheelhouse import airflow_wheelhouse
 from tests.lab.conftest import LAB_ENV, Lab, full_lab_enabled, plinth
 
@@ -364,17 +365,12 @@ def test_dc2_redis_nodes_replicate_dc1s_master_never_promoted(
     assert cell["problems"] == [], cell
 
 
-def test_airflow_runs_in_dc1_and_dc2_carries_the_same_installation_stopped(
-    full_lab: Lab, tmp_path: Path
-) -> None:
-    """DC1 (the active site) runs the sample DAG through its nginx; DC2's app hosts hold
-    the same venv and a configuration of their own DC (its PostgreSQL VIP and brokers),
-    every unit installed, stopped and disabled: they start only on a DC failover."""
-    env = full_lab.environment
+def dc1_airflow(lab: Lab, tmp_path: Path) -> AirflowApi:
+    """DC1's Airflow through its nginx, as an operator with a platform certificate."""
     bundle = tmp_path / "client"
     plinth("pki", "client-cert", "lab", "--cn", "grid-operator", "--out", str(bundle))
     client = AirflowApi(
-        base=api_base(env, "dc1"),
+        base=api_base(lab.environment, "dc1"),
         ca=bundle / "ca.crt",
         cert=bundle / "grid-operator.crt",
         key=bundle / "grid-operator.key",
@@ -382,6 +378,17 @@ def test_airflow_runs_in_dc1_and_dc2_carries_the_same_installation_stopped(
     client.wait_healthy(HEALTH_COMPONENTS, 300)
     client.login(plinth("secrets", "get", "lab", "airflow-admin-password").stdout.strip())
     client.open_dag("feeder_load_hourly", 300)
+    return client
+
+
+def test_airflow_runs_in_dc1_and_dc2_carries_the_same_installation_stopped(
+    full_lab: Lab, tmp_path: Path
+) -> None:
+    """DC1 (the active site) runs the sample DAG through its nginx; DC2's app hosts hold
+    the same venv and a configuration of their own DC (its PostgreSQL VIP and brokers),
+    every unit installed, stopped and disabled: they start only on a DC failover."""
+    env = full_lab.environment
+    client = dc1_airflow(full_lab, tmp_path)
     run_id = client.trigger("feeder_load_hourly")
     assert client.wait_run("feeder_load_hourly", run_id, 600) == "success"
 
@@ -410,3 +417,42 @@ def test_airflow_runs_in_dc1_and_dc2_carries_the_same_installation_stopped(
     status = plinth("status", "lab", check=False).stdout
     assert "airflow (active): healthy" in status, status[-3000:]
     assert "airflow (standby): healthy" in status, status[-3000:]
+
+
+def test_a_dc1_app_host_stopped_mid_run_the_run_still_completes(
+    full_lab: Lab, tmp_path: Path
+) -> None:
+    """The stateless tier apart: the DC1 app host that is *not* running the held
+    ``ingest`` is stopped outright (its scheduler, dag-processor, triggerer, api-server
+    and worker go with it); the other app host carries the run to success."""
+    env = full_lab.environment
+    client = dc1_airflow(full_lab, tmp_path)
+    run_id = client.trigger("feeder_load_hourly", {"hold_seconds": 30})
+
+    def ingest_host() -> str | None:
+        for task in client.task_instances("feeder_load_hourly", run_id):
+            if task["task_id"] == "ingest" and task["state"] == "running":
+                return str(task.get("hostname") or "").split(".")[0] or None
+        return None
+
+    keeper, _ = wait_for(ingest_host, 300)
+    assert keeper, "ingest never ran"
+    app_hosts = [h.name for h in env.hosts_in("dc1") if any(r in h.roles for r in AIRFLOW_ROLES)]
+    victim = next(name for name in app_hosts if name != keeper)
+    stopped_at = time.monotonic()
+    subprocess.run(["docker", "stop", "--time", "60", f"plinth-lab-{victim}"], check=True)
+    try:
+        state = client.wait_run("feeder_load_hourly", run_id, 600)
+        took = time.monotonic() - stopped_at
+        tasks = {
+            t["task_id"]: (t["state"], str(t["hostname"]).split(".")[0], t["try_number"])
+            for t in client.task_instances("feeder_load_hourly", run_id)
+        }
+        print(f"\napp host {victim} stopped mid-run: run {state} {took:.1f} s later; {tasks}")
+        assert state == "success", tasks
+    finally:
+        subprocess.run(["docker", "start", f"plinth-lab-{victim}"], check=True)
+        full_lab.wait_for_ssh(victim, tmp_path)
+        # Docker rewrote the restarted container's /etc/hosts: the deploy restores it.
+        plinth("up", "lab-dc1", "--yes")
+    client.wait_healthy(HEALTH_COMPONENTS, 300)
