@@ -11,20 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from operations.airflow import AIRFLOW_ROLES, COMPONENTS, PREFIX
 from plinth.airflow_api import HEALTH_COMPONENTS, AirflowApi, api_base
-from plinth.model import load_environment
+from plinth.model import Role, load_environment
 from plinth.rolling import wait_for
 from plinth.wheelhouse import airflow_wheelhouse
-from tests.lab.conftest import LAB_ENV, Lab, full_lab_enabled, plinth
+from tests.lab.conftest import LAB_ENV, Lab, full_lab_enabled, lab_secret, plinth
+
+# Imported at module level so that `pytest --co` (CI, without the full lab) catches a
+# broken import here.
+from tests.lab.test_redis_cell import CLIENT_CN, tls_kwargs
 
 pytestmark = [
     pytest.mark.lab,
     pytest.mark.full,
     pytest.mark.skipif(
         not full_lab_enabled(),
-        reason="the two-DC rehearsal takes ~20 minutes; set PLINTH_FULL_LAB=1 to run it",
+        reason="the two-DC rehearsal takes ~25 minutes; set PLINTH_FULL_LAB=1 to run it",
     ),
 ]
 
@@ -300,19 +305,14 @@ def test_apt_on_a_non_edge_host_installs_through_squid(full_lab: Lab, tmp_path: 
 def test_dc2_redis_nodes_replicate_dc1s_master_never_promoted(
     full_lab: Lab, tmp_path: Path
 ) -> None:
-    import redis
-
-    from plinth.model import Role
-    from tests.lab.test_redis_cell import CLIENT_CN, secret, tls_kwargs
-
     env = full_lab.environment
     settings = env.components.redis
     name = f"{settings.master_name_prefix}-dc1"
     bundle = tmp_path / "redis-client"
     plinth("pki", "client-cert", "lab", "--cn", CLIENT_CN, "--out", str(bundle))
     password, sentinel_password = (
-        secret("redis-default-password"),
-        secret("redis-sentinel-password"),
+        lab_secret("redis-default-password"),
+        lab_secret("redis-sentinel-password"),
     )
     dc1_sentinel = redis.Redis(
         host=str(env.hosts_with(Role.SENTINEL, "dc1")[0].address),
@@ -376,7 +376,7 @@ def dc1_airflow(lab: Lab, tmp_path: Path) -> AirflowApi:
         key=bundle / "grid-operator.key",
     )
     client.wait_healthy(HEALTH_COMPONENTS, 300)
-    client.login(plinth("secrets", "get", "lab", "airflow-admin-password").stdout.strip())
+    client.login(lab_secret("airflow-admin-password"))
     client.open_dag("feeder_load_hourly", 300)
     return client
 
