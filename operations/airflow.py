@@ -13,9 +13,9 @@ root:airflow 0640 environment file, the Celery configuration module (SASL EXTERN
 DAGs, one systemd unit per component the host's roles name, ``airflow db migrate`` from
 one host of the active site when ``airflow db check-migrations`` says it is needed, and
 the units running in the active datacenter only (installed, stopped and disabled in the
-others). Proven on the small lab, which turns the services on (docs/components/airflow.md).
-Rolling (drain workers, one scheduler at a time, ``airflow jobs check``) is not here yet:
-a changed configuration restarts the host's units, one host at a time.
+others). Proven on both labs, which turn the services on (docs/components/airflow.md).
+A changed configuration or venv rolls the units host by host behind live gates
+(:func:`roll_steps`, :func:`rolled`: workers drained first, ``airflow jobs check``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 
-from facts.airflow import AirflowCeleryImport, AirflowMigrations, celery_import_command
+from facts.airflow import (
+    HEALTH_PATH,
+    AirflowCeleryImport,
+    AirflowMigrations,
+    celery_import_command,
+)
 from plinth.certificates import CertificateSpec
 from plinth.context import HostContext
 from plinth.context import read_secrets as read_environment_secrets
@@ -549,7 +554,7 @@ def _gated_roll(state: Any, host: Any, spec: AirflowConfig, just_started: dict[s
         if step.check == "health" and spec.api_tls is not None:
             health = (
                 f"curl -sf -m 5 --cacert {shlex.quote(spec.api_tls.ca_path)} "
-                f"https://{spec.fqdn}:{spec.settings.api_port}/api/v2/monitor/health"
+                f"https://{spec.fqdn}:{spec.settings.api_port}{HEALTH_PATH}"
             )
 
             def answers(command: str = health) -> bool:
