@@ -61,6 +61,8 @@ class PatroniClusterState:
     """This member's WAL position in bytes: written (primary) or replayed (replica,
     standby leader); comparing a standby leader's with the active primary's gives the
     standby site's lag."""
+    local_version: str | None = None
+    """The Patroni release this member runs (``/patroni``: ``patroni.version``)."""
 
     @property
     def leader(self) -> PatroniMember | None:
@@ -156,7 +158,13 @@ def parse_cluster_document(
         local_state=str(local["state"]) if local and "state" in local else None,
         paused=bool(cluster.get("pause") or (local or {}).get("pause")),
         local_wal=_wal_position(local),
+        local_version=_patroni_version(local),
     )
+
+
+def _patroni_version(local: dict[str, Any] | None) -> str | None:
+    version = ((local or {}).get("patroni") or {}).get("version")
+    return str(version) if version else None
 
 
 def _wal_position(local: dict[str, Any] | None) -> int | None:
