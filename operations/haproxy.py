@@ -23,6 +23,7 @@ from pyinfra.operations import systemd
 
 from facts.haproxy import ConcatenationMatches
 from operations.checked import checked_file
+from operations.keepalived import HAPROXY_STATS_SOCKET, SCRIPT_USER, script_user
 from plinth.certificates import CertificateSpec
 from plinth.context import HostContext
 from plinth.model import HaproxySettings, PatroniSettings, Role
@@ -67,6 +68,8 @@ class HaproxyInput:
             rest_api_port=self.patroni.rest_api_port,
             ca_file=self.tls.ca_path,
             client_pem=CLIENT_PEM,
+            stats_socket=HAPROXY_STATS_SOCKET,
+            stats_group=SCRIPT_USER,
         )
 
 
@@ -115,6 +118,8 @@ def reloaded() -> Generator[StringCommand, None, None]:
 
 @deploy("haproxy")
 def haproxy_node(spec: HaproxyInput) -> None:
+    # The read-only stats socket belongs to its group: it must exist before haproxy -c.
+    script_user(name="keepalived script user (reader of haproxy's read-only stats socket)")
     pem = client_pem(
         name="haproxy client certificate for Patroni checks",
         cert=spec.tls.chain_path,

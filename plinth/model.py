@@ -329,10 +329,31 @@ class HaproxySettings(Frozen):
 
 
 class KeepalivedSettings(Frozen):
+    """VRRP, and the checks that decide whether a node may hold a VIP (``plinth/vip_check.py``)."""
+
     advert_int: int = Field(1, ge=1, le=255)
     """VRRP advertisement interval in seconds; a dead MASTER is replaced after ~3 of them."""
     check_interval: int = Field(1, ge=1, le=60)
-    """Seconds between runs of the haproxy track script (two failures release the VIP)."""
+    """Seconds between runs of the track scripts (unit checks and the VIP check)."""
+    check_timeout: int = Field(2, ge=1, le=30)
+    """Seconds a VIP check may run before keepalived kills it (counted as a failure). Its
+    own stats read and TCP connects get half of it, in parallel."""
+    check_fall: int = Field(2, ge=1, le=10)
+    """Consecutive failed checks before the node releases the VIP (FAULT). 2: one slow
+    run does not move the VIP; an isolated node still releases within ~2 intervals of
+    haproxy marking its peers unreachable."""
+    check_rise: int = Field(2, ge=1, le=10)
+    """Consecutive passing checks before a released node is eligible again."""
+    primary_grace_ttls: int = Field(2, ge=1, le=10)
+    """A node connected to a majority of the PostgreSQL cell keeps the VIP this many
+    Patroni ``ttl`` without seeing a primary (a switchover or failover in progress), then
+    releases it. 2: a failover completes within about one ``ttl``."""
+    garp_master_refresh: int = Field(10, ge=0, le=3600)
+    """Seconds between the MASTER's repeated gratuitous ARPs; 0 disables them. A node that
+    was MASTER for a moment (cut off, before its check released the VIP) leaves clients
+    with its MAC; without a refresh the real MASTER never corrects them and they hang
+    until their ARP entry expires (~30-60 s). Cost: if two connected nodes are MASTER at
+    once (an asymmetric partition), clients alternate between them at this period."""
 
 
 class RedisSettings(Frozen):
