@@ -47,6 +47,7 @@ from operations.haproxy import haproxy_input, haproxy_node
 from operations.keepalived import keepalived_input, keepalived_node
 from operations.nginx import nginx_input, nginx_node
 from operations.patroni import (
+    PatroniInstall,
     cell_packages_installed,
     patroni_input,
     patroni_member,
@@ -71,7 +72,7 @@ from plinth.certificates import host_certificates
 from plinth.context import host_context, tls_signer
 from plinth.model import Role
 from plinth.trust import platform_trust_anchors
-from plinth.wheelhouse import airflow_wheelhouse
+from plinth.wheelhouse import airflow_wheelhouse, patroni_wheelhouse
 
 context = host_context(host.data, host.name)
 environment = context.environment
@@ -133,7 +134,11 @@ if Role.POSTGRESQL in context.host.roles:
     patroni = patroni_input(
         context, certificates["patroni"], certificates["pg-replicator"], certificates["pg-rewind"]
     )
-    patroni_member(patroni, render(patroni, read_passwords(context)))
+    patroni_member(
+        patroni,
+        render(patroni, read_passwords(context)),
+        PatroniInstall(patroni_wheelhouse(environment)),
+    )
 
 if Role.HAPROXY in context.host.roles:
     haproxy_node(haproxy_input(context, certificates["haproxy"]))

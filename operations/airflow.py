@@ -32,7 +32,6 @@ from urllib.parse import quote, urlencode
 
 from pyinfra import host
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
-from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server, systemd
 
 from facts.airflow import (
@@ -41,62 +40,30 @@ from facts.airflow import (
     AirflowMigrations,
     celery_import_command,
 )
+from operations.wheelhouse import MARKER, VenvInstall, venv_from_wheelhouse
 from plinth.certificates import CertificateSpec
 from plinth.context import HostContext
 from plinth.context import read_secrets as read_environment_secrets
 from plinth.model import AIRFLOW_ROLES, AirflowSettings, Role
 from plinth.reasons import explain_change
 from plinth.render import render_template
-from plinth.wheelhouse import LOCK_NAME, Wheelhouse
 
-__all__ = ["AIRFLOW_ROLES"]
+__all__ = ["AIRFLOW_ROLES", "MARKER"]
 
 USER = "airflow"
 HOME = "/var/lib/airflow"
 PREFIX = "/opt/airflow"
-MARKER = ".plinth-wheelhouse"
 
 
 @dataclass(frozen=True)
-class AirflowInstall:
-    wheelhouse: Wheelhouse
+class AirflowInstall(VenvInstall):
+    """Airflow's wheelhouse on a host: ``/opt/airflow/venv-<tag>``, ``current`` → in use."""
 
-    @property
-    def remote_tarball(self) -> str:
-        return f"{PREFIX}/wheelhouse/{self.wheelhouse.tarball.name}"
-
-    @property
-    def venv(self) -> str:
-        return f"{PREFIX}/venv-{self.wheelhouse.tag}"
+    prefix: str = PREFIX
 
 
 def has_airflow(roles: tuple[Role, ...] | list[Role]) -> bool:
     return any(role in roles for role in AIRFLOW_ROLES)
-
-
-@operation()
-def venv_from_wheelhouse(spec: AirflowInstall) -> Generator[StringCommand, None, None]:
-    """Install the wheelhouse into its own venv, offline; nothing when already done."""
-    marker = host.get_fact(File, path=f"{spec.venv}/{MARKER}")
-    if marker:
-        host.noop(f"{spec.wheelhouse.requirement} already installed in {spec.venv}")
-        return
-    explain_change(f"install {spec.wheelhouse.requirement} offline into {spec.venv}")
-    q = shlex.quote
-    staging = f"{PREFIX}/wheelhouse/unpacked-{spec.wheelhouse.tag}"
-    # Built in place (scripts carry the venv's absolute path in their shebang), the
-    # marker written last: an interrupted install has no marker and is redone from
-    # scratch by the next run, never taken as done.
-    yield StringCommand(
-        f"set -e; rm -rf {q(staging)} {q(spec.venv)}; mkdir -p {q(staging)}; "
-        f"tar -xf {q(spec.remote_tarball)} -C {q(staging)}; "
-        f"python3 -m venv {q(spec.venv)}; "
-        f"{q(spec.venv)}/bin/pip install --quiet --no-index --no-cache-dir "
-        f"--disable-pip-version-check --find-links {q(staging)} "
-        f"--constraint {q(staging + '/' + LOCK_NAME)} {q(spec.wheelhouse.requirement)}; "
-        f"echo {q(spec.wheelhouse.sha256)} > {q(spec.venv + '/' + MARKER)}; "
-        f"rm -rf {q(staging)}"
-    )
 
 
 @deploy("Airflow user")

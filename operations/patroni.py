@@ -14,6 +14,14 @@ What plinth writes and what it leaves to Patroni:
   ``PATCH /config`` — the cluster's own changes to other keys are left alone.
 * a parameter that needs a restart is rolled by :func:`pending_restarts`: replicas one at
   a time, one switchover, the old primary last, each step behind a live gate.
+* Patroni itself is not Debian's (bookworm's 3.0.2 can fork the cluster after a
+  partition): ``components.patroni.version`` comes from a hash-checked wheelhouse
+  (:func:`plinth.wheelhouse.patroni_wheelhouse`) installed offline into
+  ``/opt/patroni/venv-<tag>``, ``/opt/patroni/current`` → the venv in use, run by plinth's
+  own ``/etc/systemd/system/patroni.service``; ``/usr/local/bin/patronictl`` is the venv's.
+  Installing never restarts anything: members running another release are rolled by
+  :func:`release_rolled` (decided by the pure :func:`upgrade_steps`), each stopped through
+  Patroni so PostgreSQL shuts down cleanly, never adopted by the new Patroni.
 
 Secrets (the passwords of ``postgres``, ``replicator`` and ``rewind_user``) are read on the
 controller from the encrypted store and reach the host only inside the uploaded file,
@@ -26,13 +34,14 @@ import json
 import re
 import shlex
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from io import StringIO
-from typing import Any
+from typing import Any, Literal
 
 from pyinfra import host
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
+from pyinfra.api.exceptions import NoHostError
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, systemd
@@ -47,18 +56,21 @@ from facts.patroni import (
     patroni_cluster_command,
 )
 from operations.checked import checked_file
+from operations.wheelhouse import VenvInstall, venv_from_wheelhouse
 from plinth.certificates import CertificateSpec
 from plinth.context import HostContext, read_secrets
 from plinth.model import PatroniSettings, Role
 from plinth.reasons import explain_change
 from plinth.render import render_template
-from plinth.rolling import note, refuse, run, wait_for
+from plinth.rolling import connector_arguments, note, refuse, run, wait_for
 
 POLICY_RC = "/usr/sbin/policy-rc.d"
 
 ROLE_PACKAGES: dict[Role, tuple[str, ...]] = {
     Role.ETCD: ("etcd-server", "etcd-client"),
-    Role.POSTGRESQL: ("postgresql-15", "postgresql-client-15", "patroni", "python3-psycopg2"),
+    # Patroni comes from plinth's wheelhouse (psycopg 3 with its own libpq inside), not
+    # from Debian; python3-venv builds its virtualenv.
+    Role.POSTGRESQL: ("postgresql-15", "postgresql-client-15", "python3-venv"),
     Role.HAPROXY: ("haproxy",),
     Role.KEEPALIVED: ("keepalived",),
     Role.REDIS: ("redis-server", "redis-tools"),
@@ -122,7 +134,14 @@ def cell_packages_installed(roles: Sequence[Role]) -> None:
 
 CONFIG = "/etc/patroni/config.yml"
 DATA_ROOT = "/var/lib/postgresql/15"
+PG_BIN = "/usr/lib/postgresql/15/bin"
 READY_WAIT_SECONDS = 240
+PREFIX = "/opt/patroni"
+UNIT = "/etc/systemd/system/patroni.service"
+PATRONICTL = "/usr/local/bin/patronictl"
+STOP_TIMEOUT_SECONDS = 600
+"""systemd's stop timeout: Patroni's stop waits for PostgreSQL's shutdown checkpoint; a
+SIGKILLed Patroni would leave an orphan postmaster behind."""
 SECRET_NAMES = {
     "superuser": "postgresql-superuser-password",
     "replication": "postgresql-replication-password",
@@ -359,6 +378,65 @@ def pending_config_patch(spec: PatroniInput) -> dict[str, Any]:
         api=spec.api,
     )
     return config_difference(current or {}, dynamic_settings(spec))
+
+
+@dataclass(frozen=True)
+class PatroniInstall(VenvInstall):
+    """Patroni's wheelhouse on a host: ``/opt/patroni/venv-<tag>``, ``current`` → in use."""
+
+    prefix: str = PREFIX
+
+    @property
+    def patroni(self) -> str:
+        return f"{self.current}/bin/patroni"
+
+    @property
+    def patronictl(self) -> str:
+        return f"{self.current}/bin/patronictl"
+
+
+def render_unit(install: PatroniInstall, version: str) -> str:
+    """plinth's ``patroni.service`` (it shadows Debian's unit of the same name)."""
+    return render_template(
+        "patroni/etc/systemd/system/patroni.service.j2",
+        version=version,
+        venv_current=install.current,
+        config=CONFIG,
+        stop_timeout=STOP_TIMEOUT_SECONDS,
+    )
+
+
+def config_check(install: PatroniInstall) -> str:
+    """``checked_file`` check of config.yml: Patroni's own validator, from the venv. The
+    listen ports are ignored (the running member holds them)."""
+    return f"{install.patroni} --validate-config --ignore-listen-port {{path}}"
+
+
+@deploy("Patroni installed offline")
+def patroni_installed(install: PatroniInstall, version: str) -> None:
+    """The venv, ``current``, the unit and ``patronictl`` on ``PATH``; restarts nothing.
+
+    A running Patroni (Debian's, or an older venv's) keeps running: the unit's new
+    definition is loaded by ``daemon-reload`` and used at the next start, which is
+    :func:`release_rolled`'s business.
+    """
+    files.directory(name="Patroni wheelhouse directory", path=f"{PREFIX}/wheelhouse", mode="755")
+    files.put(
+        name=f"Patroni wheelhouse {install.wheelhouse.tarball.name}",
+        src=str(install.wheelhouse.tarball),
+        dest=install.remote_tarball,
+        mode="644",
+    )
+    venv_from_wheelhouse(name="Patroni virtualenv (pip --no-index --require-hashes)", spec=install)
+    files.link(name="Patroni venv in use", path=install.current, target=install.venv)
+    files.link(name="patronictl on PATH", path=PATRONICTL, target=install.patronictl)
+    unit = files.put(
+        name="Patroni systemd unit",
+        src=StringIO(render_unit(install, version)),
+        dest=UNIT,
+        mode="644",
+    )
+    systemd.daemon_reload(name="systemd reloaded for the Patroni unit", _if=unit.did_change)
 
 
 def _running() -> bool:
@@ -674,13 +752,317 @@ def pending_restarts(spec: PatroniInput) -> Generator[FunctionCommand, None, Non
     yield FunctionCommand(_roll, (spec, after_patch), {})
 
 
+# ---- the release roll: members on another Patroni release, one at a time ----
+
+
+@dataclass(frozen=True)
+class UpgradeStep:
+    """One step of the release roll, as :func:`upgrade_steps` plans it."""
+
+    action: Literal["restart", "switchover", "wait", "refuse"]
+    """``restart``: stop Patroni (it stops PostgreSQL), start it on the wanted release;
+    ``switchover``: leadership from ``member`` to ``candidate`` (None: decided when the
+    replicas are done); ``wait``: nothing to do but wait (no upgraded synchronous standby
+    yet); ``refuse``: the cluster is not fit for any step (``why``)."""
+    member: str | None = None
+    candidate: str | None = None
+    why: str = ""
+
+
+def upgrade_steps(
+    cluster: PatroniClusterState,
+    versions: Mapping[str, str | None],
+    wanted: str,
+    expected: tuple[str, ...],
+    max_lag: int | None,
+    synchronous: bool,
+) -> list[UpgradeStep]:
+    """Pure: the steps that bring every member of ``cluster`` to Patroni ``wanted``.
+
+    + versions: each member's release as its own ``/patroni`` reports it (None: unread)
+    + expected: the members the model names (all must be present and healthy)
+    + max_lag: bytes a replica may lag for a step to go ahead
+    + synchronous: synchronous mode is on (the switchover target must be a sync standby)
+
+    Replicas first (asynchronous ones, then synchronous standbys, by name), then a
+    switchover to an upgraded replica (a synchronous standby in synchronous mode), then
+    the old leader, restarted as a replica. A standby cluster's ``standby_leader`` is the
+    leader here. Empty when every member runs ``wanted``; one ``refuse`` when a member is
+    missing, not running/streaming, lagging or of unknown release. The executor performs
+    only the first step and plans again from a fresh reading, so a roll interrupted
+    half-way resumes where it stopped.
+    """
+    # A member that is not running is not stale: whenever it starts, it starts on the
+    # unit and venv in place. It still stops the roll below (every member must be there).
+    stale = [
+        m.name for m in cluster.members if m.name in expected and versions.get(m.name) != wanted
+    ]
+    if not stale:
+        return []
+    problems = cluster.problems(expected, max_lag)
+    problems += [
+        f"the Patroni release of {name} is unknown (its /patroni did not answer)"
+        for name in expected
+        if cluster.member(name) is not None and versions.get(name) is None
+    ]
+    leader = cluster.leader
+    if problems or leader is None:
+        return [UpgradeStep("refuse", why="; ".join(problems) or "no leader")]
+    old_replicas = sorted(
+        (m for m in cluster.replicas if m.name in stale),
+        key=lambda m: (m.role == "sync_standby", m.name),
+    )
+    steps = [
+        UpgradeStep("restart", m.name, why=f"replica on Patroni {versions.get(m.name)}")
+        for m in old_replicas
+    ]
+    if leader.name not in stale:
+        return steps
+    why_leader = f"old leader on Patroni {versions.get(leader.name)}"
+    if not cluster.replicas:
+        # A one-member cluster has nobody to hand over to: restarted in place.
+        return [*steps, UpgradeStep("restart", leader.name, why=why_leader + ", no replica")]
+    if old_replicas:
+        steps.append(UpgradeStep("switchover", leader.name, why="after the replicas"))
+    else:
+        targets = [m for m in cluster.replicas if m.role == "sync_standby" or not synchronous]
+        if targets:
+            steps.append(UpgradeStep("switchover", leader.name, targets[0].name, why_leader))
+        else:
+            steps.append(
+                UpgradeStep("wait", leader.name, why="no upgraded synchronous standby yet")
+            )
+    steps.append(UpgradeStep("restart", leader.name, why=why_leader + ", now a replica"))
+    return steps
+
+
+def _member_apis(spec: PatroniInput, cluster: PatroniClusterState) -> dict[str, str]:
+    return {m.name: _member_api(spec, m.name, cluster) for m in cluster.members}
+
+
+def release_versions(spec: PatroniInput, cluster: PatroniClusterState) -> dict[str, str | None]:
+    """Prepare time: each member's Patroni release from its own ``/patroni`` (facts)."""
+    versions: dict[str, str | None] = {}
+    for name, api in _member_apis(spec, cluster).items():
+        seen: PatroniClusterState | None = host.get_fact(
+            PatroniCluster,
+            ca=spec.tls.ca_path,
+            cert=spec.tls.chain_path,
+            key=spec.tls.key_path,
+            api=api,
+        )
+        versions[name] = seen.local_version if seen else None
+    return versions
+
+
+def _read_versions(
+    executing: Any, spec: PatroniInput
+) -> tuple[PatroniClusterState | None, dict[str, str | None]]:
+    """Execute time: the cluster and each member's release, read right now."""
+    cluster = _read(executing, spec)
+    if cluster is None:
+        return None, {}
+    versions: dict[str, str | None] = {}
+    for name, api in _member_apis(spec, cluster).items():
+        tls = spec.tls
+        ok, out, _ = run(
+            executing, patroni_cluster_command(tls.ca_path, tls.chain_path, tls.key_path, api)
+        )
+        seen = parse_patroni_cluster(out) if ok else None
+        versions[name] = seen.local_version if seen else None
+    return cluster, versions
+
+
+def _plan(executing: Any, spec: PatroniInput) -> tuple[list[UpgradeStep], dict[str, str | None]]:
+    cluster, versions = _read_versions(executing, spec)
+    if cluster is None:
+        return [UpgradeStep("refuse", why=f"cannot read the cluster from {spec.name}")], {}
+    settings = spec.settings
+    steps = upgrade_steps(
+        cluster,
+        versions,
+        settings.version,
+        spec.members,
+        settings.maximum_lag_on_failover,
+        spec.synchronous,
+    )
+    return steps, versions
+
+
+def restart_command(data_dir: str) -> str:
+    """Stop Patroni, which stops PostgreSQL on its way out, then start it on the new unit.
+
+    A postmaster still running after the stop (Patroni killed at the stop timeout) is
+    stopped cleanly with ``pg_ctl``: a new Patroni must start PostgreSQL itself, never
+    adopt a running one (on these machines the PID file's start time can disagree with the
+    process's and the member then loops on "crashed").
+    """
+    q = shlex.quote
+    pg_ctl = f"cd / && runuser -u postgres -- {PG_BIN}/pg_ctl -D {q(data_dir)}"
+    return (
+        "set -e; systemctl stop patroni.service; "
+        f"if {pg_ctl} status >/dev/null 2>&1; then "
+        f"{pg_ctl} stop -m fast -w -t {STOP_TIMEOUT_SECONDS}; fi; "
+        "systemctl daemon-reload; systemctl start patroni.service"
+    )
+
+
+def _member_host(state: Any, executing: Any, name: str) -> Any:
+    """The pyinfra host of member ``name`` if this run is connected to it, else None."""
+    if name == executing.name:
+        return executing
+    try:
+        target = state.inventory.get_host(name)
+    except NoHostError:
+        return None
+    return target if getattr(target, "connected", False) else None
+
+
+def _restart_member(state: Any, executing: Any, spec: PatroniInput, member: str) -> bool:
+    target = _member_host(state, executing, member)
+    if target is None:
+        return refuse(
+            executing,
+            f"Patroni upgrade of {member} refused: {member} is not part of this run "
+            "(--limit?); run the deploy on the whole stack",
+        )
+    if _gate(executing, spec, f"Patroni upgrade of {member}") is None:
+        return False
+    note(executing, f"Patroni upgrade: restarting {member} on {spec.settings.version}")
+    arguments = connector_arguments(executing)
+    arguments["_timeout"] = STOP_TIMEOUT_SECONDS + 120
+    ok, output = target.run_shell_command(
+        StringCommand(restart_command(spec.data_dir)), print_output=False, **arguments
+    )
+    if not ok:
+        tail = " ".join(list(output.stderr_lines)[-3:])
+        return refuse(executing, f"restart of Patroni on {member} failed: {tail}")
+
+    def back() -> bool:
+        cluster, versions = _read_versions(executing, spec)
+        me = cluster.member(member) if cluster else None
+        return bool(
+            cluster is not None
+            and me is not None
+            and versions.get(member) == spec.settings.version
+            and not cluster.problems(spec.members, spec.settings.maximum_lag_on_failover)
+        )
+
+    if not wait_for(back, READY_WAIT_SECONDS)[0]:
+        return refuse(
+            executing,
+            f"{member} is not back running/streaming on Patroni {spec.settings.version} "
+            f"after {READY_WAIT_SECONDS} s; stopping here (journalctl -u patroni on {member})",
+        )
+    return True
+
+
+def _switchover(executing: Any, spec: PatroniInput, leader: str, candidate: str) -> bool:
+    gated = _gate(executing, spec, f"switchover {leader} -> {candidate}")
+    if gated is None:
+        return False
+    note(executing, f"Patroni upgrade: switchover {leader} -> {candidate}")
+    body = {"leader": leader, "candidate": candidate}
+    if not _post(executing, spec, _member_api(spec, leader, gated), "/switchover", body):
+        return refuse(executing, f"switchover {leader} -> {candidate} failed")
+
+    def settled() -> bool:
+        cluster = _read(executing, spec)
+        return bool(
+            cluster is not None
+            and cluster.leader is not None
+            and cluster.leader.name == candidate
+            and not cluster.problems(spec.members, spec.settings.maximum_lag_on_failover)
+        )
+
+    if not wait_for(settled, 120)[0]:
+        return refuse(executing, f"switchover to {candidate} did not settle; stopping here")
+    return True
+
+
+def _release_roll(state: Any, host: Any, spec: PatroniInput) -> bool:
+    """Execute-time: perform the first planned step, read the cluster again, repeat.
+
+    Whichever member runs this first rolls the whole cluster (the operation is serial and
+    reaches the other members over this run's connections); the others find nothing left.
+    """
+    started = time.monotonic()
+    restarted: set[str] = set()
+    # Each member is restarted at most once and a switchover happens once: the bound
+    # only stops a plan that does not converge.
+    for _ in range(2 * len(spec.members) + 4):
+        steps, versions = _plan(host, spec)
+        if not steps:
+            if restarted:
+                took = time.monotonic() - started
+                note(host, f"Patroni upgrade done in {took:.1f} s ({', '.join(sorted(restarted))})")
+            else:
+                note(host, f"every member runs Patroni {spec.settings.version}")
+            return True
+        step = steps[0]
+        if step.action == "refuse":
+            return refuse(host, f"Patroni upgrade refused: {step.why}; nothing more was changed")
+        if step.action == "wait":
+            # In synchronous mode Patroni only hands over to a synchronous standby; after
+            # the replicas restarted one may not be assigned again yet.
+            def moved_on(waiting: UpgradeStep = step) -> bool:
+                return _plan(host, spec)[0][:1] != [waiting]
+
+            if not wait_for(moved_on, 60)[0]:
+                return refuse(host, f"switchover away from {step.member} refused: {step.why}")
+            continue
+        assert step.member is not None
+        if step.action == "switchover":
+            if step.candidate is None:
+                return refuse(host, f"switchover away from {step.member}: no candidate")
+            if not _switchover(host, spec, step.member, step.candidate):
+                return False
+            continue
+        if step.member in restarted:
+            version = versions.get(step.member)
+            return refuse(host, f"{step.member} still runs Patroni {version} after its restart")
+        restarted.add(step.member)
+        if not _restart_member(state, host, spec, step.member):
+            return False
+    return refuse(host, "Patroni upgrade did not converge; stopping here")
+
+
+@operation(is_idempotent=False)
+def release_rolled(spec: PatroniInput) -> Generator[FunctionCommand, None, None]:
+    """Every member on Patroni ``components.patroni.version``: replicas one at a time, a
+    switchover to an upgraded (synchronous) standby, the old leader last; each member
+    stopped through Patroni and started under plinth's unit, behind live gates.
+
+    Run it ``_serial=True`` after :func:`patroni_installed` (which only installs): the
+    first member to run it rolls the whole cluster. A new cluster (nothing running)
+    starts on the wanted release and has nothing to roll.
+    """
+    cluster = cluster_fact(spec)
+    if cluster is None or cluster.leader is None:
+        host.noop("no running cluster: members start on the wanted release")
+        return
+    versions = release_versions(spec, cluster)
+    wanted = spec.settings.version
+    stale = sorted(
+        name for name, version in versions.items() if name in spec.members and version != wanted
+    )
+    if not stale:
+        host.noop(f"every running member runs Patroni {wanted}")
+        return
+    old = ", ".join(f"{name} ({versions.get(name) or 'unknown'})" for name in stale)
+    explain_change(f"Patroni {old} -> {wanted}: replicas, switchover, old leader")
+    yield FunctionCommand(_release_roll, (spec,), {})
+
+
 @deploy("Patroni")
-def patroni_member(spec: PatroniInput, config_text: str) -> None:
+def patroni_member(spec: PatroniInput, config_text: str, install: PatroniInstall) -> None:
     """One member of the DC's Patroni cluster (see the module docstring).
 
     + config_text: the rendered patroni.yml (:func:`render`), passed as text so the
       passwords inside never become an operation argument
+    + install: the Patroni wheelhouse and where it goes (:class:`PatroniInstall`)
     """
+    patroni_installed(install=install, version=spec.settings.version)
     files.directory(
         name="PostgreSQL data root", path=DATA_ROOT, user="postgres", group="postgres", mode="700"
     )
@@ -688,7 +1070,7 @@ def patroni_member(spec: PatroniInput, config_text: str) -> None:
         name="Patroni configuration",
         path=CONFIG,
         src=StringIO(config_text),
-        check="python3 -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' {path}",
+        check=config_check(install),
         mode="600",
         user="postgres",
         group="postgres",
@@ -702,6 +1084,11 @@ def patroni_member(spec: PatroniInput, config_text: str) -> None:
         _if=lambda: config.did_change() and not started.did_change(),
     )
     member_ready(name="PostgreSQL running under Patroni", spec=spec)
+    release_rolled(
+        name="Patroni release rolled (replicas, switchover, old leader)",
+        spec=spec,
+        _serial=True,
+    )
     dynamic_config(name="Patroni dynamic configuration", spec=spec)
     pending_restarts(
         name="PostgreSQL restarts rolled (replicas, switchover, old leader)",

@@ -252,6 +252,12 @@ class EtcdSettings(Frozen):
 
 
 class PatroniSettings(Frozen):
+    version: str = Field("4.1.5", pattern=r"^\d+\.\d+\.\d+$")
+    """Patroni release, installed from a hash-checked wheelhouse into
+    ``/opt/patroni/venv-<tag>`` (not Debian's package: bookworm's 3.0.2 can fork the
+    cluster after a partition). Its lock ``plinth/locks/patroni-<version>.txt`` must be
+    committed; a running cluster on another release is rolled member by member
+    (docs/components/postgresql.md)."""
     scope_prefix: str = "pg"
     """Patroni scope is ``<prefix>-<dc>``."""
     postgresql_port: int = 5432
@@ -260,9 +266,11 @@ class PatroniSettings(Frozen):
     """Patroni REST API port."""
     synchronous_mode: bool = True
     """Synchronous replication: no committed transaction is lost on failover."""
-    ttl: int = Field(12, ge=6, le=300)
+    ttl: int = Field(20, ge=20, le=300)
     """Leader lock lifetime in seconds: an unreachable primary is replaced after at most
-    this long. Patroni needs ``loop_wait + 2 * retry_timeout <= ttl``."""
+    this long. Patroni needs ``loop_wait + 2 * retry_timeout <= ttl`` and at least 20:
+    Patroni 4.x raises a lower value to 20 by itself and ``patroni --validate-config``
+    refuses it (the default was 12 before Patroni came from the wheelhouse)."""
     loop_wait: int = Field(2, ge=1, le=60)
     """Seconds between Patroni's HA loops."""
     retry_timeout: int = Field(5, ge=2, le=60)
@@ -305,6 +313,23 @@ class PatroniSettings(Frozen):
                 raise ValueError(f"{role!r} is not a plain PostgreSQL role name ([a-z_][a-z0-9_]*)")
             if role in reserved:
                 raise ValueError(f"{role!r} is reserved for Patroni")
+        return value
+
+    @staticmethod
+    def lock_path(version: str) -> Path:
+        """The committed hash lock of Patroni ``version`` (package data of plinth)."""
+        return Path(__file__).resolve().parent / "locks" / f"patroni-{version}.txt"
+
+    @field_validator("version")
+    @classmethod
+    def _version_locked(cls, value: str) -> str:
+        lock = PatroniSettings.lock_path(value)
+        if not lock.is_file():
+            raise ValueError(
+                f"no hash lock for Patroni {value}: commit plinth/locks/{lock.name} "
+                "(generated with the command in the header of an existing lock, "
+                "see docs/components/postgresql.md)"
+            )
         return value
 
     @model_validator(mode="after")

@@ -12,19 +12,25 @@ from pyinfra.api.exceptions import FactProcessError
 from facts.patroni import (
     MISSING,
     UNREACHABLE,
+    PatroniClusterState,
     normalise_role,
     parse_cluster_document,
     parse_patroni_cluster,
 )
 from operations.patroni import (
     PatroniInput,
+    PatroniInstall,
     StandbySource,
     cell_packages,
+    config_check,
     config_difference,
     dynamic_settings,
     flatten,
     render,
+    render_unit,
+    restart_command,
     standby_slot,
+    upgrade_steps,
 )
 from plinth.certificates import CertificateSpec
 from plinth.model import PatroniSettings, Role
@@ -97,8 +103,8 @@ def test_config_difference_touches_only_managed_keys() -> None:
     current["postgresql"]["parameters"]["shared_buffers"] = "64MB"
     current["ttl"] = 30
     patch = config_difference(current, wanted)
-    assert patch == {"ttl": 12, "postgresql": {"parameters": {"shared_buffers": "128MB"}}}
-    assert flatten(patch) == ["postgresql.parameters.shared_buffers=128MB", "ttl=12"]
+    assert patch == {"ttl": 20, "postgresql": {"parameters": {"shared_buffers": "128MB"}}}
+    assert flatten(patch) == ["postgresql.parameters.shared_buffers=128MB", "ttl=20"]
 
 
 def spec() -> PatroniInput:
@@ -133,12 +139,14 @@ def test_patroni_yml_is_tls_only_and_carries_the_passwords_it_is_given() -> None
     assert "hostssl replication replicator 10.0.1.0/24 scram-sha-256 clientcert=verify-full" in hba
     assert config["postgresql"]["parameters"]["ssl"] == "on"
     assert config["bootstrap"]["dcs"]["synchronous_mode"] is True
-    assert config["bootstrap"]["dcs"]["ttl"] == 12
+    assert config["bootstrap"]["dcs"]["ttl"] == 20
 
 
 def test_timing_rule_and_role_names() -> None:
     with pytest.raises(ValueError, match="ttl"):
-        PatroniSettings(ttl=10, loop_wait=2, retry_timeout=5)
+        PatroniSettings(ttl=12)  # below Patroni's own minimum (it would run with 20)
+    with pytest.raises(ValueError, match="ttl"):
+        PatroniSettings(ttl=20, loop_wait=10, retry_timeout=6)
     with pytest.raises(ValueError, match="reserved"):
         PatroniSettings(login_roles=("replicator",))
     with pytest.raises(ValueError, match="plain PostgreSQL role name"):
@@ -147,7 +155,10 @@ def test_timing_rule_and_role_names() -> None:
 
 def test_cell_packages_by_role() -> None:
     assert cell_packages([Role.HAPROXY]) == ["haproxy"]
-    assert "patroni" in cell_packages([Role.POSTGRESQL, Role.ETCD])
+    # Patroni and its driver come from the wheelhouse, not from Debian.
+    postgresql = cell_packages([Role.POSTGRESQL, Role.ETCD])
+    assert "patroni" not in postgresql and "python3-psycopg2" not in postgresql
+    assert "python3-venv" in postgresql and "postgresql-15" in postgresql
     assert cell_packages([Role.REDIS, Role.SENTINEL]) == [
         "redis-server",
         "redis-tools",
@@ -224,3 +235,234 @@ def test_standby_lag_is_the_active_primary_minus_what_the_standby_replayed() -> 
     assert "standby_of" not in results[0]["patroni"]
     assert results[1]["patroni"]["standby_of"] == {"datacenter": "dc1", "lag_bytes": 800}
     assert "standby cluster of dc1: lag 800 B" in render_status(results[1])
+
+
+# ---- Patroni from the wheelhouse: version, unit, config check ----
+
+
+def test_the_patroni_version_needs_a_committed_hash_lock() -> None:
+    from plinth.model import ModelError, parse_environment
+    from plinth.wheelhouse import locked_pins
+
+    lock = PatroniSettings.lock_path(PatroniSettings().version)
+    assert lock.is_file()
+    text = lock.read_text()
+    assert f"patroni=={PatroniSettings().version}" in locked_pins(text)
+    assert {"psycopg==3.3.9", "psycopg-binary==3.3.9", "python-etcd==0.4.5"} <= set(
+        locked_pins(text)
+    )
+    # every requirement carries at least one hash (pip --require-hashes needs it)
+    requirements = [line for line in text.splitlines() if line and line[0].isalpha()]
+    assert all(line.endswith("\\") for line in requirements)
+    with pytest.raises(ModelError, match=r"components\.patroni\.version: no hash lock"):
+        parse_environment(
+            {
+                "name": "unit",
+                "datacenters": [
+                    {"name": "dc1", "subnet": "10.0.1.0/24", "domain": "dc1.unit.internal"}
+                ],
+                "hosts": [
+                    {"name": "h1", "address": "10.0.1.11", "datacenter": "dc1", "roles": ["nginx"]}
+                ],
+                "components": {"patroni": {"version": "4.0.1"}},
+            }
+        )
+
+
+def install() -> PatroniInstall:
+    from pathlib import Path
+
+    from plinth.wheelhouse import Wheelhouse
+
+    tarball = Path("/cache/patroni-etcd3-psycopg3-4.1.5-h0000-cp311.tar")
+    wheelhouse = Wheelhouse("patroni[etcd3,psycopg3]==4.1.5", tarball, "ab" * 32, (), True)
+    return PatroniInstall(wheelhouse)
+
+
+def test_our_unit_runs_the_venv_patroni_and_stops_postgresql_through_it() -> None:
+    unit = render_unit(install(), "4.1.5")
+    lines = {line.partition("=")[0]: line.partition("=")[2] for line in unit.splitlines()}
+    assert lines["ExecStart"] == "/opt/patroni/current/bin/patroni /etc/patroni/config.yml"
+    assert lines["User"] == lines["Group"] == "postgres"
+    assert lines["ExecReload"] == "/bin/kill -s HUP $MAINPID"
+    assert lines["KillMode"] == "process"
+    assert lines["Restart"] == "no"
+    assert int(lines["TimeoutSec"]) >= 300  # a shutdown checkpoint, not Debian's 30 s
+    assert lines["WantedBy"] == "multi-user.target"
+    assert install().venv == "/opt/patroni/venv-" + "ab" * 6
+    assert install().patronictl == "/opt/patroni/current/bin/patronictl"
+
+
+def test_config_yml_is_checked_by_the_venv_patroni_ignoring_busy_ports() -> None:
+    check = config_check(install())
+    assert check == (
+        "/opt/patroni/current/bin/patroni --validate-config --ignore-listen-port {path}"
+    )
+
+
+def test_a_member_restart_stops_postgresql_through_patroni_and_never_adopts() -> None:
+    command = restart_command("/var/lib/postgresql/15/pg-dc1")
+    stop = command.index("systemctl stop patroni.service")
+    leftover = command.index("pg_ctl -D /var/lib/postgresql/15/pg-dc1 stop -m fast")
+    start = command.index("systemctl start patroni.service")
+    assert stop < leftover < command.index("systemctl daemon-reload") < start
+    assert "restart" not in command  # stop, then start: the new unit starts PostgreSQL
+    assert command.startswith("set -e;")
+
+
+# ---- the release roll: a table of observed clusters and the planned steps ----
+
+V3, V4 = "3.0.2", "4.1.5"
+NAMES = ("n1", "n2", "n3")
+
+
+def member(
+    name: str, role: str, state: str = "streaming", lag: int | None = 0
+) -> dict[str, object]:
+    raw: dict[str, object] = {"name": name, "role": role, "state": state, "host": name}
+    if role not in ("leader", "standby_leader"):
+        raw["lag"] = lag
+    elif state == "streaming":
+        raw["state"] = "running"
+    return raw
+
+
+def observed(*members: dict[str, object]) -> PatroniClusterState:
+    return parse_cluster_document({"members": list(members)}, None)
+
+
+HEALTHY = (member("n1", "leader"), member("n2", "sync_standby"), member("n3", "replica"))
+STANDBY_SITE = (
+    member("n1", "standby_leader"),
+    member("n2", "replica"),
+    member("n3", "replica"),
+)
+
+
+def plan(
+    members: tuple[dict[str, object], ...],
+    versions: dict[str, str | None],
+    synchronous: bool = True,
+) -> list[tuple[str, str | None, str | None]]:
+    steps = upgrade_steps(observed(*members), versions, V4, NAMES, 1024, synchronous)
+    return [(s.action, s.member, s.candidate) for s in steps]
+
+
+@pytest.mark.parametrize(
+    ("members", "versions", "synchronous", "expected"),
+    [
+        pytest.param(
+            HEALTHY, dict.fromkeys(NAMES, V3), True,
+            [("restart", "n3", None), ("restart", "n2", None),
+             ("switchover", "n1", None), ("restart", "n1", None)],
+            id="all-old: async replica, sync standby, switchover, old leader",
+        ),
+        pytest.param(HEALTHY, dict.fromkeys(NAMES, V4), True, [], id="all-current: nothing"),
+        pytest.param(
+            HEALTHY, {"n1": V3, "n2": V4, "n3": V4}, True,
+            [("switchover", "n1", "n2"), ("restart", "n1", None)],
+            id="replicas done: switchover to the upgraded sync standby",
+        ),
+        pytest.param(
+            (member("n1", "leader"), member("n2", "replica"), member("n3", "replica")),
+            {"n1": V3, "n2": V4, "n3": V4}, True,
+            [("wait", "n1", None), ("restart", "n1", None)],
+            id="replicas done, no sync standby assigned yet: wait",
+        ),
+        pytest.param(
+            (member("n1", "leader"), member("n2", "replica"), member("n3", "replica")),
+            {"n1": V3, "n2": V4, "n3": V4}, False,
+            [("switchover", "n1", "n2"), ("restart", "n1", None)],
+            id="asynchronous cluster: any upgraded replica takes over",
+        ),
+        pytest.param(
+            (member("n1", "replica"), member("n2", "leader"), member("n3", "sync_standby")),
+            {"n1": V3, "n2": V4, "n3": V4}, True,
+            [("restart", "n1", None)],
+            id="mid-roll resumed: the switched-over old leader is a replica now",
+        ),
+        pytest.param(
+            HEALTHY, {"n1": V3, "n2": V4, "n3": V3}, True,
+            [("restart", "n3", None), ("switchover", "n1", None), ("restart", "n1", None)],
+            id="mid-roll resumed: one replica left",
+        ),
+        pytest.param(
+            STANDBY_SITE, dict.fromkeys(NAMES, V3), False,
+            [("restart", "n2", None), ("restart", "n3", None),
+             ("switchover", "n1", None), ("restart", "n1", None)],
+            id="standby cluster: the standby leader is rolled like a leader",
+        ),
+        pytest.param(
+            STANDBY_SITE, {"n1": V3, "n2": V4, "n3": V4}, False,
+            [("switchover", "n1", "n2"), ("restart", "n1", None)],
+            id="standby cluster: switchover away from the standby leader",
+        ),
+        pytest.param(
+            (member("n1", "leader"),), {"n1": V3}, True,
+            [("restart", "n1", None)],
+            id="one-member cluster: restarted in place",
+        ),
+    ],
+)  # fmt: skip
+def test_upgrade_steps(
+    members: tuple[dict[str, object], ...],
+    versions: dict[str, str | None],
+    synchronous: bool,
+    expected: list[tuple[str, str | None, str | None]],
+) -> None:
+    if len(members) == 1:
+        steps = upgrade_steps(observed(*members), versions, V4, ("n1",), 1024, synchronous)
+        assert [(s.action, s.member, s.candidate) for s in steps] == expected
+        return
+    assert plan(members, versions, synchronous) == expected
+
+
+@pytest.mark.parametrize(
+    ("members", "versions", "why"),
+    [
+        pytest.param(
+            HEALTHY[:2], {"n1": V3, "n2": V3}, "member n3 is missing",
+            id="a member is missing",
+        ),
+        pytest.param(
+            (member("n1", "leader"), member("n2", "sync_standby"),
+             member("n3", "replica", state="starting")),
+            dict.fromkeys(NAMES, V3), "replica n3 is starting",
+            id="a replica is not streaming",
+        ),
+        pytest.param(
+            (member("n1", "leader"), member("n2", "sync_standby"),
+             member("n3", "replica", lag=10**9)),
+            dict.fromkeys(NAMES, V3), "replica n3 lags",
+            id="a replica lags",
+        ),
+        pytest.param(
+            HEALTHY, {"n1": V3, "n2": None, "n3": V3}, "release of n2 is unknown",
+            id="a member's release cannot be read",
+        ),
+        pytest.param(
+            (member("n1", "replica"), member("n2", "sync_standby"), member("n3", "replica")),
+            dict.fromkeys(NAMES, V3), "no leader",
+            id="no leader",
+        ),
+    ],
+)  # fmt: skip
+def test_upgrade_refused_when_the_cluster_is_not_fit(
+    members: tuple[dict[str, object], ...], versions: dict[str, str | None], why: str
+) -> None:
+    steps = upgrade_steps(observed(*members), versions, V4, NAMES, 1024, True)
+    assert [s.action for s in steps] == ["refuse"]
+    assert why in steps[0].why
+
+
+def test_a_stopped_member_alone_is_no_reason_to_roll() -> None:
+    # All running members current, one stopped: it starts on the new release anyway.
+    assert plan(HEALTHY[:2], {"n1": V4, "n2": V4}) == []
+
+
+def test_patroni_3_master_and_4_primary_are_read_alike_mid_roll() -> None:
+    cluster = {"members": [member("n1", "leader"), member("n2", "sync_standby")]}
+    old = parse_cluster_document(cluster, {"role": "master", "patroni": {"version": V3}})
+    new = parse_cluster_document(cluster, {"role": "primary", "patroni": {"version": V4}})
+    assert old.local_role == new.local_role == "primary"
+    assert (old.local_version, new.local_version) == (V3, V4)

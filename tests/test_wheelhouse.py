@@ -1,4 +1,5 @@
-"""The Airflow wheelhouse's own logic (the real build runs in the lab deploy)."""
+"""Wheelhouses without a host: Airflow's (resolved) and Patroni's (hash-locked), and the
+shared offline install command (the real builds run in the lab deploy)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from plinth.wheelhouse import (
+    HASHES_NAME,
     LOCK_NAME,
     WheelhouseError,
     _hermetic_pip_env,
@@ -117,3 +119,129 @@ def test_constraints_bound_the_resolution_and_name_their_own_wheelhouse(
     compiles = [c for c in commands if "compile" in c]
     assert "--constraint" not in compiles[0] and "--constraint" in compiles[1]
     assert bounded.requirement == plain.requirement  # hosts install the same requirement
+
+
+# ---- the host install (operations.wheelhouse), shared by Airflow and Patroni ----
+
+
+def _wheelhouse(hashed: bool) -> object:
+    from plinth.wheelhouse import Wheelhouse
+
+    tarball = Path("/cache/apache-airflow-celery-postgres-3.3.2-cp311.tar")
+    return Wheelhouse("apache-airflow[celery,postgres]==3.3.2", tarball, "cd" * 32, (), hashed)
+
+
+def test_airflow_installs_exactly_as_before_the_factoring() -> None:
+    from operations.airflow import AirflowInstall
+    from operations.wheelhouse import install_command
+
+    spec = AirflowInstall(_wheelhouse(hashed=False))  # type: ignore[arg-type]
+    tag = "cd" * 6
+    staging = f"/opt/airflow/wheelhouse/unpacked-{tag}"
+    venv = f"/opt/airflow/venv-{tag}"
+    # The command of the previous commit, byte for byte.
+    assert install_command(spec) == (
+        f"set -e; rm -rf {staging} {venv}; mkdir -p {staging}; "
+        f"tar -xf /opt/airflow/wheelhouse/apache-airflow-celery-postgres-3.3.2-cp311.tar "
+        f"-C {staging}; python3 -m venv {venv}; "
+        f"{venv}/bin/pip install --quiet --no-index --no-cache-dir "
+        f"--disable-pip-version-check --find-links {staging} "
+        f"--constraint {staging}/requirements.lock "
+        f"'apache-airflow[celery,postgres]==3.3.2'; "
+        f"echo {'cd' * 32} > {venv}/.plinth-wheelhouse; rm -rf {staging}"
+    )
+    assert spec.current == "/opt/airflow/current"
+
+
+def test_a_locked_wheelhouse_installs_hash_checked() -> None:
+    from operations.wheelhouse import VenvInstall, install_command
+
+    command = install_command(VenvInstall(_wheelhouse(hashed=True), "/opt/patroni"))  # type: ignore[arg-type]
+    assert "--no-index" in command
+    assert "--require-hashes -r /opt/patroni/wheelhouse/unpacked-" in command
+    assert command.endswith(
+        f"/{HASHES_NAME}; echo {'cd' * 32} > /opt/patroni/venv-{'cd' * 6}"
+        f"/.plinth-wheelhouse; rm -rf /opt/patroni/wheelhouse/unpacked-{'cd' * 6}"
+    )
+    assert "--constraint" not in command
+
+
+# ---- locked (hash-checked) wheelhouses, built against a local index ----
+
+
+def _wheel(directory: Path, name: str, version: str) -> Path:
+    """A minimal valid wheel (pip reads its metadata)."""
+    import zipfile
+
+    path = directory / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(f"{name}/__init__.py", "")
+        wheel.writestr(
+            f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        )
+        wheel.writestr(
+            f"{info}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        wheel.writestr(f"{info}/RECORD", "")
+    return path
+
+
+def _local_index(tmp_path: Path) -> tuple[str, Path]:
+    """A PEP 503 index on disk with one project, ``demo`` 1.0; returns (url, wheel)."""
+    wheels = tmp_path / "files"
+    wheels.mkdir()
+    wheel = _wheel(wheels, "demo", "1.0")
+    project = tmp_path / "simple" / "demo"
+    project.mkdir(parents=True)
+    (project / "index.html").write_text(f'<a href="{wheel.as_uri()}">{wheel.name}</a>\n')
+    return (tmp_path / "simple").as_uri() + "/", wheel
+
+
+def _needs_host_python() -> None:
+    import plinth.wheelhouse as wh
+
+    if sys.version_info[:2] != wh.HOST_PYTHON:
+        pytest.skip("needs the hosts' Python minor version")
+
+
+def test_a_locked_build_packs_the_pinned_wheels_and_their_hashes(tmp_path: Path) -> None:
+    import plinth.wheelhouse as wh
+
+    _needs_host_python()
+    index, wheel = _local_index(tmp_path)
+    lock = tmp_path / "demo-1.0.txt"
+    lock.write_text(f"demo==1.0 \\\n    --hash=sha256:{_sha256(wheel)}\n    # via -r -\n")
+    built = wh.ensure_locked_wheelhouse(tmp_path / "root", "demo==1.0", lock, index)
+    assert built.hashed and built.lock == ("demo==1.0",)
+    assert built.tarball.name == "demo-1.0-h" + _sha256(lock)[:8] + "-cp311.tar"
+    import tarfile
+
+    with tarfile.open(built.tarball) as tar:
+        hashes = tar.extractfile(HASHES_NAME)
+        assert hashes is not None
+        assert hashes.read().decode() == f"demo==1.0 --hash=sha256:{_sha256(wheel)}\n"
+
+
+def test_an_artifact_that_changed_on_the_index_is_refused(tmp_path: Path) -> None:
+    import plinth.wheelhouse as wh
+
+    _needs_host_python()
+    index, _ = _local_index(tmp_path)
+    lock = tmp_path / "demo-1.0.txt"
+    lock.write_text("demo==1.0 \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    with pytest.raises(WheelhouseError, match=r"refused: an artifact of demo==1\.0") as refused:
+        wh.ensure_locked_wheelhouse(tmp_path / "root", "demo==1.0", lock, index)
+    assert str(lock) in str(refused.value)
+    assert not list(wh.cache_dir(tmp_path / "root").glob("*.tar"))
+
+
+def test_pins_of_a_hash_lock() -> None:
+    from plinth.wheelhouse import locked_pins
+
+    text = (
+        "# header\ncertifi==2026.10.19.post1 \\\n    --hash=sha256:aa\n    # via requests\n"
+        "Typing_Extensions==4.16.0 ; python_version < '3.12' \\\n    --hash=sha256:bb\n"
+    )
+    assert locked_pins(text) == ["certifi==2026.10.19.post1", "typing-extensions==4.16.0"]
