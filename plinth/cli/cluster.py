@@ -10,7 +10,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +18,10 @@ from plinth.certificates import host_certificates
 from plinth.cli.core import OperatorError, operator_errors
 from plinth.model import Environment, Host, Role
 from plinth.stacks import Stack, resolve
+
+if TYPE_CHECKING:
+    from facts.patroni import PatroniClusterState, PatroniMember
+    from facts.postgresql import PostgresPosition
 
 KEEPALIVED_STATE_DIR = "/var/lib/keepalived-plinth"
 
@@ -44,6 +48,7 @@ def collect(stack: Stack) -> dict[str, Any]:
     from facts.etcd import EtcdCluster
     from facts.keepalived import VrrpState
     from facts.patroni import PatroniCluster
+    from facts.postgresql import diverged_members
     from operations.etcd import describe
     from plinth.remote import connected
 
@@ -80,38 +85,35 @@ def collect(stack: Stack) -> dict[str, Any]:
                 key=tls.key_path, api=_api(env, host),
             )  # fmt: skip
 
-        for host in pg_hosts:
-            cluster = read_patroni(host)
-            if cluster is not None:
-                leader = cluster.leader
-                # The leader's own WAL position (a standby site's lag is measured
-                # against the active site's primary).
-                leader_view = cluster
-                if leader is not None and leader.name != host.name:
-                    leader_host = next((h for h in pg_hosts if h.name == leader.name), None)
-                    leader_view = read_patroni(leader_host) if leader_host else None
-                out["patroni"] = {
-                    "scope": cluster.scope,
-                    "read_from": host.name,
-                    "leader": leader.name if leader else None,
-                    "standby": leader is not None and leader.role == "standby_leader",
-                    "leader_wal": leader_view.local_wal if leader_view else None,
-                    "paused": cluster.paused,
-                    "problems": cluster.problems(tuple(h.name for h in pg_hosts)),
-                    "members": [
-                        {
-                            "name": m.name,
-                            "host": m.host,
-                            "role": m.role,
-                            "state": m.state,
-                            "timeline": m.timeline,
-                            "lag_bytes": m.lag,
-                            "pending_restart": m.pending_restart,
-                        }
-                        for m in cluster.members
-                    ],
-                }
-                break
+        # Every member, not just the first that answers: each one's own view of the
+        # leader, its Patroni release and its WAL lineage (a fork shows only there).
+        views = {host.name: read_patroni(host) for host in pg_hosts}
+        answering = [(h, views[h.name]) for h in pg_hosts if views[h.name] is not None]
+        if answering:
+            host, cluster = answering[0]
+            leader = cluster.leader
+            leader_view = views.get(leader.name) if leader is not None else None
+            port = env.components.patroni.postgresql_port
+            lineage = _lineage(state, [h.name for h in pg_hosts], leader, port)
+            diverged = diverged_members(lineage, leader.name if leader else None)
+            problems = cluster.problems(tuple(h.name for h in pg_hosts))
+            seen = sorted({v.leader.name if v.leader else "none" for _, v in answering})
+            if len(seen) > 1:
+                problems.append(f"members disagree on the leader: {', '.join(seen)}")
+            problems += [f"member {name} diverged: {why}" for name, why in diverged.items()]
+            out["patroni"] = {
+                "scope": cluster.scope,
+                "read_from": host.name,
+                "leader": leader.name if leader else None,
+                "standby": leader is not None and leader.role == "standby_leader",
+                "leader_wal": leader_view.local_wal if leader_view else None,
+                "paused": cluster.paused,
+                "problems": problems,
+                "members": [
+                    _member(m, views.get(m.name), lineage.get(m.name), diverged.get(m.name))
+                    for m in cluster.members
+                ],
+            }
         out["redis"] = _redis(state, env, dc)
         addresses = tuple(str(v.address) for v in vips)
         holders: dict[str, list[str]] = {a: [] for a in addresses}
@@ -149,6 +151,42 @@ def collect(stack: Stack) -> dict[str, Any]:
         if env.components.airflow.services:
             out["airflow"] = _airflow(state, env, dc)
     return out
+
+
+def _lineage(
+    state: Any, names: list[str], leader: Any, port: int
+) -> dict[str, PostgresPosition | None]:
+    """Each member's timeline, history and WAL position. The leader is read last: a
+    replica read after it could rightly have replayed past that reading."""
+    from facts.postgresql import PostgresTimeline
+
+    first = leader.name if leader is not None else None
+    order = [n for n in names if n != first] + ([first] if first in names else [])
+    return {name: _fact(state, name, PostgresTimeline, port=port) for name in order}
+
+
+def _member(
+    m: PatroniMember,
+    own: PatroniClusterState | None,
+    position: PostgresPosition | None,
+    diverged: str | None,
+) -> dict[str, Any]:
+    """One member's status entry: /cluster's view, its own /patroni and its lineage."""
+    from facts.postgresql import format_lsn
+
+    return {
+        "name": m.name,
+        "host": m.host,
+        "role": m.role,
+        "state": m.state,
+        "timeline": m.timeline,
+        "lag_bytes": m.lag,
+        "pending_restart": m.pending_restart,
+        "patroni_version": own.local_version if own else None,
+        "history": position.history_checksum if position else None,
+        "wal": format_lsn(position.lsn) if position and position.lsn is not None else None,
+        "diverged": diverged,
+    }
 
 
 def _airflow(state: Any, env: Environment, dc: str) -> dict[str, Any] | None:
@@ -332,14 +370,18 @@ def render(data: dict[str, Any]) -> str:
             shown = "unknown" if lag is None else f"{lag} B"
             lines.append(f"    standby cluster of {standby_of['datacenter']}: lag {shown}")
         lines.append(
-            f"    {'member':<12} {'role':<15} {'state':<10} {'TL':>3} {'lag':>10}  pending restart"
+            f"    {'member':<12} {'role':<15} {'state':<10} {'TL':>3} {'lag':>10} "
+            f"{'patroni':<8} {'history':<16} {'wal':<13} pending restart"
         )
         for m in patroni["members"]:
             lag = "-" if m["lag_bytes"] is None else f"{m['lag_bytes']} B"
             lines.append(
                 f"    {m['name']:<12} {m['role']:<15} {m['state']:<10} {m['timeline'] or '-':>3} "
-                f"{lag:>10}  {'yes' if m['pending_restart'] else ''}"
+                f"{lag:>10} {m.get('patroni_version') or '?':<8} {m.get('history') or '?':<16} "
+                f"{m.get('wal') or '-':<13} {'yes' if m['pending_restart'] else ''}"
             )
+            if m.get("diverged"):
+                lines.append(f"      DIVERGED: {m['diverged']}")
     redis = data.get("redis")
     if redis is not None:
         lines += _render_redis(redis)
