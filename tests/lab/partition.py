@@ -324,7 +324,8 @@ def etcd_state(lab: Lab, tmp: Path) -> Any:
 
 
 def etcd_leader(lab: Lab, tmp: Path) -> str | None:
-    return str(etcd_state(lab, tmp).leader) if etcd_state(lab, tmp).leader else None
+    found = etcd_state(lab, tmp).leader
+    return str(found) if found else None
 
 
 def move_etcd_leader(lab: Lab, tmp: Path, target: str) -> None:
