@@ -103,7 +103,10 @@ def params() -> list[object]:
 def status_divergence(lab: Lab) -> dict[str, str]:
     """Members `plinth status` reports as diverged (name -> reason)."""
     result = plinth("status", "lab-dc1", "--json", check=False)
-    patroni = json.loads(result.stdout)["stacks"][0]["patroni"] or {}
+    try:
+        patroni = json.loads(result.stdout)["stacks"][0]["patroni"] or {}
+    except (json.JSONDecodeError, KeyError, IndexError):
+        return {"(plinth status)": f"unreadable: {result.stderr.strip()[-300:]}"}
     return {m["name"]: m["diverged"] for m in patroni.get("members", []) if m.get("diverged")}
 
 
