@@ -292,6 +292,12 @@ class PatroniSettings(Frozen):
             "ssl_min_protocol_version": "TLSv1.2",
             "log_connections": "on",
             "log_disconnections": "on",
+            # A synchronous standby cut off from the primary holds every commit until its
+            # walsender gives up (PostgreSQL's default: 60 s); only then does Patroni name
+            # another synchronous standby. 10 s bounds that stall (keepalives go out at
+            # half of it, answered at once by a live standby).
+            "wal_sender_timeout": "10s",
+            "wal_receiver_timeout": "10s",
         }
     )
     """PostgreSQL settings kept in Patroni's dynamic configuration (in etcd). After the

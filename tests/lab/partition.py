@@ -193,6 +193,12 @@ def timeline_of(view: list[dict[str, Any]], member: str) -> int | None:
     return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
 
 
+def replay_lag(member: dict[str, Any]) -> Any:
+    """A replica's lag in ``patronictl list -f json``: ``Replay Lag`` on Patroni 4.x,
+    ``Lag in MB`` on 3.x (absent or ``unknown`` when Patroni does not know it)."""
+    return member.get("Replay Lag", member.get("Lag in MB"))
+
+
 def health_problems(lab: Lab, tmp: Path) -> list[str]:
     """Why the Patroni cluster is not healthy as every member sees it (empty when it is):
     every member answers, all name the same single leader, which is running, and every
@@ -214,11 +220,8 @@ def health_problems(lab: Lab, tmp: Path) -> list[str]:
             if m["Member"] == found[0]:
                 if m["State"] != "running":
                     out.append(f"{host}: leader {m['Member']} is {m['State']}")
-            elif m["State"] not in ("streaming", "running") or m.get("Lag in MB") in (
-                None,
-                "unknown",
-            ):
-                out.append(f"{host}: {m['Member']} is {m['State']}, lag {m.get('Lag in MB')}")
+            elif m["State"] not in ("streaming", "running") or replay_lag(m) in (None, "unknown"):
+                out.append(f"{host}: {m['Member']} is {m['State']}, lag {replay_lag(m)}")
     views = {tuple(leaders(v)) for v in all_views.values() if v}
     if len(views) > 1:
         out.append(f"members disagree on the leader: {sorted(views)}")
