@@ -434,7 +434,8 @@ def state_tar(root: Path, files: Iterable[Path]) -> tuple[bytes, str]:
     digest = hashlib.sha256()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for relative in sorted(files):
+        # Sorted as strings: tar_digest sees member names, not paths.
+        for relative in sorted(files, key=str):
             path = root / relative
             content = path.read_bytes()
             mode = path.stat().st_mode & 0o777
