@@ -243,3 +243,37 @@ def test_full_lab_runs_airflow_in_dc1_and_keeps_dc2_as_the_standby_site() -> Non
     for dc in ("dc1", "dc2"):
         assert len(env.hosts_with(Role.AIRFLOW_SCHEDULER, dc)) == 2
         assert len(env.hosts_with(Role.AIRFLOW_API, dc)) == 2
+
+
+@pytest.mark.parametrize("profile", topo.PROFILES)
+def test_hosts_file_names_every_platform_host_and_vip(profile: topo.Profile) -> None:
+    env = parse_environment(topo.build_environment(profile))
+    for own in env.hosts:
+        text = topo.hosts_file(env, own.name)
+        lines = [line for line in text.splitlines() if not line.startswith("#")]
+        assert lines[0] == "127.0.0.1\tlocalhost"
+        # the host itself first, as Docker would write it: `hostname -f` finds its FQDN
+        assert lines[len(topo.LOOPBACK_HOSTS)] == f"{own.address}\t{env.fqdn(own)} {own.name}"
+        for other in env.hosts:
+            assert f"{other.address}\t{env.fqdn(other)} {other.name}" in lines
+        for vip in env.vips:
+            assert f"{vip.address}\t{env.vip_fqdn(vip)}" in lines
+        # the deploy's managed block is the deploy's: the lab never writes its markers
+        assert "managed by plinth" not in text
+        assert topo.hosts_file(env, own.name) == text  # same input, same file
+
+
+def test_hosts_file_of_an_unknown_host_is_an_error() -> None:
+    env = parse_environment(topo.build_environment("small"))
+    with pytest.raises(ValueError, match="not a host"):
+        topo.hosts_file(env, "dc9-n1")
+
+
+@pytest.mark.parametrize(
+    ("profile", "isolated"), [("small", False), ("small", True), ("full", True), ("full", False)]
+)
+def test_profile_of_reads_back_what_build_environment_made(
+    profile: topo.Profile, isolated: bool
+) -> None:
+    data = topo.build_environment(profile, mirror="http://m/debian", isolated=isolated)
+    assert topo.profile_of(yaml.safe_load(yaml.safe_dump(data))) == (profile, isolated)

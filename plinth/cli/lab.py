@@ -84,19 +84,86 @@ def up(profile: str, isolated: bool | None) -> None:
 
 
 @lab.command()
-def down() -> None:
-    """Remove the lab's containers, networks and generated inventory (keeps image, key)."""
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Also remove every snapshot (images and .lab/snapshots). CI uses it.",
+)
+def down(everything: bool) -> None:
+    """Remove the lab's containers, networks and generated inventory.
+
+    Keeps the base image, the controller key (.lab/ssh) and, without --all, the
+    snapshots: they exist to come back to a deployed lab without deploying again.
+    """
     from plinth.lab.containers import lab_down
 
     started = time.monotonic()
     with _lab_errors():
-        removed = lab_down()
+        removed = lab_down(snapshots=everything)
     for item in removed:
         click.echo(f"  removed {item}")
+    kept = "base image and .lab/ssh kept" + ("" if everything else ", snapshots kept")
     click.echo(
         f"lab down in {time.monotonic() - started:.1f}s: nothing of the lab remains "
-        "(containers, networks, mounts, inventory); base image and .lab/ssh kept"
+        f"(containers, networks, mounts, inventory{', snapshots' if everything else ''}); {kept}"
     )
+
+
+@lab.command()
+@click.argument("name")
+def snapshot(name: str) -> None:
+    """Stop the lab cleanly, keep it as snapshot NAME, and bring it back from it.
+
+    The hosts are committed as images (labelled plinth.lab.snapshot=NAME) and the
+    controller's side (inventory, PKI and secrets, known_hosts, /etc/hosts files) is kept
+    in .lab/snapshots/NAME. An existing snapshot NAME is replaced.
+    """
+    from plinth.lab.snapshot import take_snapshot
+
+    started = time.monotonic()
+    with _lab_errors():
+        result = take_snapshot(name)
+    phases = ", ".join(f"{phase} {secs:.1f}s" for phase, secs in result.timings.items())
+    verb = "replaced" if result.replaced else "taken"
+    click.echo(
+        f"snapshot {name} {verb} in {time.monotonic() - started:.1f}s "
+        f"({len(result.images)} images): {phases}"
+    )
+
+
+@lab.command()
+@click.argument("name")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Restore even if the snapshot was taken at another commit or from another model.",
+)
+def restore(name: str, force: bool) -> None:
+    """Replace the lab that is up (if any) by snapshot NAME: same hosts, addresses, keys."""
+    from plinth.lab.snapshot import restore_snapshot
+
+    started = time.monotonic()
+    with _lab_errors():
+        timings = restore_snapshot(name, force=force)
+    phases = ", ".join(f"{phase} {secs:.1f}s" for phase, secs in timings.items())
+    click.echo(f"snapshot {name} restored in {time.monotonic() - started:.1f}s: {phases}")
+
+
+@lab.command()
+def snapshots() -> None:
+    """List snapshots: name, profile, size added, created, commit (+: uncommitted
+    changes), model digest."""
+    from plinth.lab.engine import ensure_engine
+    from plinth.lab.snapshot import format_listing, lab_store, listing
+
+    with _lab_errors():
+        rows = listing(ensure_engine(start=False), lab_store())
+    if not rows:
+        click.echo("no snapshot (take one with `plinth lab snapshot NAME`)")
+        return
+    for line in format_listing(rows):
+        click.echo(line)
 
 
 @lab.command()

@@ -28,3 +28,8 @@ def lab_dir() -> Path:
 
 def ssh_dir() -> Path:
     return lab_dir() / "ssh"
+
+
+def hosts_dir() -> Path:
+    """Each host's ``/etc/hosts``, owned by the lab and bind-mounted into its container."""
+    return lab_dir() / "hosts"

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from docker.errors import APIError, NotFound
 
-from plinth.lab import ENV_NAME, LABEL, LABELS, LabError, ssh_dir
+from plinth.lab import ENV_NAME, LABEL, LABELS, LabError, hosts_dir, ssh_dir
 from plinth.lab import network as net
 from plinth.lab import topology as topo
 from plinth.lab.engine import ensure_engine
@@ -37,6 +37,9 @@ CAPABILITIES = ["SYS_ADMIN", "NET_ADMIN", "NET_RAW"]
 SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
 TMPFS = {"/run": "", "/run/lock": "", "/tmp": ""}
 CGROUP_VOLUME = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
+# systemd shuts PostgreSQL (through Patroni), RabbitMQ and the rest down in order; its own
+# per-unit stop timeout is 90 s, so this leaves room before Docker sends SIGKILL.
+STOP_TIMEOUT = 180
 # systemd as PID 1 shuts down cleanly on SIGRTMIN+3; Docker's SIGTERM would be ignored.
 STOP_SIGNAL = "SIGRTMIN+3"
 READY_TIMEOUT = 180.0
@@ -79,14 +82,14 @@ class LabStatus:
 
 
 @contextmanager
-def _phase(timings: dict[str, float], name: str) -> Iterator[None]:
+def phase(timings: dict[str, float], name: str) -> Iterator[None]:
     started = time.monotonic()
     yield
     timings[name] = time.monotonic() - started
     print(f"lab: {name}: {timings[name]:.1f}s", flush=True)
 
 
-def _parallel(func: Callable[[T], Any], items: list[T]) -> None:
+def parallel(func: Callable[[T], Any], items: list[T]) -> None:
     """Run ``func`` on every item in threads; re-raise the first failure after all ended."""
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(items)))) as pool:
         futures = [pool.submit(func, item) for item in items]
@@ -98,7 +101,7 @@ def env_file() -> Path:
     return inventory_dir() / f"{ENV_NAME}.yaml"
 
 
-def _ours(client: docker.DockerClient) -> list[Any]:
+def lab_containers(client: docker.DockerClient) -> list[Any]:
     return list(client.containers.list(all=True, filters={"label": f"{LABEL}=1"}))
 
 
@@ -165,7 +168,7 @@ def _tar(files: list[tuple[str, bytes | None, int]]) -> bytes:
 def clean_leftovers(client: docker.DockerClient) -> list[str]:
     """Remove every container and network labelled ``plinth.lab=1`` (nothing else)."""
     removed: list[str] = []
-    containers = _ours(client)
+    containers = lab_containers(client)
 
     def remove(container: Any) -> None:
         try:
@@ -188,13 +191,13 @@ def clean_leftovers(client: docker.DockerClient) -> list[str]:
                 raise LabError(f"container {container.name} is still being removed after 60 s")
         removed.append(f"container {container.name}")
 
-    _parallel(remove, containers)
+    parallel(remove, containers)
     removed += net.remove_bridge_rules(client)
     removed += [f"network {name}" for name in net.remove_networks(client)]
     return removed
 
 
-def _remove_inventory() -> list[str]:
+def remove_inventory() -> list[str]:
     removed = []
     inv = inventory_dir()
     for path in [inv / f"{ENV_NAME}.yaml", *sorted(inv.glob(f"{ENV_NAME}-*.py"))]:
@@ -218,7 +221,7 @@ def _create_host(
     env: Environment,
     host: Host,
     authorized_key: str,
-    extra_hosts: dict[str, str],
+    hosts_file: Path,
     egress: bool = False,
 ) -> tuple[Any, str]:
     """Create (not start) a host container with its keys in place; return it and its
@@ -237,11 +240,10 @@ def _create_host(
         cap_add=CAPABILITIES,
         security_opt=SECURITY_OPT,
         cgroupns="host",
-        volumes=CGROUP_VOLUME,
+        volumes={**CGROUP_VOLUME, str(hosts_file): {"bind": "/etc/hosts", "mode": "rw"}},
         tmpfs=TMPFS,
         mem_limit=topo.memory_limit(host.roles),
         stop_signal=STOP_SIGNAL,
-        extra_hosts=extra_hosts,
         network=network_name,
         networking_config={network_name: endpoint},
     )
@@ -290,6 +292,21 @@ def _create_router(client: docker.DockerClient, image: str, dcs: list[str]) -> A
     return container
 
 
+def write_hosts_files(env: Environment) -> dict[str, Path]:
+    """Write every host's ``/etc/hosts`` under ``.lab/hosts`` (``topo.hosts_file``)."""
+    directory = hosts_dir()
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    paths = {}
+    for host in env.hosts:
+        path = directory / host.name
+        path.write_text(topo.hosts_file(env, host.name))
+        path.chmod(0o644)
+        paths[host.name] = path
+    return paths
+
+
 def _write_known_hosts(env: Environment, host_keys: dict[str, str]) -> Path:
     path = ssh_dir() / "known_hosts"
     lines = []
@@ -300,7 +317,7 @@ def _write_known_hosts(env: Environment, host_keys: dict[str, str]) -> Path:
     return path
 
 
-def _wait_ready(host: HostInfo, key_path: Path, known_hosts: Path, deadline: float) -> None:
+def wait_ready(host: HostInfo, key_path: Path, known_hosts: Path, deadline: float) -> None:
     """Log in with the key (strict host key checking) and wait for systemd's boot."""
     last_error = "no attempt"
     while time.monotonic() < deadline:
@@ -345,6 +362,18 @@ def _wait_ready(host: HostInfo, key_path: Path, known_hosts: Path, deadline: flo
     )
 
 
+def lab_document(profile: topo.Profile, isolated: bool) -> dict[str, Any]:
+    """The lab environment ``lab up`` writes for ``profile`` on this controller now."""
+    return topo.build_environment(
+        profile, mirror=mirror(), extra_ca_bundle=topo.controller_ca_bundle(), isolated=isolated
+    )
+
+
+def env_file_text(data: dict[str, Any]) -> str:
+    """``inventory/lab.yaml`` as written (its digest identifies the model of a snapshot)."""
+    return ENV_HEADER + yaml.safe_dump(data, sort_keys=False)
+
+
 def lab_up(profile: topo.Profile = "small", isolated: bool | None = None) -> LabInfo:
     """A fresh lab of ``profile``: containers booted, SSH ready, inventory written.
 
@@ -357,14 +386,12 @@ def lab_up(profile: topo.Profile = "small", isolated: bool | None = None) -> Lab
     if isolated is None:
         isolated = topo.isolated_by_default(profile)
     timings: dict[str, float] = {}
-    with _phase(timings, "engine"):
+    with phase(timings, "engine"):
         client = ensure_engine()
-    with _phase(timings, "cleanup"):
-        for item in clean_leftovers(client) + _remove_inventory():
+    with phase(timings, "cleanup"):
+        for item in clean_leftovers(client) + remove_inventory():
             print(f"lab: removed leftover {item}", flush=True)
-    data = topo.build_environment(
-        profile, mirror=mirror(), extra_ca_bundle=topo.controller_ca_bundle(), isolated=isolated
-    )
+    data = lab_document(profile, isolated)
     env = parse_environment(data, "lab profile " + profile)  # our own data: must be valid
     dcs = [dc.name for dc in env.datacenters]
     egress_hosts = set(topo.egress_hosts(env)) if isolated else set()
@@ -373,10 +400,10 @@ def lab_up(profile: topo.Profile = "small", isolated: bool | None = None) -> Lab
     # Cheap checks before the (possibly minutes long) image build.
     net.check_subnets(client, dcs, egress=isolated)
 
-    with _phase(timings, "image"):
+    with phase(timings, "image"):
         image = ensure_base_image(client)
 
-    with _phase(timings, "network"):
+    with phase(timings, "network"):
         net.create_networks(client, dcs, isolated=isolated)
         if isolated:
             net.create_egress_network(client)
@@ -384,12 +411,7 @@ def lab_up(profile: topo.Profile = "small", isolated: bool | None = None) -> Lab
                 net.allow_bridged(client, image, dcs)
 
     key_path, authorized_key = controller_key()
-    extra_hosts: dict[str, str] = {}
-    for host in env.hosts:
-        extra_hosts[env.fqdn(host)] = str(host.address)
-        extra_hosts[host.name] = str(host.address)
-    for vip in env.vips:
-        extra_hosts[env.vip_fqdn(vip)] = str(vip.address)
+    hosts_files = write_hosts_files(env)
 
     infos = [
         HostInfo(
@@ -402,14 +424,14 @@ def lab_up(profile: topo.Profile = "small", isolated: bool | None = None) -> Lab
     ]
     host_keys: dict[str, str] = {}
     routes = topo.inter_dc_routes(env)
-    with _phase(timings, "containers"):
+    with phase(timings, "containers"):
         try:
             if topo.has_router(profile):
                 _create_router(client, image, dcs).start()
 
             def start(host: Host) -> None:
                 container, public = _create_host(
-                    client, image, env, host, authorized_key, extra_hosts,
+                    client, image, env, host, authorized_key, hosts_files[host.name],
                     egress=host.name in egress_hosts,
                 )  # fmt: skip
                 host_keys[host.name] = public
@@ -428,14 +450,14 @@ def lab_up(profile: topo.Profile = "small", isolated: bool | None = None) -> Lab
                     if code != 0:
                         raise LabError(f"{host.name}: route to {route.destination}: {out!r}")
 
-            _parallel(start, list(env.hosts))
+            parallel(start, list(env.hosts))
         except APIError as error:
             raise LabError(f"creating containers failed: {error.explanation or error}") from None
         known_hosts = _write_known_hosts(env, host_keys)
 
-    with _phase(timings, "ssh-ready"):
+    with phase(timings, "ssh-ready"):
         deadline = time.monotonic() + READY_TIMEOUT
-        _parallel(lambda h: _wait_ready(h, key_path, known_hosts, deadline), infos)
+        parallel(lambda h: wait_ready(h, key_path, known_hosts, deadline), infos)
         for info in infos:
             if info.failed_units:
                 print(
@@ -443,10 +465,10 @@ def lab_up(profile: topo.Profile = "small", isolated: bool | None = None) -> Lab
                     flush=True,
                 )
 
-    with _phase(timings, "inventory"):
+    with phase(timings, "inventory"):
         path = env_file()
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(ENV_HEADER + yaml.safe_dump(data, sort_keys=False))
+        path.write_text(env_file_text(data))
         written = write_inventory_files(env, path)
 
     return LabInfo(
@@ -464,30 +486,47 @@ def lab_up(profile: topo.Profile = "small", isolated: bool | None = None) -> Lab
 # ---- down ----
 
 
+def remove_host_files() -> list[str]:
+    """known_hosts and the hosts' /etc/hosts files: they belong to containers now gone."""
+    removed = []
+    known_hosts = ssh_dir() / "known_hosts"
+    if known_hosts.exists():
+        known_hosts.unlink()
+        removed.append(str(known_hosts))
+    if hosts_dir().exists():
+        shutil.rmtree(hosts_dir())
+        removed.append(f"{hosts_dir()}/")
+    return removed
+
+
 def _mounts() -> str:
     with open("/proc/self/mounts") as mounts:
         return mounts.read()
 
 
-def lab_down() -> list[str]:
+def lab_down(snapshots: bool = False) -> list[str]:
     """Remove the lab's containers, networks and generated inventory; verify nothing of
-    ours remains. Keeps the base image and the controller key (``.lab/ssh``)."""
+    ours remains. Keeps the base image and the controller key (``.lab/ssh``), and the
+    snapshots unless ``snapshots``."""
+    # Imported here: the snapshot module is built on this one.
+    from plinth.lab.snapshot import leftover_snapshots, remove_snapshots
+
     client = ensure_engine()
     # Overlay mounts of our containers: must be gone afterwards (a leaked mount would
     # pin disk space and block removing the image).
     merged_dirs = [
         str(c.attrs.get("GraphDriver", {}).get("Data", {}).get("MergedDir", ""))
-        for c in _ours(client)
+        for c in lab_containers(client)
     ]
-    removed = clean_leftovers(client) + _remove_inventory()
+    removed = clean_leftovers(client) + remove_inventory()
+    if snapshots:
+        # After the containers: an image a container still uses is only untagged.
+        removed += remove_snapshots()
     for leftover in clean_build_leftovers():
         removed.append(f"image build scratch {leftover}")
-    known_hosts = ssh_dir() / "known_hosts"
-    if known_hosts.exists():
-        known_hosts.unlink()  # its keys belong to the containers that just died
-        removed.append(str(known_hosts))
+    removed += remove_host_files()
 
-    remaining = [f"container {c.name}" for c in _ours(client)]
+    remaining = [f"container {c.name}" for c in lab_containers(client)]
     remaining += [
         f"network {n.name}" for n in client.networks.list(filters={"label": f"{LABEL}=1"})
     ]
@@ -499,6 +538,8 @@ def lab_down() -> list[str]:
             f"mount {line.split()[1]}" for line in table.splitlines() if "/.lab/" in line.split()[1]
         ]
     remaining += [str(p) for p in (env_file(), inventory_dir() / ENV_NAME) if p.exists()]
+    if snapshots:
+        remaining += leftover_snapshots(client)
     if remaining:
         raise LabError("lab down left: " + ", ".join(remaining))
     return removed
@@ -530,7 +571,7 @@ def _memory(container_id: str) -> str:
 def lab_status() -> LabStatus:
     client = ensure_engine(start=False)
     hosts = []
-    for container in sorted(_ours(client), key=lambda c: c.name):
+    for container in sorted(lab_containers(client), key=lambda c: c.name):
         labels = container.labels or {}
         networks = container.attrs["NetworkSettings"]["Networks"] or {}
         addresses = ",".join(

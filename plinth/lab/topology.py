@@ -308,3 +308,46 @@ def subnet_conflicts(
                 if net.prefixlen > 0 and ours.overlaps(net):
                     problems.append(f"{ours} overlaps {net} of {owner}")
     return problems
+
+
+HOSTS_FILE_HEADER = (
+    "# written by plinth lab: bind-mounted over /etc/hosts so that Docker leaves it alone\n"
+    "# when the container restarts; the base deploy keeps its own block below.\n"
+)
+# What Docker writes for loopback; software expects these names.
+LOOPBACK_HOSTS = (
+    ("127.0.0.1", "localhost"),
+    ("::1", "localhost ip6-localhost ip6-loopback"),
+    ("fe00::0", "ip6-localnet"),
+    ("ff00::0", "ip6-mcastprefix"),
+    ("ff02::1", "ip6-allnodes"),
+    ("ff02::2", "ip6-allrouters"),
+)
+
+
+def hosts_file(env: Environment, host_name: str) -> str:
+    """The ``/etc/hosts`` a lab host boots with (before any deploy).
+
+    Docker would rebuild the file on every container start (from ``--add-host``), which
+    drops the block the base deploy writes, so the next deploy sees drift. The lab owns
+    the file instead: loopback, the host itself first (``hostname -f``), then every
+    platform host and VIP so names resolve before the first deploy. The deploy's managed
+    block is appended below these lines and survives restarts and snapshots.
+    """
+    own = next((h for h in env.hosts if h.name == host_name), None)
+    if own is None:
+        raise ValueError(f"{host_name!r} is not a host of environment {env.name}")
+    lines = [f"{address}\t{names}" for address, names in LOOPBACK_HOSTS]
+    lines.append(f"{own.address}\t{env.fqdn(own)} {own.name}")
+    lines += [f"{h.address}\t{env.fqdn(h)} {h.name}" for h in env.hosts if h is not own]
+    lines += [f"{v.address}\t{env.vip_fqdn(v)}" for v in env.vips]
+    return HOSTS_FILE_HEADER + "\n".join(lines) + "\n"
+
+
+def profile_of(document: Mapping[str, Any]) -> tuple[Profile, bool]:
+    """(profile, isolated) of a lab environment document as ``build_environment`` made it:
+    two datacenters are ``full``; isolated DCs send their packages through a proxy."""
+    datacenters = document.get("datacenters") or []
+    profile: Profile = "full" if len(datacenters) > 1 else "small"
+    isolated = any((dc.get("package_sources") or {}).get("http_proxy") for dc in datacenters)
+    return profile, isolated

@@ -133,6 +133,16 @@ def deployed_small_lab(small_lab: Lab) -> Lab:
     return small_lab
 
 
+LAB_TESTS = Path(__file__).resolve().parent
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Everything under tests/lab needs the lab: marked here too, so a test that forgets
+    its mark is still deselected by ``-m "not lab"`` (which must run without Docker)."""
+    if item.path.is_relative_to(LAB_TESTS):
+        item.add_marker(pytest.mark.lab)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The full rehearsal replaces the small lab: run it after every small-lab test."""
     items.sort(key=lambda item: item.get_closest_marker("full") is not None)

@@ -1,4 +1,7 @@
-"""Bad input stops before any host is touched, with one clear line."""
+"""Bad input stops before any host is touched, with one clear line.
+
+(The lab command that needs no Docker at all is in tests/test_cli_lab.py.)
+"""
 
 from __future__ import annotations
 
@@ -9,20 +12,11 @@ import pytest
 
 from tests.lab.conftest import REPO, Lab, plinth
 
+pytestmark = pytest.mark.lab
+
 DRIFT_FILE = "/etc/systemd/journald.conf.d/60-plinth.conf"
 
 
-def test_missing_docker_engine_is_one_clear_line() -> None:
-    result = plinth(
-        "lab", "up", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, check=False
-    )
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith("error: no Docker engine answers at DOCKER_HOST=unix:///nonexistent")
-
-
-@pytest.mark.lab
 def test_wrong_passphrase_applies_nothing(deployed_small_lab: Lab, tmp_path: Path) -> None:
     host = deployed_small_lab.host(deployed_small_lab.environment.hosts[0].name, tmp_path)
     host.run(f"rm -f {DRIFT_FILE}")
@@ -46,7 +40,6 @@ def test_wrong_passphrase_applies_nothing(deployed_small_lab: Lab, tmp_path: Pat
     assert host.file(DRIFT_FILE).exists
 
 
-@pytest.mark.lab
 def test_invalid_environment_touches_nothing(deployed_small_lab: Lab, tmp_path: Path) -> None:
     lab_yaml = (REPO / "inventory" / "lab.yaml").read_text()
     broken = REPO / "inventory" / "labbroken.yaml"

@@ -1,0 +1,92 @@
+"""Wall times of the lab's building blocks, for issue 12's targets (not a timed test).
+
+Usage: python bench/lab.py [--profile small|full ...] [--cold] [--deploy] [--ci-log FILE]
+
+Per profile: warm `lab up`, optionally the first deploy (`plinth up lab --yes`), `lab
+snapshot`, `lab restore`; with ``--cold`` the base image is rebuilt first; with
+``--ci-log`` the phases of a `.ci/run` log (lines `lab: <phase>: <secs>s` and pytest's
+durations) are summed. Replaces any lab that is up and ends with `lab down --all`.
+Targets: restore <= 30 s (small), <= 90 s (full); warm `lab up` <= 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from plinth.lab.containers import lab_down, lab_up
+from plinth.lab.engine import ensure_engine
+from plinth.lab.image import ensure_base_image, image_tag
+from plinth.lab.snapshot import restore_snapshot, take_snapshot
+from plinth.lab.topology import PROFILES, Profile
+
+T = TypeVar("T")
+SNAPSHOT = "bench"
+PHASE_LINE = re.compile(r"lab: ([\w -]+): ([0-9.]+)s$")
+
+
+def timed(label: str, func: Callable[[], T], results: dict[str, float]) -> T:
+    started = time.monotonic()
+    value = func()
+    results[label] = time.monotonic() - started
+    print(f"bench: {label}: {results[label]:.1f}s", flush=True)
+    return value
+
+
+def deploy() -> None:
+    subprocess.run(["plinth", "up", "lab", "--yes"], check=True)
+
+
+def ci_phases(log: Path) -> dict[str, float]:
+    """Seconds per lab phase in a `.ci/run` log, summed over the run."""
+    phases: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        match = PHASE_LINE.search(line.strip())
+        if match:
+            phases[match[1]] = phases.get(match[1], 0.0) + float(match[2])
+    return phases
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--profile", action="append", choices=PROFILES)
+    parser.add_argument("--cold", action="store_true", help="rebuild the base image first")
+    parser.add_argument("--deploy", action="store_true", help="time the first deploy too")
+    parser.add_argument("--ci-log", type=Path, help="a .ci/run log to summarise")
+    args = parser.parse_args()
+    results: dict[str, float] = {}
+    client = ensure_engine()
+    if args.cold:
+        lab_down(snapshots=True)  # a lab or a snapshot would hold the image
+        tag = image_tag()
+        if client.images.list(name=tag):
+            client.images.remove(tag)
+        timed("image build (cold)", lambda: ensure_base_image(client), results)
+    profiles: list[Profile] = args.profile or ["small"]
+    try:
+        for profile in profiles:
+            timed(f"{profile}: warm lab up", partial(lab_up, profile), results)
+            if args.deploy:
+                timed(f"{profile}: first deploy", deploy, results)
+            timed(f"{profile}: snapshot", lambda: take_snapshot(SNAPSHOT), results)
+            timed(f"{profile}: restore", lambda: restore_snapshot(SNAPSHOT), results)
+    finally:
+        timed("lab down --all", lambda: lab_down(snapshots=True), results)
+    if args.ci_log:
+        for phase, secs in ci_phases(args.ci_log).items():
+            results[f".ci/run {phase}"] = secs
+    print("bench: results")
+    for label, secs in results.items():
+        print(f"  {label:<36} {secs:7.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
