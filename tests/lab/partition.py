@@ -582,7 +582,8 @@ def check_invariants(lab: Lab, tmp: Path, heal_wait: float = 60) -> Invariants:
     primary = next(iter(agreed))[0] if len(agreed) == 1 and len(next(iter(agreed))) == 1 else None
     read = positions(lab, tmp, primary)
     diverged = diverged_members(read, primary)
-    timeline = read[primary].timeline if primary and read.get(primary) else None
+    at_primary = read.get(primary) if primary else None
+    timeline = at_primary.timeline if at_primary else None
     return Invariants(healthy_after, seen, primary, timeline, read, diverged, [])
 
 

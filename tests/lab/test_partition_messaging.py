@@ -74,7 +74,7 @@ class RedisWriter:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        client = sentinel(self.lab, self.bundle).master_for(master_name(self.lab))
+        client = sentinel(self.lab, self.bundle).master_for(master_name(self.lab))  # type: ignore[no-untyped-call]
         for n in itertools.count(1):
             if self.stop.is_set():
                 return
@@ -93,7 +93,7 @@ class RedisWriter:
         return max(b - a for a, b in itertools.pairwise(times))
 
     def lost(self) -> list[tuple[int, float]]:
-        client = sentinel(self.lab, self.bundle).master_for(master_name(self.lab))
+        client = sentinel(self.lab, self.bundle).master_for(master_name(self.lab))  # type: ignore[no-untyped-call]
         out = []
         for i in range(0, len(self.acknowledged), 500):
             chunk = self.acknowledged[i : i + 500]
