@@ -132,7 +132,8 @@ def cell_packages_installed(roles: Sequence[Role]) -> None:
     packages_not_started(name="PostgreSQL cell packages, not started", packages=packages)
 
 
-CONFIG = "/etc/patroni/config.yml"
+CONFIG_DIR = "/etc/patroni"
+CONFIG = f"{CONFIG_DIR}/config.yml"
 DATA_ROOT = "/var/lib/postgresql/15"
 PG_BIN = "/usr/lib/postgresql/15/bin"
 READY_WAIT_SECONDS = 240
@@ -1065,6 +1066,14 @@ def patroni_member(spec: PatroniInput, config_text: str, install: PatroniInstall
     patroni_installed(install=install, version=spec.settings.version)
     files.directory(
         name="PostgreSQL data root", path=DATA_ROOT, user="postgres", group="postgres", mode="700"
+    )
+    # Debian's patroni package used to create it; Patroni now comes from the wheelhouse.
+    files.directory(
+        name="Patroni configuration directory",
+        path=CONFIG_DIR,
+        user="root",
+        group="postgres",
+        mode="750",
     )
     config = checked_file(
         name="Patroni configuration",
