@@ -4,9 +4,10 @@ healed. After every heal: one leader, every acknowledged row present, identical 
 histories, no replica past its primary, healthy within 60 s — and `plinth status` says
 the same about divergence.
 
-Only the reproducer (the Patroni leader that is also the etcd leader, VIP elsewhere, cut
-150 s) runs in the ordinary lab suite; the whole table (~25 min) runs with
-PLINTH_PARTITION_SUITE=1. One line per shape is printed (pytest -s) and appended to
+The whole table (~30 min, the reproducer included: the Patroni leader that is also the
+etcd leader, VIP elsewhere, cut 150 s) runs with PLINTH_PARTITION_SUITE=1. None runs in
+the ordinary lab suite until lab snapshots (issue 12) bring CI back under its budget: the
+reproducer alone costs CI ~4.5 min. One line per shape is printed (pytest -s) and appended to
 .lab/partition-results.txt.
 """
 
@@ -67,8 +68,8 @@ class Shape:
     segments: tuple[tuple[int, int], ...] = ()
     """(cut seconds, heal seconds) for a flapping cut; empty: one cut of the shape's
     length."""
-    default: bool = False
-    """Runs in the ordinary lab suite (the others only with PLINTH_PARTITION_SUITE=1)."""
+    reproducer: bool = False
+    """The issue's drill: cut for 150 s instead of the long 120 s."""
 
     @property
     def flapping(self) -> bool:
@@ -87,7 +88,7 @@ def shapes() -> list[Shape]:
                 vip=1,
                 victim=0,
                 long=long,
-                default=long,
+                reproducer=long,
             ),
             Shape(f"c-leader-with-vip-{length}", etcd_leader=1, vip=0, victim=0, long=long),
             Shape(f"d-replica-with-vip-{length}", etcd_leader=2, vip=1, victim=1, long=long),
@@ -107,9 +108,9 @@ def shapes() -> list[Shape]:
 
 
 def params() -> list[object]:
-    reason = "the whole partition suite (~25 min) runs only with PLINTH_PARTITION_SUITE=1"
+    reason = "the partition suite (~30 min) runs only with PLINTH_PARTITION_SUITE=1"
     return [
-        pytest.param(s, id=s.name, marks=() if s.default or SUITE else pytest.mark.skip(reason))
+        pytest.param(s, id=s.name, marks=() if SUITE else pytest.mark.skip(reason))
         for s in shapes()
     ]
 
@@ -147,7 +148,7 @@ def test_partition(
         f"VIP {p.vip_holders(lab, tmp)}, cut {victim}"
     )
     segments = shape.segments or (((LONG if shape.long else short_cut(lab)), 0),)
-    if shape.default and not shape.flapping:
+    if shape.reproducer and not shape.flapping:
         segments = ((150, 0),)  # the issue's drill: 150 s
 
     conninfo = p.vip_conninfo(lab, client_bundle)
