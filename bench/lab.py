@@ -15,11 +15,11 @@ import argparse
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+
+# `python bench/lab.py` puts bench/ on sys.path: the timer is bench/lab_up.py's.
+from lab_up import timed  # type: ignore[import-not-found]
 
 from plinth.lab.containers import lab_down, lab_up
 from plinth.lab.engine import ensure_engine
@@ -27,17 +27,8 @@ from plinth.lab.image import ensure_base_image, image_tag
 from plinth.lab.snapshot import restore_snapshot, take_snapshot
 from plinth.lab.topology import PROFILES, Profile
 
-T = TypeVar("T")
 SNAPSHOT = "bench"
 PHASE_LINE = re.compile(r"lab: ([\w -]+): ([0-9.]+)s$")
-
-
-def timed(label: str, func: Callable[[], T], results: dict[str, float]) -> T:
-    started = time.monotonic()
-    value = func()
-    results[label] = time.monotonic() - started
-    print(f"bench: {label}: {results[label]:.1f}s", flush=True)
-    return value
 
 
 def deploy() -> None:
