@@ -185,3 +185,10 @@ def test_render_tolerates_entries_without_lineage() -> None:
         for key in ("patroni_version", "history", "wal", "diverged"):
             del m[key]
     assert "n1" in render(old)
+
+
+def test_status_is_unhealthy_when_no_patroni_member_answers() -> None:
+    silent: dict[str, Any] = {"stack": "lab-dc1", "etcd": None, "vips": [], "patroni": None}
+    assert healthy(silent)  # a stack without PostgreSQL hosts
+    assert not healthy({**silent, "patroni_expected": True})
+    assert "patroni: no member answers" in render({**silent, "patroni_expected": True})

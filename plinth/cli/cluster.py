@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,8 @@ def collect(stack: Stack) -> dict[str, Any]:
     vips = env.vips_in(dc)
     out: dict[str, Any] = {
         "stack": stack.name, "etcd": None, "patroni": None, "vips": [], "redis": None,
+        # a stack with PostgreSQL hosts of which no Patroni answers is not healthy
+        "patroni_expected": bool(pg_hosts),
     }  # fmt: skip
     rabbitmq_hosts = env.hosts_with(Role.RABBITMQ, dc)
     with connected(stack) as state:
@@ -337,7 +340,7 @@ def healthy(data: dict[str, Any]) -> bool:
     redis = data.get("redis")
     return (
         (etcd is None or bool(etcd.get("healthy")))
-        and (patroni is None or not patroni["problems"])
+        and (not patroni["problems"] if patroni else not data.get("patroni_expected"))
         and (redis is None or not redis["problems"])
         and all(len(v["holders"]) == 1 for v in data["vips"])
         and all(all(units.values()) for units in data.get("edge", {}).values())
@@ -410,16 +413,54 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def collect_all(stacks: list[Stack]) -> list[dict[str, Any]]:
+    """What `plinth status` shows for ``stacks`` (the DCs of one environment)."""
+    results = [collect(s) for s in stacks]
+    add_standby_lag(results, stacks[0].environment)
+    return results
+
+
+class Unhealthy(Exception):
+    def __init__(self, results: list[dict[str, Any]]) -> None:
+        super().__init__("not healthy")
+        self.results = results
+
+
+def wait_healthy(target: str, seconds: float, interval: float = 2.0) -> list[dict[str, Any]]:
+    """Poll what `plinth status TARGET` shows until every stack is healthy; the results.
+    Raises Unhealthy (with the last results) after ``seconds``."""
+    stacks = resolve(target)
+    deadline = time.monotonic() + seconds
+    while True:
+        results = collect_all(stacks)
+        if all(healthy(r) for r in results):
+            return results
+        if time.monotonic() > deadline:
+            raise Unhealthy(results)
+        time.sleep(interval)
+
+
 @click.command()
 @click.argument("stack")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=click.IntRange(0, 3600),
+    default=0,
+    help="Poll until everything is healthy, up to this many seconds (after a restart).",
+)
 @operator_errors
-def status(stack: str, as_json: bool) -> None:
+def status(stack: str, as_json: bool, wait_seconds: int) -> None:
     """etcd, Patroni, Redis, RabbitMQ, edge and VIP state of STACK (or every DC of an
     environment). Exit 1 unless everything is healthy."""
-    stacks = resolve(stack)
-    results = [collect(s) for s in stacks]
-    add_standby_lag(results, stacks[0].environment)
+    if wait_seconds:
+        try:
+            results = wait_healthy(stack, wait_seconds)
+        except Unhealthy as unhealthy:
+            results = unhealthy.results
+    else:
+        results = collect_all(resolve(stack))
     if as_json:
         click.echo(json.dumps({"stacks": results}, indent=2))
     else:
