@@ -6,6 +6,7 @@ other command groups stay fast and work without them.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -139,24 +140,61 @@ def snapshot(name: str) -> None:
     is_flag=True,
     help="Restore even if the snapshot was taken at another commit or from another model.",
 )
-def restore(name: str, force: bool) -> None:
-    """Replace the lab that is up (if any) by snapshot NAME: same hosts, addresses, keys."""
+@click.option(
+    "--healthy-within",
+    type=click.IntRange(0, 3600),
+    default=300,
+    show_default=True,
+    help="Seconds to wait until `plinth status lab` is healthy (a deployed lab); 0: don't.",
+)
+def restore(name: str, force: bool, healthy_within: int) -> None:
+    """Replace the lab that is up (if any) by snapshot NAME: same hosts, addresses, keys;
+    then wait until the platform on it is healthy again, as `plinth status lab` sees it."""
+    from plinth.lab import ENV_NAME
     from plinth.lab.snapshot import restore_snapshot
+    from plinth.stacks import state_dir
 
     started = time.monotonic()
     with _lab_errors():
         timings = restore_snapshot(name, force=force)
+    # `plinth up` generated the secrets: without them nothing was deployed to wait for.
+    if healthy_within and (state_dir(ENV_NAME) / "secrets.json").exists():
+        healthy_from = time.monotonic()
+        # A fresh process: pyinfra's gevent must not meet the threads the restore started.
+        waited = subprocess.run(
+            [sys.executable, "-m", "plinth", "status", ENV_NAME, "--wait", str(healthy_within)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if waited.returncode != 0:
+            raise LabCommandError(
+                f"snapshot {name} restored, but the platform was not healthy within "
+                f"{healthy_within} s:\n{waited.stdout}{waited.stderr}"
+            )
+        timings["healthy"] = time.monotonic() - healthy_from
     phases = ", ".join(f"{phase} {secs:.1f}s" for phase, secs in timings.items())
     click.echo(f"snapshot {name} restored in {time.monotonic() - started:.1f}s: {phases}")
 
 
 @lab.command()
-def snapshots() -> None:
+@click.option(
+    "--remove", "remove", metavar="NAME", default=None, help="Remove snapshot NAME instead."
+)
+def snapshots(remove: str | None) -> None:
     """List snapshots: name, profile, size added, created, commit (+: uncommitted
     changes), model digest."""
     from plinth.lab.engine import ensure_engine
-    from plinth.lab.snapshot import format_listing, lab_store, listing
+    from plinth.lab.snapshot import format_listing, lab_store, listing, remove_snapshots
 
+    if remove is not None:
+        with _lab_errors():
+            removed = remove_snapshots(remove)
+        if not removed:
+            raise LabCommandError(f"no snapshot {remove!r} (`plinth lab snapshots` lists them)")
+        for item in removed:
+            click.echo(f"  removed {item}")
+        return
     with _lab_errors():
         rows = listing(ensure_engine(start=False), lab_store())
     if not rows:

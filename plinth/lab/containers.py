@@ -509,7 +509,7 @@ def lab_down(snapshots: bool = False) -> list[str]:
     ours remains. Keeps the base image and the controller key (``.lab/ssh``), and the
     snapshots unless ``snapshots``."""
     # Imported here: the snapshot module is built on this one.
-    from plinth.lab.snapshot import leftover_snapshots, remove_snapshots
+    from plinth.lab.snapshot import lab_store, leftover_snapshots, remove_snapshots, remove_unused
 
     client = ensure_engine()
     # Overlay mounts of our containers: must be gone afterwards (a leaked mount would
@@ -522,6 +522,8 @@ def lab_down(snapshots: bool = False) -> list[str]:
     if snapshots:
         # After the containers: an image a container still uses is only untagged.
         removed += remove_snapshots()
+    # Images of removed snapshots that the lab's containers kept alive until now.
+    remove_unused(client, lab_store())
     for leftover in clean_build_leftovers():
         removed.append(f"image build scratch {leftover}")
     removed += remove_host_files()

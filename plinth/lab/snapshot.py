@@ -610,7 +610,10 @@ def remove_images(client: docker.DockerClient, store: SnapshotStore, name: str |
             if not tag.startswith(store.repository + ":"):
                 continue
             try:
-                client.images.remove(tag)
+                # force: untag even while a lab container runs from it (the lab that
+                # the snapshot restored); the untagged image goes with that container
+                # (`remove_unused`, called by `lab down`).
+                client.images.remove(tag, force=True)
             except NotFound:
                 continue
             removed.append(f"image {tag}")
@@ -819,6 +822,7 @@ def _recreate_lab(
     name = manifest.meta.name
     with phase(timings, "remove"):
         clean_leftovers(client)
+        remove_unused(client, store)  # of snapshots removed while their lab ran
         if state is not None:
             remove_inventory()
             remove_host_files()
