@@ -10,6 +10,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from plinth.model import Environment, load_environment
 REPO = Path(__file__).resolve().parents[2]
 LAB_ENV = REPO / "inventory" / "lab.yaml"
 SSH_DIR = REPO / ".lab" / "ssh"
+BASELINE_SNAPSHOT = "tests-small"
+"""The snapshot of the deployed small lab that disposable tests are undone by."""
+RESTORE_HEALTHY_WITHIN = 300
 
 
 def plinth(
@@ -42,6 +46,38 @@ def plinth(
             f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+PHASES: dict[str, float] = {}
+"""Wall seconds of the lab's phases in this session (printed at the end, for bench/lab.py
+and the CI log): first deploy, snapshot, restores..."""
+MODULE_SECONDS: dict[str, float] = {}
+
+
+@contextmanager
+def lab_phase(name: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        PHASES[name] = PHASES.get(name, 0.0) + time.monotonic() - started
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Wall seconds per lab test module (setup, call and teardown of its tests)."""
+    path = report.nodeid.split("::")[0]
+    if path.startswith("tests/lab/"):
+        MODULE_SECONDS[path] = MODULE_SECONDS.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not PHASES and not MODULE_SECONDS:
+        return
+    terminalreporter.section("lab phases (wall seconds)")
+    for name, seconds in PHASES.items():
+        terminalreporter.write_line(f"lab phase: {name}: {seconds:.1f}s")
+    for path, seconds in sorted(MODULE_SECONDS.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"lab module: {path}: {seconds:.1f}s")
 
 
 def lab_secret(name: str) -> str:
@@ -95,6 +131,18 @@ def leftovers() -> list[str]:
     return found
 
 
+def wait_status_healthy(seconds: float = RESTORE_HEALTHY_WITHIN) -> float:
+    """Block until `plinth status lab` exits 0 (everything healthy); seconds waited."""
+    started = time.monotonic()
+    while True:
+        result = plinth("status", "lab", check=False, timeout=300)
+        if result.returncode == 0:
+            return time.monotonic() - started
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"lab not healthy within {seconds:.0f} s:\n{result.stdout}")
+        time.sleep(3)
+
+
 def full_lab_enabled() -> bool:
     return os.environ.get("PLINTH_FULL_LAB") == "1"
 
@@ -112,17 +160,47 @@ def small_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             pytest.exit(f"PLINTH_LAB_REUSE=1 but there is no lab ({LAB_ENV} missing)", 2)
         yield Lab(load_environment(LAB_ENV))
         return
-    plinth("lab", "up", "--profile", "small")
+    with lab_phase("small: lab up"):
+        plinth("lab", "up", "--profile", "small")
     yield Lab(load_environment(LAB_ENV))
     plinth("lab", "down")
     remaining = leftovers()
     assert remaining == [], f"lab down left {remaining}"
 
 
+@dataclass
+class Baseline:
+    """The deployed small lab and its snapshot: a test that changed the lab marks it
+    changed, and the next test that needs the lab gets the snapshot back (a restore,
+    ~1.5 min on 2 cores) instead of a repair deploy."""
+
+    lab: Lab
+    first_up: str
+    """What the first `plinth up lab --yes` printed."""
+    changed: bool = False
+    restores: int = 0
+
+    def undone(self) -> None:
+        """The test that changed the lab put it back itself (see ``undoable_lab``)."""
+        self.changed = False
+
+    def pristine(self) -> Lab:
+        if self.changed:
+            with lab_phase("small: restores (to healthy)"):
+                plinth(
+                    "lab", "restore", BASELINE_SNAPSHOT,
+                    "--healthy-within", str(RESTORE_HEALTHY_WITHIN),
+                )  # fmt: skip
+            self.changed = False
+            self.restores += 1
+        return self.lab
+
+
 @pytest.fixture(scope="session")
-def deployed_small_lab(small_lab: Lab) -> Lab:
-    """The small lab after one `plinth up lab --yes`."""
-    result = plinth("up", "lab", "--yes")
+def small_baseline(small_lab: Lab) -> Iterator[Baseline]:
+    """The small lab after one `plinth up lab --yes`, kept as snapshot tests-small."""
+    with lab_phase("small: first deploy"):
+        result = plinth("up", "lab", "--yes")
     # a reused lab is deployed already: its run is a no-op ("nothing to do")
     done = (
         ("stack lab-dc1: applied", "stack lab-dc1: nothing to do")
@@ -130,7 +208,59 @@ def deployed_small_lab(small_lab: Lab) -> Lab:
         else ("stack lab-dc1: applied",)
     )
     assert any(line in result.stdout for line in done), result.stdout
-    return small_lab
+    with lab_phase("small: snapshot (to healthy)"):
+        plinth("lab", "snapshot", BASELINE_SNAPSHOT)
+        # The snapshot brings the lab back from its own images, as every restore does.
+        wait_status_healthy()
+    baseline = Baseline(small_lab, result.stdout)
+    yield baseline
+    print(f"\nsmall lab restored from {BASELINE_SNAPSHOT} {baseline.restores} time(s)")
+    if reuse_lab():
+        baseline.pristine()  # the developer's lab is left as deployed
+    else:
+        plinth("lab", "snapshots", "--remove", BASELINE_SNAPSHOT)
+
+
+@pytest.fixture(scope="session")
+def deployed_small_lab(small_baseline: Baseline) -> Lab:
+    """The deployed small lab (as the baseline snapshot has it, see ``_baseline_first``)."""
+    return small_baseline.lab
+
+
+@pytest.fixture(autouse=True)
+def _baseline_first(request: pytest.FixtureRequest) -> None:
+    """A test on the deployed small lab starts from the baseline: restored first when a
+    disposable test changed it."""
+    if "deployed_small_lab" in request.fixturenames:
+        request.getfixturevalue("small_baseline").pristine()
+
+
+@pytest.fixture
+def undoable_lab(small_baseline: Baseline) -> Baseline:
+    """For a test that undoes its own change cheaply (a unit started again, a file moved
+    back): until it calls ``undone()`` the lab counts as changed, so a test that fails
+    midway leaves a restore to the next one, not a broken lab."""
+    small_baseline.pristine()
+    small_baseline.changed = True
+    return small_baseline
+
+
+@pytest.fixture
+def lab_model() -> Iterator[Path]:
+    """inventory/lab.yaml for a test that edits the model but whose run is refused (nothing
+    applied): the file is put back afterwards, which is all the undo it needs."""
+    original = LAB_ENV.read_text()
+    yield LAB_ENV
+    LAB_ENV.write_text(original)
+
+
+@pytest.fixture
+def disposable_lab(small_baseline: Baseline) -> Iterator[Lab]:
+    """For a test that leaves the lab away from its model (a changed setting rolled, a
+    host or daemon stopped, an unapplied drift): the next test gets the baseline back by a
+    restore, not by a repair deploy, whether this one passed or failed."""
+    yield small_baseline.pristine()
+    small_baseline.changed = True
 
 
 LAB_TESTS = Path(__file__).resolve().parent
@@ -144,5 +274,11 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The full rehearsal replaces the small lab: run it after every small-lab test."""
+    """The full rehearsal replaces the small lab: run it after every small-lab test.
+
+    PLINTH_LAB_ORDER=reverse runs the tests in the reverse of their file order (modules
+    and the tests in them; `.ci/run` does): no test may rely on what an earlier one left.
+    """
+    if os.environ.get("PLINTH_LAB_ORDER") == "reverse":
+        items.reverse()
     items.sort(key=lambda item: item.get_closest_marker("full") is not None)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 import time
 import urllib.error
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from plinth.airflow_api import HEALTH_COMPONENTS, AirflowApi, api_base
 from plinth.model import Role
 from plinth.rolling import wait_for
 from plinth.wheelhouse import airflow_wheelhouse
-from tests.lab.conftest import LAB_ENV, REPO, Lab, lab_secret, plinth
+from tests.lab.conftest import LAB_ENV, Lab, lab_secret, plinth
 from tests.lab.test_postgresql import leader_of, psql, psql_binary
 from tests.lab.test_postgresql_failover import wait_cluster_healthy
 
@@ -380,19 +379,6 @@ def leader_of_or_none(lab: Lab, tmp: Path) -> str | None:
 # ---- rolling ----
 
 
-@pytest.fixture
-def restore_lab_environment(deployed_small_lab: Lab) -> Iterator[None]:
-    original = LAB_ENV.read_text()
-    yield
-    LAB_ENV.write_text(original)
-    # The operator's plain pyinfra run (no preview: the test above previewed a roll).
-    restored = subprocess.run(
-        ["pyinfra", "inventory/lab-dc1.py", "deploy.py", "-y"],
-        cwd=REPO, capture_output=True, text=True, timeout=1500, check=False,
-    )  # fmt: skip
-    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
-
-
 def set_worker_concurrency(value: int) -> None:
     data = yaml.safe_load(LAB_ENV.read_text())
     data.setdefault("components", {}).setdefault("airflow", {})["worker_concurrency"] = value
@@ -402,7 +388,7 @@ def set_worker_concurrency(value: int) -> None:
 def test_a_setting_change_rolls_host_by_host_with_no_failed_task(
     deployed_small_lab: Lab,
     airflow_client: Path,
-    restore_lab_environment: None,
+    disposable_lab: Lab,
     tmp_path: Path,
 ) -> None:
     """A run is in flight when a changed setting rolls: the worker running its task gets

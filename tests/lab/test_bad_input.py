@@ -10,16 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import REPO, Lab, plinth
+from tests.lab.conftest import REPO, Baseline, Lab, plinth
 
 pytestmark = pytest.mark.lab
 
 DRIFT_FILE = "/etc/systemd/journald.conf.d/60-plinth.conf"
+ASIDE = "/root/60-plinth.conf.aside"
 
 
-def test_wrong_passphrase_applies_nothing(deployed_small_lab: Lab, tmp_path: Path) -> None:
+def test_wrong_passphrase_applies_nothing(
+    deployed_small_lab: Lab, undoable_lab: Baseline, tmp_path: Path
+) -> None:
     host = deployed_small_lab.host(deployed_small_lab.environment.hosts[0].name, tmp_path)
-    host.run(f"rm -f {DRIFT_FILE}")
+    # Drift a run that went ahead would repair; moved back afterwards (the whole undo).
+    host.run(f"mv {DRIFT_FILE} {ASIDE}")
     wrong = {"PLINTH_PASSPHRASE": "certainly-not-the-lab-passphrase"}
     result = plinth("up", "lab", "--yes", env=wrong, check=False)
     assert result.returncode == 1
@@ -36,8 +40,8 @@ def test_wrong_passphrase_applies_nothing(deployed_small_lab: Lab, tmp_path: Pat
     assert plain.returncode != 0
     assert "wrong PLINTH_PASSPHRASE" in plain.stdout + plain.stderr
     assert not host.file(DRIFT_FILE).exists
-    plinth("up", "lab", "--yes")
-    assert host.file(DRIFT_FILE).exists
+    assert host.run(f"mv {ASIDE} {DRIFT_FILE}").rc == 0
+    undoable_lab.undone()
 
 
 def test_invalid_environment_touches_nothing(deployed_small_lab: Lab, tmp_path: Path) -> None:

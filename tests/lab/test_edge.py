@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from plinth.model import Role, Vip
-from tests.lab.conftest import Lab, plinth
+from tests.lab.conftest import Baseline, Lab, plinth
 
 pytestmark = pytest.mark.lab
 
@@ -147,9 +147,14 @@ def test_a_destination_outside_the_allowlist_is_refused_and_logged(
 
 @pytest.fixture(scope="module")
 def pushed_image(
-    identities: Path, deployed_small_lab: Lab, tmp_path_factory: pytest.TempPathFactory
+    identities: Path,
+    deployed_small_lab: Lab,
+    small_baseline: Baseline,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> str:
-    """The lab's base image pushed through the edge VIP by the pusher identity."""
+    """The lab's base image pushed through the edge VIP by the pusher identity (into the
+    baseline lab: module fixtures are set up before a test's own restore)."""
+    small_baseline.pristine()
     base = subprocess.run(
         ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "plinth-lab-base"],
         capture_output=True, text=True, check=True,

@@ -12,10 +12,7 @@ import pytest
 
 from facts.etcd import etcd_cluster_command, parse_etcd_cluster
 from plinth.model import Role
-from plinth.provision import passphrase_for
-from plinth.secrets import SecretStore
-from plinth.stacks import state_dir
-from tests.lab.conftest import REPO, Lab, plinth
+from tests.lab.conftest import Lab, plinth
 
 pytestmark = pytest.mark.lab
 
@@ -193,18 +190,3 @@ def test_replicas_stream_over_verified_tls_with_one_synchronous(
     assert all(r[0] == "replicator" and r[1] == "streaming" and r[3] == "t" for r in rows), out
     assert all(r[4] == "/CN=replicator" for r in rows), out
     assert sorted(r[2] for r in rows) == ["async", "sync"], out
-
-
-def test_second_up_changes_nothing_and_no_secret_reaches_the_plan(
-    deployed_small_lab: Lab,
-) -> None:
-    result = plinth("preview", "lab", "--expect-no-changes", check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    env = deployed_small_lab.environment
-    store = SecretStore(state_dir(env.name) / "secrets.json", passphrase_for(env))
-    password = store.get("postgresql-superuser-password").reveal()
-    plan = subprocess.run(
-        ["pyinfra", "inventory/lab-dc1.py", "deploy.py", "--dry", "--json", "-vv"],
-        cwd=REPO, capture_output=True, text=True, check=True, timeout=600,
-    )  # fmt: skip
-    assert password not in plan.stdout + plan.stderr

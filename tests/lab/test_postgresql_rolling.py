@@ -6,7 +6,6 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 import yaml
 
 from plinth.model import PatroniSettings, Role
-from tests.lab.conftest import LAB_ENV, REPO, Lab, plinth
+from tests.lab.conftest import LAB_ENV, REPO, Baseline, Lab, plinth
 from tests.lab.test_postgresql import client_bundle, leader_of, psql
 from tests.lab.test_postgresql_failover import Writer, vip_conninfo, wait_cluster_healthy
 
@@ -50,16 +49,8 @@ def shared_buffers(lab: Lab, tmp: Path, skip: str = "") -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def restore_lab_environment(deployed_small_lab: Lab) -> Iterator[None]:
-    original = LAB_ENV.read_text()
-    yield
-    LAB_ENV.write_text(original)
-    plinth("up", "lab", "--yes", timeout=900)
-
-
 def test_rolling_restart_refuses_while_a_replica_is_down(
-    deployed_small_lab: Lab, restore_lab_environment: None, tmp_path: Path
+    deployed_small_lab: Lab, lab_model: Path, undoable_lab: Baseline, tmp_path: Path
 ) -> None:
     lab = deployed_small_lab
     leader = leader_of(lab, tmp_path)
@@ -87,10 +78,11 @@ def test_rolling_restart_refuses_while_a_replica_is_down(
     finally:
         lab.host(victim, tmp_path).run("systemctl start patroni")
         wait_cluster_healthy(lab, tmp_path)
+    undoable_lab.undone()
 
 
 def test_restart_parameter_rolls_with_exactly_one_switchover(
-    deployed_small_lab: Lab, restore_lab_environment: None, client_bundle: Path, tmp_path: Path
+    deployed_small_lab: Lab, disposable_lab: Lab, client_bundle: Path, tmp_path: Path
 ) -> None:
     lab = deployed_small_lab
     wait_cluster_healthy(lab, tmp_path)

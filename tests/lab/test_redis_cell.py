@@ -24,7 +24,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from plinth.model import Role
-from tests.lab.conftest import LAB_ENV, REPO, Lab, lab_secret, plinth
+from tests.lab.conftest import LAB_ENV, REPO, Baseline, Lab, lab_secret, plinth
 
 pytestmark = pytest.mark.lab
 
@@ -143,19 +143,6 @@ def test_without_certificate_or_in_plaintext_refused(
         ).ping()
 
 
-def test_second_up_changes_nothing(deployed_small_lab: Lab) -> None:
-    started = time.monotonic()
-    result = plinth("preview", "lab", "--expect-no-changes", check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    password = lab_secret("redis-default-password")
-    plan = subprocess.run(
-        ["pyinfra", "inventory/lab-dc1.py", "deploy.py", "--dry", "--json", "-vv"],
-        cwd=REPO, capture_output=True, text=True, check=True, timeout=600,
-    )  # fmt: skip
-    assert password not in plan.stdout + plan.stderr
-    print(f"\nno-op preview of the whole stack: {time.monotonic() - started:.1f} s")
-
-
 @dataclass
 class Writer:
     """Writes 1, 2, 3... to a list through the master Sentinel names; records which
@@ -265,16 +252,12 @@ def io_threads(lab: Lab, bundle: Path) -> dict[str, str]:
     return out
 
 
-@pytest.fixture
-def restore_lab_environment(deployed_small_lab: Lab) -> Iterator[None]:
-    original = LAB_ENV.read_text()
-    yield
-    LAB_ENV.write_text(original)
-    plinth("up", "lab", "--yes", timeout=900)
-
-
 def test_rolling_restart_refuses_while_a_node_is_down(
-    deployed_small_lab: Lab, redis_bundle: Path, restore_lab_environment: None, tmp_path: Path
+    deployed_small_lab: Lab,
+    redis_bundle: Path,
+    lab_model: Path,
+    undoable_lab: Baseline,
+    tmp_path: Path,
 ) -> None:
     lab = deployed_small_lab
     wait_cell_healthy(lab)
@@ -300,10 +283,11 @@ def test_rolling_restart_refuses_while_a_node_is_down(
     finally:
         lab.host(victim, tmp_path).run("systemctl start redis-server")
     wait_cell_healthy(lab)
+    undoable_lab.undone()
 
 
 def test_rolling_restart_loses_no_acknowledged_write(
-    deployed_small_lab: Lab, redis_bundle: Path, restore_lab_environment: None, writer: Writer
+    deployed_small_lab: Lab, redis_bundle: Path, disposable_lab: Lab, writer: Writer
 ) -> None:
     lab = deployed_small_lab
     wait_cell_healthy(lab)
