@@ -25,3 +25,13 @@ def test_invalid_snapshot_name_is_one_clear_line() -> None:
         "error: snapshot name 'Not/A/Name' is not valid: lowercase letters, digits, '-' and "
         "'_', starting with a letter or digit, at most 63 characters"
     ]
+
+
+def test_removing_a_snapshot_that_does_not_exist_is_one_clear_line() -> None:
+    result = CliRunner().invoke(main, ["lab", "snapshots", "--remove", "Not/A/Name"])
+    assert result.exit_code == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[0]
+        .startswith("error: snapshot name 'Not/A/Name' is not valid")
+    )

@@ -187,8 +187,10 @@ class Baseline:
     def pristine(self) -> Lab:
         if self.changed:
             with lab_phase("small: restores (to healthy)"):
+                # --force: this session took the snapshot itself; a commit made while it
+                # runs (a developer's) must not stop its restores.
                 plinth(
-                    "lab", "restore", BASELINE_SNAPSHOT,
+                    "lab", "restore", BASELINE_SNAPSHOT, "--force",
                     "--healthy-within", str(RESTORE_HEALTHY_WITHIN),
                 )  # fmt: skip
             self.changed = False

@@ -1,0 +1,50 @@
+"""`plinth status --wait`: polls until healthy, gives up naming what is not (our loop only;
+the lab suite runs it against real daemons after every restore)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from plinth.cli import cluster, main
+
+
+def stack(healthy: bool) -> dict[str, Any]:
+    patroni = {
+        "scope": "pg-dc1", "read_from": "n1", "leader": "n1", "standby": False,
+        "leader_wal": 1, "paused": False, "members": [],
+        "problems": [] if healthy else ["member n2 is starting"],
+    }  # fmt: skip
+    return {"stack": "lab-dc1", "etcd": None, "vips": [], "patroni": patroni}
+
+
+def fake(monkeypatch: pytest.MonkeyPatch, answers: list[bool]) -> list[int]:
+    calls: list[int] = []
+
+    def collect_all(stacks: list[Any]) -> list[dict[str, Any]]:
+        calls.append(1)
+        return [stack(answers[min(len(calls), len(answers)) - 1])]
+
+    monkeypatch.setattr(cluster, "resolve", lambda target: [object()])
+    monkeypatch.setattr(cluster, "collect_all", collect_all)
+    monkeypatch.setattr("plinth.cli.cluster.time.sleep", lambda seconds: None)
+    return calls
+
+
+def test_wait_returns_once_healthy(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake(monkeypatch, [False, False, True])
+    result = CliRunner().invoke(main, ["status", "lab", "--wait", "60"])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 3
+    assert "patroni pg-dc1: healthy" in result.output
+
+
+def test_wait_gives_up_with_the_last_status_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake(monkeypatch, [False])
+    clock = iter(range(0, 10_000, 30))
+    monkeypatch.setattr("plinth.cli.cluster.time.monotonic", lambda: next(clock))
+    result = CliRunner().invoke(main, ["status", "lab", "--wait", "60"])
+    assert result.exit_code == 1
+    assert "member n2 is starting" in result.output
