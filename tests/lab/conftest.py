@@ -168,24 +168,35 @@ def small_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     assert remaining == [], f"lab down left {remaining}"
 
 
+def restores_enabled() -> bool:
+    """PLINTH_LAB_RESTORE=1: a changed lab is given back by restoring the snapshot taken
+    after the first deploy, instead of by a repair deploy. Not the default yet: one of
+    about ten cold starts of the whole small lab (every host booting at once) stayed
+    unhealthy for the 300 s the restore waits, and CI must not rest on that (the
+    lab-snapshot issue's note)."""
+    return os.environ.get("PLINTH_LAB_RESTORE") == "1"
+
+
 @dataclass
 class Baseline:
-    """The deployed small lab and its snapshot: a test that changed the lab marks it
-    changed, and the next test that needs the lab gets the snapshot back (a restore,
-    ~1.5 min on 2 cores) instead of a repair deploy."""
+    """The deployed small lab: a test that changed it marks it changed, and the next test
+    that needs the lab gets it back first: a repair deploy of the model as it was (or,
+    with PLINTH_LAB_RESTORE=1, a restore of snapshot tests-small)."""
 
     lab: Lab
-    first_up: str
-    """What the first `plinth up lab --yes` printed."""
+    model: str
+    """inventory/lab.yaml as the first deploy applied it."""
     changed: bool = False
-    restores: int = 0
+    repairs: int = 0
 
     def undone(self) -> None:
         """The test that changed the lab put it back itself (see ``undoable_lab``)."""
         self.changed = False
 
     def pristine(self) -> Lab:
-        if self.changed:
+        if not self.changed:
+            return self.lab
+        if restores_enabled():
             with lab_phase("small: restores (to healthy)"):
                 # --force: this session took the snapshot itself; a commit made while it
                 # runs (a developer's) must not stop its restores.
@@ -193,14 +204,19 @@ class Baseline:
                     "lab", "restore", BASELINE_SNAPSHOT, "--force",
                     "--healthy-within", str(RESTORE_HEALTHY_WITHIN),
                 )  # fmt: skip
-            self.changed = False
-            self.restores += 1
+        else:
+            with lab_phase("small: repair deploys"):
+                LAB_ENV.write_text(self.model)
+                plinth("up", "lab", "--yes", timeout=1500)
+        self.changed = False
+        self.repairs += 1
         return self.lab
 
 
 @pytest.fixture(scope="session")
 def small_baseline(small_lab: Lab) -> Iterator[Baseline]:
-    """The small lab after one `plinth up lab --yes`, kept as snapshot tests-small."""
+    """The small lab after one `plinth up lab --yes` (kept as snapshot tests-small when
+    restores are enabled)."""
     with lab_phase("small: first deploy"):
         result = plinth("up", "lab", "--yes")
     # a reused lab is deployed already: its run is a no-op ("nothing to do")
@@ -210,29 +226,30 @@ def small_baseline(small_lab: Lab) -> Iterator[Baseline]:
         else ("stack lab-dc1: applied",)
     )
     assert any(line in result.stdout for line in done), result.stdout
-    with lab_phase("small: snapshot (to healthy)"):
-        plinth("lab", "snapshot", BASELINE_SNAPSHOT)
-        # The snapshot brings the lab back from its own images, as every restore does.
-        wait_status_healthy()
-    baseline = Baseline(small_lab, result.stdout)
+    if restores_enabled():
+        with lab_phase("small: snapshot (to healthy)"):
+            plinth("lab", "snapshot", BASELINE_SNAPSHOT)
+            # The snapshot brings the lab back from its own images, as every restore does.
+            wait_status_healthy()
+    baseline = Baseline(small_lab, LAB_ENV.read_text())
     yield baseline
-    print(f"\nsmall lab restored from {BASELINE_SNAPSHOT} {baseline.restores} time(s)")
+    print(f"\nsmall lab given back {baseline.repairs} time(s) after a changing test")
     if reuse_lab():
         baseline.pristine()  # the developer's lab is left as deployed
-    else:
+    elif restores_enabled():
         plinth("lab", "snapshots", "--remove", BASELINE_SNAPSHOT)
 
 
 @pytest.fixture(scope="session")
 def deployed_small_lab(small_baseline: Baseline) -> Lab:
-    """The deployed small lab (as the baseline snapshot has it, see ``_baseline_first``)."""
+    """The deployed small lab (as the first deploy left it, see ``_baseline_first``)."""
     return small_baseline.lab
 
 
 @pytest.fixture(autouse=True)
 def _baseline_first(request: pytest.FixtureRequest) -> None:
-    """A test on the deployed small lab starts from the baseline: restored first when a
-    disposable test changed it."""
+    """A test on the deployed small lab starts from the baseline: given back first when an
+    earlier test changed it."""
     if "deployed_small_lab" in request.fixturenames:
         request.getfixturevalue("small_baseline").pristine()
 
@@ -241,7 +258,7 @@ def _baseline_first(request: pytest.FixtureRequest) -> None:
 def undoable_lab(small_baseline: Baseline) -> Baseline:
     """For a test that undoes its own change cheaply (a unit started again, a file moved
     back): until it calls ``undone()`` the lab counts as changed, so a test that fails
-    midway leaves a restore to the next one, not a broken lab."""
+    midway leaves the next one a lab given back, not a broken one."""
     small_baseline.pristine()
     small_baseline.changed = True
     return small_baseline
@@ -258,9 +275,9 @@ def lab_model() -> Iterator[Path]:
 
 @pytest.fixture
 def disposable_lab(small_baseline: Baseline) -> Iterator[Lab]:
-    """For a test that leaves the lab away from its model (a changed setting rolled, a
-    host or daemon stopped, an unapplied drift): the next test gets the baseline back by a
-    restore, not by a repair deploy, whether this one passed or failed."""
+    """For a test that leaves the lab away from its model (a changed setting rolled): the
+    next test that needs the lab gets the baseline back, whether this one passed or
+    failed."""
     yield small_baseline.pristine()
     small_baseline.changed = True
 

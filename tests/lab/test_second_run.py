@@ -1,8 +1,8 @@
 """The second run of the whole small stack, in one place: nothing changes, nothing leaks.
 
-One module fixture runs each kind of second run once, on the lab as a restore gives it,
-with one host restarted by hand first (the engine used to rewrite its /etc/hosts: not
-drift any more); every check an operator makes of a second run reads these outputs:
+One module fixture runs each kind of second run once, on the deployed lab with one host
+restarted by hand first (the engine used to rewrite its /etc/hosts: not drift any more);
+every check an operator makes of a second run reads these outputs:
 
 - `plinth up lab --yes` (the CLI, with the outputs it prints),
 - `plinth preview lab --json --expect-no-changes` (the drift check CI pipelines use),
@@ -65,7 +65,7 @@ def test_the_second_up_changes_nothing(second_run: SecondRun) -> None:
     assert "stack lab-dc1: nothing to do" in up.stdout, up.stdout[-3000:]
 
 
-def test_the_preview_finds_no_drift_after_a_restore_and_a_restart_by_hand(
+def test_the_preview_finds_no_drift_after_a_restart_by_hand(
     second_run: SecondRun,
 ) -> None:
     preview = second_run.preview
