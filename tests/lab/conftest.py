@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 LAB_ENV = REPO / "inventory" / "lab.yaml"
 SSH_DIR = REPO / ".lab" / "ssh"
 BASELINE_SNAPSHOT = "tests-small"
-"""The snapshot of the deployed small lab that disposable tests are undone by."""
+"""The snapshot of the deployed small lab (with PLINTH_LAB_RESTORE=1)."""
 RESTORE_HEALTHY_WITHIN = 300
 
 

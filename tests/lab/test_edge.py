@@ -153,7 +153,7 @@ def pushed_image(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> str:
     """The lab's base image pushed through the edge VIP by the pusher identity (into the
-    baseline lab: module fixtures are set up before a test's own restore)."""
+    baseline lab: module fixtures are set up before a test's own give-back)."""
     small_baseline.pristine()
     base = subprocess.run(
         ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "plinth-lab-base"],
