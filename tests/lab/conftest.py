@@ -26,6 +26,9 @@ SSH_DIR = REPO / ".lab" / "ssh"
 BASELINE_SNAPSHOT = "tests-small"
 """The snapshot of the deployed small lab (with PLINTH_LAB_RESTORE=1)."""
 RESTORE_HEALTHY_WITHIN = 300
+DRIFT_FILE = "/etc/systemd/journald.conf.d/60-plinth.conf"
+"""A managed file tests move aside as drift a run would repair (and move back: DRIFT_ASIDE)."""
+DRIFT_ASIDE = "/root/60-plinth.conf.aside"
 
 
 def plinth(

@@ -10,12 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import REPO, Baseline, Lab, plinth
+from tests.lab.conftest import DRIFT_ASIDE, DRIFT_FILE, REPO, Baseline, Lab, plinth
 
 pytestmark = pytest.mark.lab
-
-DRIFT_FILE = "/etc/systemd/journald.conf.d/60-plinth.conf"
-ASIDE = "/root/60-plinth.conf.aside"
 
 
 def test_wrong_passphrase_applies_nothing(
@@ -23,7 +20,7 @@ def test_wrong_passphrase_applies_nothing(
 ) -> None:
     host = deployed_small_lab.host(deployed_small_lab.environment.hosts[0].name, tmp_path)
     # Drift a run that went ahead would repair; moved back afterwards (the whole undo).
-    host.run(f"mv {DRIFT_FILE} {ASIDE}")
+    host.run(f"mv {DRIFT_FILE} {DRIFT_ASIDE}")
     wrong = {"PLINTH_PASSPHRASE": "certainly-not-the-lab-passphrase"}
     result = plinth("up", "lab", "--yes", env=wrong, check=False)
     assert result.returncode == 1
@@ -40,7 +37,7 @@ def test_wrong_passphrase_applies_nothing(
     assert plain.returncode != 0
     assert "wrong PLINTH_PASSPHRASE" in plain.stdout + plain.stderr
     assert not host.file(DRIFT_FILE).exists
-    assert host.run(f"mv {ASIDE} {DRIFT_FILE}").rc == 0
+    assert host.run(f"mv {DRIFT_ASIDE} {DRIFT_FILE}").rc == 0
     undoable_lab.undone()
 
 

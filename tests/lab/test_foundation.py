@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import Baseline, Lab, plinth, wait_status_healthy
+from tests.lab.conftest import (
+    DRIFT_ASIDE,
+    DRIFT_FILE,
+    Baseline,
+    Lab,
+    plinth,
+    wait_status_healthy,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -58,17 +65,16 @@ def test_unreachable_host_fails_loudly_and_applies_nothing(
     first, victim = env.hosts[0], env.hosts[-1]
     # Drift on a reachable host: a run that went ahead would repair it (moved back after).
     host = deployed_small_lab.host(first.name, tmp_path)
-    drift = "/etc/systemd/journald.conf.d/60-plinth.conf"
-    host.run(f"mv {drift} /root/60-plinth.conf.aside")
+    host.run(f"mv {DRIFT_FILE} {DRIFT_ASIDE}")
     subprocess.run(["docker", "stop", "-t", "2", f"plinth-lab-{victim.name}"], check=True)
     result = plinth("up", "lab", "--yes", check=False, timeout=300)
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("error: stack lab-dc1: unreachable host(s)")
     assert victim.name in message and str(victim.address) in message
-    assert not host.file(drift).exists
+    assert not host.file(DRIFT_FILE).exists
     # The undo: the file back, the host started again (a restarted host is not drift).
-    assert host.run(f"mv /root/60-plinth.conf.aside {drift}").rc == 0
+    assert host.run(f"mv {DRIFT_ASIDE} {DRIFT_FILE}").rc == 0
     subprocess.run(["docker", "start", f"plinth-lab-{victim.name}"], check=True)
     deployed_small_lab.wait_for_ssh(victim.name, tmp_path)
     wait_status_healthy()
