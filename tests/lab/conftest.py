@@ -134,16 +134,13 @@ def leftovers() -> list[str]:
     return found
 
 
-def wait_status_healthy(seconds: float = RESTORE_HEALTHY_WITHIN) -> float:
-    """Block until `plinth status lab` exits 0 (everything healthy); seconds waited."""
+def wait_status_healthy(seconds: int = RESTORE_HEALTHY_WITHIN) -> float:
+    """Block until `plinth status lab` says healthy (its own --wait); seconds waited."""
     started = time.monotonic()
-    while True:
-        result = plinth("status", "lab", check=False, timeout=300)
-        if result.returncode == 0:
-            return time.monotonic() - started
-        if time.monotonic() - started > seconds:
-            raise AssertionError(f"lab not healthy within {seconds:.0f} s:\n{result.stdout}")
-        time.sleep(3)
+    result = plinth("status", "lab", "--wait", str(seconds), check=False, timeout=seconds + 300)
+    if result.returncode != 0:
+        raise AssertionError(f"lab not healthy within {seconds} s:\n{result.stdout}")
+    return time.monotonic() - started
 
 
 def full_lab_enabled() -> bool:
@@ -299,7 +296,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The full rehearsal replaces the small lab: run it after every small-lab test.
 
     PLINTH_LAB_ORDER=reverse runs the tests in the reverse of their file order (modules
-    and the tests in them; `.ci/run` does): no test may rely on what an earlier one left.
+    and the tests in them): no test may rely on what an earlier one left.
     """
     if os.environ.get("PLINTH_LAB_ORDER") == "reverse":
         items.reverse()
