@@ -428,15 +428,25 @@ class Unhealthy(Exception):
 
 def wait_healthy(target: str, seconds: float, interval: float = 2.0) -> list[dict[str, Any]]:
     """Poll what `plinth status TARGET` shows until every stack is healthy; the results.
-    Raises Unhealthy (with the last results) after ``seconds``."""
+    Raises Unhealthy (with the last results) after ``seconds``.
+
+    A host that does not answer SSH yet is "not healthy yet" while the wait lasts (right
+    after a restart sshd is not up); when the time is up it is the error, named loudly."""
+    from plinth.plan import PlanError
+
     stacks = resolve(target)
     deadline = time.monotonic() + seconds
     while True:
-        results = collect_all(stacks)
-        if all(healthy(r) for r in results):
-            return results
-        if time.monotonic() > deadline:
-            raise Unhealthy(results)
+        try:
+            results = collect_all(stacks)
+        except PlanError:
+            if time.monotonic() > deadline:
+                raise
+        else:
+            if all(healthy(r) for r in results):
+                return results
+            if time.monotonic() > deadline:
+                raise Unhealthy(results)
         time.sleep(interval)
 
 

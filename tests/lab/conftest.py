@@ -139,7 +139,9 @@ def wait_status_healthy(seconds: int = RESTORE_HEALTHY_WITHIN) -> float:
     started = time.monotonic()
     result = plinth("status", "lab", "--wait", str(seconds), check=False, timeout=seconds + 300)
     if result.returncode != 0:
-        raise AssertionError(f"lab not healthy within {seconds} s:\n{result.stdout}")
+        raise AssertionError(
+            f"lab not healthy within {seconds} s:\n{result.stdout}\n{result.stderr[-4000:]}"
+        )
     return time.monotonic() - started
 
 
