@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import ast
 import configparser
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -329,13 +330,18 @@ def prepared(name: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], str
     # No systemd on the controller's container: the units read as absent.
     monkeypatch.setattr(systemd_facts.SystemdStatus, "command", lambda *a, **k: "true")
     monkeypatch.setattr(systemd_facts.SystemdEnabled, "command", lambda *a, **k: "true")
-    inventory = Inventory((["@local"], {}))
-    state = State(inventory, Config())
+    # pyinfra's Inventory, Config and State.get_op_order are unannotated: called through
+    # their types.
+    new_inventory = cast("Callable[[tuple[list[str], dict[str, Any]]], Inventory]", Inventory)
+    new_config = cast("Callable[[], Config]", Config)
+    inventory = new_inventory((["@local"], {}))
+    state = State(inventory, new_config())
     connect_all(state)
     add_deploy(state, airflow_services, spec_for(name), FAKE_SECRETS, "/opt/airflow/venv-abc")
     names: list[str] = []
     kept = ""
-    for op_hash in state.get_op_order():
+    op_order = cast("Callable[[], list[str]]", state.get_op_order)
+    for op_hash in op_order():
         meta = state.op_meta[op_hash]
         names += sorted(meta.names)
         kept += repr(vars(meta))
@@ -467,7 +473,7 @@ def test_status_judges_the_active_site_by_health_fields_and_the_standby_by_stopp
     assert fine["problems"] == ["dc1-app2: the api-server's health endpoint does not answer"]
     standby = describe(False, expected, {"dc2-app1": None}, {"dc2-app1": {"airflow-worker": True}})
     assert standby["problems"] == ["dc2-app1: airflow-worker runs on the standby site"]
-    base = {"stack": "x", "etcd": None, "patroni": None, "vips": []}
+    base: dict[str, Any] = {"stack": "x", "etcd": None, "patroni": None, "vips": []}
     ok = describe(True, expected, {"dc1-app1": good}, units)
     assert healthy({**base, "airflow": ok}) and not healthy({**base, "airflow": fine})
     text = render({**base, "airflow": ok})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -84,7 +85,7 @@ def test_outputs_name_the_egress_proxy_and_the_registry_of_each_datacenter() -> 
 def test_status_is_unhealthy_when_an_edge_daemon_is_down() -> None:
     from plinth.cli.cluster import healthy, render
 
-    data = {
+    data: dict[str, Any] = {
         "stack": "lab-dc1",
         "etcd": None,
         "patroni": None,

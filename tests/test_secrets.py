@@ -22,7 +22,7 @@ def secrets_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_round_trip_and_format(secrets_file, tmp_path):
+def test_round_trip_and_format(secrets_file: Path, tmp_path: Path) -> None:
     store = SecretStore(secrets_file, PASSPHRASE)
     assert store.names() == ["postgres.superuser", "redis.acl"]
     assert store.get("postgres.superuser").reveal() == "hunter2-correct"
@@ -41,7 +41,7 @@ def test_round_trip_and_format(secrets_file, tmp_path):
     assert not list(secrets_file.parent.glob("*.tmp"))
 
 
-def test_wrong_passphrase(secrets_file):
+def test_wrong_passphrase(secrets_file: Path) -> None:
     before = secrets_file.read_bytes()
     with pytest.raises(SecretsError, match="wrong PLINTH_PASSPHRASE") as info:
         SecretStore(secrets_file, "not it")
@@ -49,7 +49,7 @@ def test_wrong_passphrase(secrets_file):
     assert secrets_file.read_bytes() == before
 
 
-def test_swapped_ciphertexts_detected(secrets_file, tmp_path):
+def test_swapped_ciphertexts_detected(secrets_file: Path, tmp_path: Path) -> None:
     data = json.loads(secrets_file.read_text())
     entries = data["secrets"]
     entries["redis.acl"], entries["postgres.superuser"] = (
@@ -62,7 +62,7 @@ def test_swapped_ciphertexts_detected(secrets_file, tmp_path):
         SecretStore(swapped, PASSPHRASE)
 
 
-def test_tampered_ciphertext_detected(secrets_file, tmp_path):
+def test_tampered_ciphertext_detected(secrets_file: Path, tmp_path: Path) -> None:
     data = json.loads(secrets_file.read_text())
     raw = bytearray(base64.b64decode(data["secrets"]["redis.acl"]["ciphertext"]))
     raw[0] ^= 1
@@ -73,7 +73,7 @@ def test_tampered_ciphertext_detected(secrets_file, tmp_path):
         SecretStore(tampered, PASSPHRASE)
 
 
-def test_value_never_leaks_through_formatting(secrets_file):
+def test_value_never_leaks_through_formatting(secrets_file: Path) -> None:
     value = SecretStore(secrets_file, PASSPHRASE).get("postgres.superuser")
     for text in (
         repr(value),
@@ -88,7 +88,7 @@ def test_value_never_leaks_through_formatting(secrets_file):
     assert value == SecretValue("postgres.superuser", "hunter2-correct")
 
 
-def test_generate_and_ensure(tmp_path):
+def test_generate_and_ensure(tmp_path: Path) -> None:
     store = SecretStore(tmp_path / "s.json", PASSPHRASE)
     fernet = store.generate("airflow.fernet_key", alphabet="fernet").reveal()
     assert len(base64.urlsafe_b64decode(fernet)) == 32
@@ -101,7 +101,7 @@ def test_generate_and_ensure(tmp_path):
     assert reopened.get("airflow.fernet_key").reveal() == fernet
 
 
-def test_errors(tmp_path):
+def test_errors(tmp_path: Path) -> None:
     store = SecretStore(tmp_path / "s.json", PASSPHRASE)
     with pytest.raises(SecretsError, match=r"no secret named 'nope'"):
         store.get("nope")
@@ -112,20 +112,20 @@ def test_errors(tmp_path):
         SecretStore(tmp_path / "bad.json", PASSPHRASE)
 
 
-def test_passphrase_from_environment(monkeypatch, tmp_path):
+def test_passphrase_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PLINTH_PASSPHRASE", "from-env")
     assert get_passphrase("prod", False, tmp_path) == "from-env"
     assert get_passphrase("lab", True, tmp_path) == "from-env"
     assert not (tmp_path / "passphrase").exists()
 
 
-def test_passphrase_missing_outside_lab(monkeypatch, tmp_path):
+def test_passphrase_missing_outside_lab(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("PLINTH_PASSPHRASE", raising=False)
     with pytest.raises(PassphraseMissing, match=r"PLINTH_PASSPHRASE.*'prod'"):
         get_passphrase("prod", False, tmp_path)
 
 
-def test_lab_passphrase_created_once(monkeypatch, tmp_path):
+def test_lab_passphrase_created_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("PLINTH_PASSPHRASE", raising=False)
     state = tmp_path / ".lab"
     first = get_passphrase("lab", True, state)

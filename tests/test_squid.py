@@ -5,8 +5,10 @@ from __future__ import annotations
 import getpass
 import grp
 import os
+from collections.abc import Callable
 from io import StringIO
 from pathlib import Path
+from typing import Any, cast
 
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
@@ -19,6 +21,10 @@ from operations.squid import allowed_domains, client_proxies, render_config, squ
 from plinth.model import PackageSources, SquidSettings, load_environment
 
 REPO = Path(__file__).resolve().parents[1]
+
+# pyinfra's Inventory and Config constructors are unannotated: called through their types.
+new_inventory = cast("Callable[[tuple[list[str], dict[str, Any]]], Inventory]", Inventory)
+new_config = cast("Callable[[], Config]", Config)
 
 
 def test_allowlist_comes_from_the_package_sources() -> None:
@@ -54,8 +60,8 @@ def test_rendered_config_allows_platform_subnets_to_listed_destinations_only() -
 
 def _apply(path: Path, content: str, check: str) -> tuple[bool, bool]:
     """Run checked_file on @local: (succeeded, changed)."""
-    inventory = Inventory((["@local"], {}))
-    state = State(inventory, Config())
+    inventory = new_inventory((["@local"], {}))
+    state = State(inventory, new_config())
     connect_all(state)
     meta = add_op(
         state, checked_file, name="checked", path=str(path), src=StringIO(content), check=check,

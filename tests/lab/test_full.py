@@ -6,9 +6,9 @@ import json
 import shlex
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -323,9 +323,9 @@ def test_dc2_redis_nodes_replicate_dc1s_master_never_promoted(
     )
     # redis-py's sentinel_get_master_addr_by_name passes `once=True`, which its own reply
     # parser rejects on a plain client: send the command itself.
-    master_host, master_port = dc1_sentinel.execute_command(
-        "SENTINEL GET-MASTER-ADDR-BY-NAME", name
-    )
+    # (redis-py's execute_command and sentinel_slaves are unannotated: called through types.)
+    execute_command = cast("Callable[..., list[str]]", dc1_sentinel.execute_command)
+    master_host, master_port = execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", name)
     client = tls_kwargs(bundle) | {"password": password, "decode_responses": True}
     master = redis.Redis(host=master_host, port=int(master_port), **client)
     key = f"plinth:dc2-probe:{time.time_ns()}"
@@ -338,7 +338,7 @@ def test_dc2_redis_nodes_replicate_dc1s_master_never_promoted(
         while node.get(key) != "written-in-dc1":
             assert time.monotonic() - written < 30, f"key written on dc1's master not on {address}"
             time.sleep(0.1)
-        info = node.info("replication")
+        info = cast("dict[str, Any]", node.info("replication"))
         assert info["role"] == "slave", (address, info)
         assert info["master_host"] == master_host and info["master_link_status"] == "up", info
         assert node.config_get("replica-priority") == {"replica-priority": "0"}
@@ -347,9 +347,10 @@ def test_dc2_redis_nodes_replicate_dc1s_master_never_promoted(
 
     # dc1's Sentinels know them (through the master's INFO) with priority 0
     # (SENTINEL SLAVES: redis-py's name for SENTINEL REPLICAS).
+    sentinel_slaves = cast("Callable[[str], list[dict[str, Any]]]", dc1_sentinel.sentinel_slaves)
     deadline = time.monotonic() + 30
     while True:
-        listed = {str(r["ip"]): r for r in dc1_sentinel.sentinel_slaves(name)}
+        listed = {str(r["ip"]): r for r in sentinel_slaves(name)}
         if set(dc2) <= set(listed) or time.monotonic() > deadline:
             break
         time.sleep(1)

@@ -129,7 +129,8 @@ def patroni_members(lab: Lab, tmp: Path) -> list[dict[str, Any]] | None:
 def leader_of(lab: Lab, tmp: Path) -> str:
     members = patroni_members(lab, tmp)
     assert members is not None, "no Patroni member answers"
-    return next(m["Member"] for m in members if m["Role"] == "Leader")
+    leader: str = next(m["Member"] for m in members if m["Role"] == "Leader")
+    return leader
 
 
 def test_write_needs_verify_full_tls_and_a_client_certificate(

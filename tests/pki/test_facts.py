@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from pyinfra.api import StringCommand
 from pyinfra.api.exceptions import FactProcessError
 
-from facts.pki import CertificateSigningRequest, DeployedCertificate
+from facts.pki import CertificateOnHost, CertificateSigningRequest, DeployedCertificate
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 
-def run(command) -> list[str]:
+def run(command: StringCommand) -> list[str]:
     result = subprocess.run(
         ["sh", "-c", command.get_raw_value()], capture_output=True, text=True, check=True
     )
@@ -39,12 +40,12 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def fact(cert: Path, key: Path):
+def fact(cert: Path, key: Path) -> CertificateOnHost:
     f = DeployedCertificate()
     return f.process(run(f.command(str(cert), str(key))))
 
 
-def test_present_and_matching(files):
+def test_present_and_matching(files: tuple[Path, Path]) -> None:
     cert, key = files
     info = fact(cert, key)
     assert info.cert_present and info.key_present and info.key_matches is True
@@ -57,14 +58,14 @@ def test_present_and_matching(files):
     assert b"PUBLIC KEY" in (info.public_key_pem or b"")
 
 
-def test_output_never_contains_private_key(files):
+def test_output_never_contains_private_key(files: tuple[Path, Path]) -> None:
     cert, key = files
     f = DeployedCertificate()
     output = "\n".join(run(f.command(str(cert), str(key))))
     assert "PRIVATE KEY" not in output
 
 
-def test_mismatch(files, tmp_path):
+def test_mismatch(files: tuple[Path, Path], tmp_path: Path) -> None:
     cert, _ = files
     other = tmp_path / "other.key"
     subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
@@ -72,7 +73,7 @@ def test_mismatch(files, tmp_path):
     assert fact(cert, other).key_matches is False
 
 
-def test_absent(files, tmp_path):
+def test_absent(files: tuple[Path, Path], tmp_path: Path) -> None:
     cert, key = files
     nothing = fact(tmp_path / "no.crt", tmp_path / "no.key")
     assert (nothing.cert_present, nothing.key_present, nothing.key_matches) == (False, False, None)
@@ -82,7 +83,7 @@ def test_absent(files, tmp_path):
     assert cert_only.cert_present and not cert_only.key_present and cert_only.key_matches is None
 
 
-def test_damaged_files_raise_fact_process_error(files, tmp_path):
+def test_damaged_files_raise_fact_process_error(files: tuple[Path, Path], tmp_path: Path) -> None:
     cert, key = files
     bad = tmp_path / "bad.crt"
     bad.write_text("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
@@ -96,7 +97,7 @@ def test_damaged_files_raise_fact_process_error(files, tmp_path):
         DeployedCertificate().process(["surprise"])
 
 
-def test_csr(files):
+def test_csr(files: tuple[Path, Path]) -> None:
     _, key = files
     f = CertificateSigningRequest()
     pem = f.process(run(f.command(str(key), "etcd/peer")))

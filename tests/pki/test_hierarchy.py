@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from plinth.pki import DatacenterTrust, PkiError, PkiStore, init_pki
+from tests.pki.conftest import Pki
 
 PASSPHRASE = "correct horse battery staple"
 DC1 = DatacenterTrust(
@@ -21,7 +23,7 @@ DC2 = DatacenterTrust("dc2", ("dc2.grid.example",), (ipaddress.ip_network("10.2.
 DC3 = DatacenterTrust("dc3", ("dc3.grid.example",), (ipaddress.ip_network("10.3.0.0/16"),))
 
 
-def test_layout_and_modes(pki):
+def test_layout_and_modes(pki: Pki) -> None:
     for dc in ("dc1", "dc2"):
         for name in ("intermediate.crt", "intermediate.key.enc", "crl.pem", "revoked.json"):
             assert (pki.dir / "pki" / dc / name).is_file()
@@ -32,7 +34,7 @@ def test_layout_and_modes(pki):
     assert pki.store.datacenters() == ("dc1", "dc2")
 
 
-def test_root(pki):
+def test_root(pki: Pki) -> None:
     root = pki.root()
     assert root.subject.rfc4514_string() == "CN=test platform root CA,O=plinth"
     key = root.public_key()
@@ -41,7 +43,7 @@ def test_root(pki):
     assert dt.timedelta(days=15 * 365) < lifetime < dt.timedelta(days=15 * 366)
 
 
-def test_intermediate_extensions(pki):
+def test_intermediate_extensions(pki: Pki) -> None:
     cert = pki.intermediate("dc1")
     key = cert.public_key()
     assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp384r1"
@@ -63,7 +65,7 @@ def test_intermediate_extensions(pki):
     cert.verify_directly_issued_by(pki.root())
 
 
-def test_second_init_adds_only_new_dc(pki_copy):
+def test_second_init_adds_only_new_dc(pki_copy: Pki) -> None:
     before = {p: p.read_bytes() for p in pki_copy.dir.rglob("*") if p.is_file()}
     created = init_pki(pki_copy.dir, "test", [DC1, DC2, DC3], PASSPHRASE)
     assert sorted(created) == sorted(
@@ -75,13 +77,15 @@ def test_second_init_adds_only_new_dc(pki_copy):
     assert init_pki(pki_copy.dir, "test", [DC1, DC2, DC3], PASSPHRASE) == []
 
 
-def test_rerun_without_new_dc_needs_no_root_key(pki_copy):
+def test_rerun_without_new_dc_needs_no_root_key(pki_copy: Pki) -> None:
     # The root key may be offline; a plain re-run must not need it.
     pki_copy.store.root_key_path.unlink()
     assert init_pki(pki_copy.dir, "test", [DC1], "whatever") == []
 
 
-def test_wrong_passphrase_adding_dc_writes_nothing(pki, unchanged):
+def test_wrong_passphrase_adding_dc_writes_nothing(
+    pki: Pki, unchanged: Callable[[Path], Callable[[], None]]
+) -> None:
     check = unchanged(pki.dir)
     with pytest.raises(
         PkiError, match=r"cannot decrypt pki/root.key.enc: wrong PLINTH_PASSPHRASE\?"
@@ -90,7 +94,9 @@ def test_wrong_passphrase_adding_dc_writes_nothing(pki, unchanged):
     check()
 
 
-def test_corrupted_root_key_names_file(pki_copy, unchanged):
+def test_corrupted_root_key_names_file(
+    pki_copy: Pki, unchanged: Callable[[Path], Callable[[], None]]
+) -> None:
     pki_copy.store.root_key_path.write_bytes(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nxx\n")
     check = unchanged(pki_copy.dir)
     with pytest.raises(PkiError, match=r"pki/root.key.enc is damaged"):
@@ -98,7 +104,7 @@ def test_corrupted_root_key_names_file(pki_copy, unchanged):
     check()
 
 
-def test_invalid_input_creates_nothing(tmp_path: Path):
+def test_invalid_input_creates_nothing(tmp_path: Path) -> None:
     target = tmp_path / "env"
     no_subnets = DatacenterTrust("dc9", ("dc9.example",), ())
     with pytest.raises(PkiError, match="no subnets"):
@@ -111,12 +117,12 @@ def test_invalid_input_creates_nothing(tmp_path: Path):
     assert not target.exists()
 
 
-def test_empty_passphrase_refused(tmp_path: Path):
+def test_empty_passphrase_refused(tmp_path: Path) -> None:
     with pytest.raises(PkiError, match="empty"):
         init_pki(tmp_path / "env", "test", [DC1], "")
     assert not (tmp_path / "env").exists()
 
 
-def test_unknown_dc(pki):
+def test_unknown_dc(pki: Pki) -> None:
     with pytest.raises(PkiError, match=r"unknown datacenter 'dc7'.*dc1, dc2"):
         PkiStore(pki.dir).intermediate_certificate("dc7")

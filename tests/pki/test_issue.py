@@ -4,42 +4,71 @@ import datetime as dt
 import ipaddress
 import json
 import stat
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import (
+    PolicyBuilder,
+    Store,
+    Subject,
+    VerificationError,
+    VerifiedClient,
+)
 
-from plinth.pki import PkiError, Profile, issue_client_bundle, read_records, sign_csr
+from plinth.pki import (
+    IssuedCertificate,
+    PkiError,
+    Profile,
+    issue_client_bundle,
+    read_records,
+    sign_csr,
+)
+from tests.pki.conftest import Pki
+
+Unchanged = Callable[[Path], Callable[[], None]]
+"""The conftest ``unchanged`` fixture: ``check = unchanged(dir)`` ... ``check()``."""
 
 
-def sign(pki, profile, cn, dns=(), ips=(), dc="dc1", key=None, **kw):
+def sign(
+    pki: Pki,
+    profile: Profile,
+    cn: str,
+    dns: Iterable[str] = (),
+    ips: Iterable[str] = (),
+    dc: str = "dc1",
+    key: ec.EllipticCurvePrivateKey | None = None,
+    *,
+    now: dt.datetime | None = None,
+) -> IssuedCertificate:
     return sign_csr(
         pki.store, dc, pki.csr(key), profile, cn, dns, ips, pki.passphrase,
-        "alice", "etcd", "node1", **kw,
+        "alice", "etcd", "node1", now=now,
     )  # fmt: skip
 
 
-def chain(issued):
+def chain(issued: IssuedCertificate) -> tuple[x509.Certificate, list[x509.Certificate]]:
     certs = x509.load_pem_x509_certificates(issued.chain_pem)
     return certs[0], certs[1:]
 
 
-def server_verify(pki, issued, name):
+def server_verify(pki: Pki, issued: IssuedCertificate, name: Subject) -> list[x509.Certificate]:
     leaf, intermediates = chain(issued)
     verifier = PolicyBuilder().store(Store([pki.root()])).build_server_verifier(name)
     return verifier.verify(leaf, intermediates)
 
 
-def client_verify(pki, issued):
+def client_verify(pki: Pki, issued: IssuedCertificate) -> VerifiedClient:
     leaf, intermediates = chain(issued)
     verifier = PolicyBuilder().store(Store([pki.root()])).build_client_verifier()
     return verifier.verify(leaf, intermediates)
 
 
-def test_server_profile_verifies_for_dns_and_ip(pki):
+def test_server_profile_verifies_for_dns_and_ip(pki: Pki) -> None:
     dns = ["pg.dc1.grid.example", "db.svc.grid.example"]
     issued = sign(pki, Profile.SERVER, dns[0], dns, ["10.1.0.10", "fd00:1::10"])
     server_verify(pki, issued, x509.DNSName("pg.dc1.grid.example"))
@@ -52,7 +81,7 @@ def test_server_profile_verifies_for_dns_and_ip(pki):
         client_verify(pki, issued)
 
 
-def test_client_profile_verifies_as_client_only(pki):
+def test_client_profile_verifies_as_client_only(pki: Pki) -> None:
     issued = sign(pki, Profile.CLIENT, "airflow")
     leaf, _ = chain(issued)
     assert leaf.subject.rfc4514_string() == "CN=airflow"
@@ -61,7 +90,7 @@ def test_client_profile_verifies_as_client_only(pki):
         server_verify(pki, issued, x509.DNSName("airflow"))
 
 
-def test_peer_profile_verifies_both_ways(pki):
+def test_peer_profile_verifies_both_ways(pki: Pki) -> None:
     issued = sign(pki, Profile.PEER, "etcd1.dc1.grid.example",
                   ["etcd1.dc1.grid.example"], ["10.1.0.11"])  # fmt: skip
     server_verify(pki, issued, x509.IPAddress(ipaddress.ip_address("10.1.0.11")))
@@ -69,7 +98,7 @@ def test_peer_profile_verifies_both_ways(pki):
     assert x509.IPAddress(ipaddress.ip_address("10.1.0.11")) in (subjects or [])
 
 
-def test_leaf_extensions(pki):
+def test_leaf_extensions(pki: Pki) -> None:
     now = dt.datetime.now(dt.UTC)
     issued = sign(pki, Profile.PEER, "n.dc1.grid.example", ["n.dc1.grid.example"], ["10.1.0.1"],
                   now=now)  # fmt: skip
@@ -87,7 +116,7 @@ def test_leaf_extensions(pki):
     assert issued.serial == leaf.serial_number and issued.not_after == leaf.not_valid_after_utc
 
 
-def test_subject_and_sans_come_from_arguments_not_csr(pki):
+def test_subject_and_sans_come_from_arguments_not_csr(pki: Pki) -> None:
     issued = sign_csr(pki.store, "dc1", pki.csr(cn="evil.example.com"), Profile.CLIENT, "airflow",
                       (), (), pki.passphrase, "alice", "airflow", "")  # fmt: skip
     leaf, _ = chain(issued)
@@ -104,19 +133,21 @@ def test_subject_and_sans_come_from_arguments_not_csr(pki):
         (["pg.dc1.grid.example"], ["fd00:2::1"], "IP:fd00:2::1"),
     ],
 )
-def test_sans_outside_name_constraints_refused(pki, unchanged, dns, ips, offending):
+def test_sans_outside_name_constraints_refused(
+    pki: Pki, unchanged: Unchanged, dns: list[str], ips: list[str], offending: str
+) -> None:
     check = unchanged(pki.dir)
     with pytest.raises(PkiError, match=rf"{offending} outside the name constraints of dc1"):
         sign(pki, Profile.SERVER, "pg.dc1.grid.example", dns, ips)
     check()
 
 
-def test_dotted_client_cn_outside_constraints_refused(pki):
+def test_dotted_client_cn_outside_constraints_refused(pki: Pki) -> None:
     with pytest.raises(PkiError, match=r"CN:app\.example\.org"):
         sign(pki, Profile.CLIENT, "app.example.org")
 
 
-def test_verifier_rejects_hand_built_leaf_outside_constraints(pki):
+def test_verifier_rejects_hand_built_leaf_outside_constraints(pki: Pki) -> None:
     """The constraints hold even against a signer that skipped plinth's own check."""
     key = ec.generate_private_key(ec.SECP256R1())
     intermediate = pki.intermediate("dc1")
@@ -146,7 +177,7 @@ def test_verifier_rejects_hand_built_leaf_outside_constraints(pki):
         verifier.verify(leaf, [intermediate])
 
 
-def test_dc2_leaf_does_not_verify_for_dc1_names(pki):
+def test_dc2_leaf_does_not_verify_for_dc1_names(pki: Pki) -> None:
     issued = sign(pki, Profile.SERVER, "pg.dc2.grid.example", ["pg.dc2.grid.example"], dc="dc2")
     server_verify(pki, issued, x509.DNSName("pg.dc2.grid.example"))
 
@@ -159,7 +190,9 @@ def test_dc2_leaf_does_not_verify_for_dc1_names(pki):
     ],
     ids=["p384", "rsa"],
 )
-def test_only_p256_keys_signed(pki, unchanged, key):
+def test_only_p256_keys_signed(
+    pki: Pki, unchanged: Unchanged, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+) -> None:
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([]))
@@ -172,7 +205,7 @@ def test_only_p256_keys_signed(pki, unchanged, key):
     check()
 
 
-def test_csr_with_bad_signature_refused(pki):
+def test_csr_with_bad_signature_refused(pki: Pki) -> None:
     csr = x509.load_pem_x509_csr(pki.csr())
     der = bytearray(csr.public_bytes(serialization.Encoding.DER))
     der[-3] ^= 0x01  # inside the signature
@@ -183,7 +216,7 @@ def test_csr_with_bad_signature_refused(pki):
         )
 
 
-def test_profile_rules(pki):
+def test_profile_rules(pki: Pki) -> None:
     with pytest.raises(PkiError, match="needs the node IP"):
         sign(pki, Profile.PEER, "n.dc1.grid.example", ["n.dc1.grid.example"])
     with pytest.raises(PkiError, match="at least one DNS or IP SAN"):
@@ -192,7 +225,7 @@ def test_profile_rules(pki):
         sign(pki, Profile.SERVER, "n", ["*.dc1.grid.example"])
 
 
-def test_errors_write_nothing(pki, pki_copy, unchanged):
+def test_errors_write_nothing(pki: Pki, pki_copy: Pki, unchanged: Unchanged) -> None:
     check = unchanged(pki.dir)
     with pytest.raises(
         PkiError, match=r"cannot decrypt pki/dc1/intermediate.key.enc: wrong PLINTH_PASSPHRASE\?"
@@ -217,20 +250,20 @@ def test_errors_write_nothing(pki, pki_copy, unchanged):
     check()
 
 
-def test_swapped_intermediate_key_detected(pki_copy):
+def test_swapped_intermediate_key_detected(pki_copy: Pki) -> None:
     store = pki_copy.store
     store.intermediate_key_path("dc1").write_bytes(store.intermediate_key_path("dc2").read_bytes())
     with pytest.raises(PkiError, match=r"does not belong to pki/dc1/intermediate\.crt"):
         sign(pki_copy, Profile.CLIENT, "x")
 
 
-def test_leaf_lifetime_capped_by_intermediate(pki):
+def test_leaf_lifetime_capped_by_intermediate(pki: Pki) -> None:
     expiry = pki.intermediate("dc1").not_valid_after_utc
     issued = sign(pki, Profile.CLIENT, "late", now=expiry - dt.timedelta(days=10))
     assert issued.not_after == expiry
 
 
-def test_issuance_log(pki):
+def test_issuance_log(pki: Pki) -> None:
     log = pki.store.log_path
     before = log.read_bytes() if log.exists() else b""
     issued = sign(pki, Profile.PEER, "e.dc1.grid.example", ["e.dc1.grid.example"], ["10.1.0.9"])
@@ -252,7 +285,7 @@ def test_issuance_log(pki):
     assert [r.serial for r in read_records(pki.store)][-1] == line["serial"]
 
 
-def test_log_never_holds_key_material(pki, tmp_path):
+def test_log_never_holds_key_material(pki: Pki, tmp_path: Path) -> None:
     issue_client_bundle(pki.store, "dc1", "logcheck", tmp_path / "out", pki.passphrase, "alice")
     text = pki.store.log_path.read_text()
     assert "-----BEGIN" not in text
@@ -261,7 +294,7 @@ def test_log_never_holds_key_material(pki, tmp_path):
     assert key_body[:40] not in text
 
 
-def test_client_bundle(pki, tmp_path):
+def test_client_bundle(pki: Pki, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     bundle = issue_client_bundle(pki.store, "dc1", "operator-bob", out, pki.passphrase, "alice")
     assert stat.S_IMODE(bundle.key_path.stat().st_mode) == 0o600

@@ -7,6 +7,9 @@ import grp
 import os
 import shutil
 import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from cryptography import x509
@@ -18,17 +21,22 @@ from pyinfra.api.operations import run_ops
 
 from operations import pki as pki_ops
 from plinth.pki import LeafSigner, Profile, read_records
+from tests.pki.conftest import Pki
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 USER = getpass.getuser()
 GROUP = grp.getgrgid(os.getgid()).gr_name
 
+# pyinfra's Inventory and Config constructors are unannotated: called through their types.
+new_inventory = cast("Callable[[tuple[list[str], dict[str, Any]]], Inventory]", Inventory)
+new_config = cast("Callable[[], Config]", Config)
 
-def deploy(pki, signer, tmp_path, rotate=False):
+
+def deploy(pki: Pki, signer: LeafSigner, tmp_path: Path, rotate: bool = False) -> State:
     """One prepare + execute round; returns the state."""
-    inventory = Inventory((["@local"], {}))
-    state = State(inventory, Config())
+    inventory = new_inventory((["@local"], {}))
+    state = State(inventory, new_config())
     connect_all(state)
     key = str(tmp_path / "etcd.key")
     add_op(state, pki_ops.private_key, name="key", path=key, owner=USER, group=GROUP,
@@ -45,7 +53,7 @@ def deploy(pki, signer, tmp_path, rotate=False):
     return state
 
 
-def test_issue_then_noop_then_rotate(pki, tmp_path):
+def test_issue_then_noop_then_rotate(pki: Pki, tmp_path: Path) -> None:
     signer = LeafSigner(pki.store, "dc1", "alice", pki.passphrase)
     assert pki.passphrase not in repr(signer)
     deploy(pki, signer, tmp_path)
