@@ -38,7 +38,6 @@ from operations.airflow import (
     airflow_installed,
     airflow_services,
     airflow_user,
-    has_airflow,
 )
 from operations.airflow import read_secrets as read_airflow_secrets
 from operations.base import BaseHostInput, base_host, read_extra_ca
@@ -58,7 +57,7 @@ from operations.pki import host_tls
 from operations.rabbitmq import rabbitmq_input, rabbitmq_node
 from operations.rabbitmq import read_secrets as read_rabbitmq_secrets
 from operations.redis import read_passwords as read_redis_passwords
-from operations.redis import redis_input, redis_node
+from operations.redis import redis_node
 from operations.registry import (
     docker_trust_directory,
     registry_input,
@@ -71,6 +70,8 @@ from operations.squid import client_proxies, egress_ordering_point, squid, squid
 from plinth.certificates import host_certificates
 from plinth.context import host_context, tls_signer
 from plinth.model import Role
+from plinth.topology.airflow import has_airflow
+from plinth.topology.redis import redis_input
 from plinth.trust import platform_trust_anchors
 from plinth.wheelhouse import airflow_wheelhouse, patroni_wheelhouse
 

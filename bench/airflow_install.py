@@ -20,9 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from operations.airflow import AIRFLOW_ROLES, PREFIX, AirflowInstall  # noqa: E402
+from operations.airflow import PREFIX, AirflowInstall  # noqa: E402
 from plinth.lab import ssh_dir  # noqa: E402
-from plinth.model import load_environment  # noqa: E402
+from plinth.model import AIRFLOW_ROLES, load_environment  # noqa: E402
 from plinth.wheelhouse import LOCK_NAME, airflow_wheelhouse  # noqa: E402
 
 SCRATCH = f"{PREFIX}/bench-install"

@@ -12,10 +12,11 @@ from pyinfra import host
 from operations.rabbitmq import rabbitmq_input, rabbitmq_node
 from operations.rabbitmq import read_secrets as read_rabbitmq_secrets
 from operations.redis import read_passwords as read_redis_passwords
-from operations.redis import redis_input, redis_node
+from operations.redis import redis_node
 from plinth.certificates import host_certificates
 from plinth.context import host_context, tls_signer
 from plinth.model import Role
+from plinth.topology.redis import redis_input
 
 context = host_context(host.data, host.name)
 certificates = {s.service: s for s in host_certificates(context.environment, context.host)}

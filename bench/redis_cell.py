@@ -8,10 +8,11 @@ PostgreSQL cell are assumed deployed.
 
 from pyinfra import host
 
-from operations.redis import read_passwords, redis_input, redis_node
+from operations.redis import read_passwords, redis_node
 from plinth.certificates import host_certificates
 from plinth.context import host_context
 from plinth.model import Role
+from plinth.topology.redis import redis_input
 
 context = host_context(host.data, host.name)
 certificates = {s.service: s for s in host_certificates(context.environment, context.host)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 from pyinfra.api import FactBase
 
@@ -111,6 +112,40 @@ class AirflowHealth(FactBase[AirflowHealthState | None]):
             return parse_health(text)
         except ValueError:
             return None
+
+
+def describe(
+    active: bool,
+    expected: tuple[str, ...],
+    health: dict[str, AirflowHealthState | None],
+    units: dict[str, dict[str, bool]],
+) -> dict[str, Any]:
+    """The DC's Airflow for ``plinth status``.
+
+    + health: {api host: AirflowHealthState or None (no answer)}
+    + units: {host: {unit: active}}
+    Active site: every unit runs and every api-server reports the expected components
+    healthy (JSON fields, not the HTTP status). Standby site: every unit is stopped.
+    """
+    problems: list[str] = []
+    for name, host_units in units.items():
+        for unit, running in host_units.items():
+            if active and not running:
+                problems.append(f"{name}: {unit} is not running")
+            if not active and running:
+                problems.append(f"{name}: {unit} runs on the standby site")
+    if active:
+        for name, state in health.items():
+            if state is None:
+                problems.append(f"{name}: the api-server's health endpoint does not answer")
+            else:
+                problems += [f"{name}: {p}" for p in state.problems(expected)]
+    return {
+        "active": active,
+        "problems": problems,
+        "health": {n: (s.status if s is not None else None) for n, s in health.items()},
+        "units": units,
+    }
 
 
 CELERY_MODULE = "airflow.providers.celery.executors.celery_executor_utils"

@@ -176,6 +176,29 @@ def parse_etcd_cluster(output: list[str]) -> EtcdClusterState | None:
     return EtcdClusterState(tuple(sorted(members, key=lambda m: m.name)))
 
 
+def describe(state: EtcdClusterState | None) -> dict[str, Any]:
+    """JSON-ready form for ``plinth status``."""
+    if state is None:
+        return {"installed": False, "members": []}
+    return {
+        "installed": True,
+        "healthy": state.healthy,
+        "leader": state.leader,
+        "members": [
+            {
+                "name": m.name,
+                "id": m.id,
+                "healthy": m.healthy,
+                "leader": m.is_leader,
+                "raft_index": m.raft_index,
+                "raft_term": m.raft_term,
+                "error": m.error,
+            }
+            for m in state.members
+        ],
+    }
+
+
 class EtcdCluster(FactBase[EtcdClusterState | None]):
     """The DC's etcd cluster (members, leader, health, raft index), over TLS.
 

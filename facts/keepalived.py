@@ -15,6 +15,10 @@ _STATES = "--plinth-vrrp-states--"
 _SERVICE = "--plinth-vrrp-service--"
 _VIPS = "--plinth-vrrp-vips--"
 
+STATE_DIR = "/var/lib/keepalived-plinth"
+"""Where the deploy's notify script records each VRRP instance's state as
+``<instance>.state``: what :class:`VrrpState` reads (``plinth status``)."""
+
 
 @dataclass(frozen=True)
 class VrrpStateOnHost:

@@ -9,6 +9,8 @@ never part of a command: ``redis-cli`` reads them from root-only files on the ho
   settings fixed at start (``CONFIG GET``), so a pending restart is visible remotely.
 * :class:`SentinelState`: per Sentinel, the master it follows, ``SENTINEL CKQUORUM`` and
   the monitored master's parameters.
+* :func:`cell_problems` (the rolling gate, ``plinth status``) and :func:`describe`
+  (``plinth status``): what the two readings say about the cell.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyinfra.api import FactBase
 from pyinfra.api.exceptions import FactProcessError
+
+from plinth.topology.redis import CliTls, Upstream
 
 MISSING = "__PLINTH_REDIS_MISSING__"
 UNREACHABLE = "__PLINTH_REDIS_UNREACHABLE__"
@@ -46,24 +51,6 @@ RUNTIME_SETTINGS = (
     "maxmemory-policy",
     "replica-priority",
 )
-
-
-@dataclass(frozen=True)
-class CliTls:
-    """How ``redis-cli`` on a host authenticates: certificate files and password file."""
-
-    ca: str
-    cert: str
-    key: str
-    auth_file: str
-
-    def command(self, address: str, port: int, *args: str) -> str:
-        q = shlex.quote
-        return (
-            f'REDISCLI_AUTH="$(cat {q(self.auth_file)})" timeout 5 redis-cli --no-auth-warning '
-            f"--tls --cacert {q(self.ca)} --cert {q(self.cert)} --key {q(self.key)} "
-            f"-h {q(address)} -p {port} {' '.join(q(a) for a in args)}"
-        )
 
 
 def _sections(tls: CliTls, address: str, port: int, commands: Sequence[Sequence[str]]) -> str:
@@ -467,3 +454,80 @@ class SentinelState(FactBase[SentinelView | None]):
 
     def process(self, output: list[str]) -> SentinelView | None:
         return parse_sentinels(output)
+
+
+def cell_problems(
+    state: ReplicationState | None,
+    view: SentinelView | None,
+    upstream: tuple[str, ...] | None = None,
+) -> list[str]:
+    """Why the cell is not healthy. ``upstream``: the active DC's data nodes, for a
+    following DC (its nodes are replicas of one of them, it has no Sentinel of its own)."""
+    if state is None:
+        problems = ["cannot read the data nodes"]
+    elif upstream is not None:
+        problems = state.follower_problems(upstream)
+    else:
+        problems = state.problems()
+    problems += ["cannot read the Sentinels"] if view is None else view.problems()
+    return problems
+
+
+def describe(
+    master_name: str,
+    state: ReplicationState | None,
+    view: SentinelView | None,
+    upstream: Upstream | None = None,
+) -> dict[str, Any]:
+    """JSON-ready form of the cell for ``plinth status``. ``upstream``: set for a
+    following DC (its nodes replicate the active DC's master)."""
+    master = state.master if state else None
+    own = {n.address for n in state.nodes} if state else set()
+    follows = None
+    if upstream is not None:
+        masters = sorted({str(n.master_host) for n in state.replicas}) if state else []
+        follows = {
+            "datacenter": upstream.datacenter,
+            "master": masters[0] if len(masters) == 1 else None,
+        }
+    return {
+        "master_name": master_name,
+        "master": master.address if master else None,
+        "follows": follows,
+        "sentinel_master": view.master[0] if view and view.master else None,
+        "problems": cell_problems(
+            state, view, upstream.redis_nodes if upstream is not None else None
+        ),
+        # Replicas of this DC's master outside the DC (a following DC's nodes).
+        "remote_replicas": [
+            {"address": link.address, "state": link.state, "lag": link.lag}
+            for link in (master.replicas if master else ())
+            if link.address not in own
+        ],
+        "nodes": [
+            {
+                "address": n.address,
+                "role": n.role,
+                "up": n.up,
+                "error": n.error,
+                "version": n.version,
+                "link_up": n.master_link_up if n.role == "slave" else None,
+                "master_host": n.master_host if n.role == "slave" else None,
+                "replica_priority": n.settings.get("replica-priority"),
+                "offset": n.offset,
+            }
+            for n in (state.nodes if state else ())
+        ],
+        "sentinels": [
+            {
+                "address": s.address,
+                "up": s.up,
+                "error": s.error,
+                "master": s.master[0] if s.master else None,
+                "quorum_ok": s.quorum_ok,
+                "quorum": s.quorum_message,
+                "other_sentinels": s.other_sentinels,
+            }
+            for s in (view.sentinels if view else ())
+        ],
+    }

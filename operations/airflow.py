@@ -47,8 +47,9 @@ from plinth.context import read_secrets as read_environment_secrets
 from plinth.model import AIRFLOW_ROLES, AirflowSettings, Role
 from plinth.reasons import explain_change
 from plinth.render import render_template
+from plinth.topology.airflow import COMPONENTS
 
-__all__ = ["AIRFLOW_ROLES", "MARKER"]
+__all__ = ["MARKER"]
 
 USER = "airflow"
 HOME = "/var/lib/airflow"
@@ -60,10 +61,6 @@ class AirflowInstall(VenvInstall):
     """Airflow's wheelhouse on a host: ``/opt/airflow/venv-<tag>``, ``current`` → in use."""
 
     prefix: str = PREFIX
-
-
-def has_airflow(roles: tuple[Role, ...] | list[Role]) -> bool:
-    return any(role in roles for role in AIRFLOW_ROLES)
 
 
 @deploy("Airflow user")
@@ -132,17 +129,6 @@ SECRET_ENV_NAMES = {
 ADMIN_PASSWORD_SECRET = "airflow-admin-password"
 MANAGED_HEADER_TEXT = "managed by plinth: secrets from the encrypted store, do not edit"
 
-# role -> (unit name, airflow command). The Celery worker's SIGTERM is its warm shutdown.
-# ``--skip-serve-logs``: the log servers (8793/8794) speak plain HTTP, and no Airflow
-# process may talk without TLS; task logs stay in /var/log/airflow on the host that ran
-# the task until remote logging (MinIO) lands.
-COMPONENTS: dict[Role, tuple[str, str]] = {
-    Role.AIRFLOW_API: ("airflow-api-server", "api-server"),
-    Role.AIRFLOW_SCHEDULER: ("airflow-scheduler", "scheduler --skip-serve-logs"),
-    Role.AIRFLOW_DAG_PROCESSOR: ("airflow-dag-processor", "dag-processor"),
-    Role.AIRFLOW_TRIGGERER: ("airflow-triggerer", "triggerer --skip-serve-logs"),
-    Role.AIRFLOW_WORKER: ("airflow-worker", "celery worker --skip-serve-logs"),
-}
 # Roles whose processes parse or run DAG files.
 DAG_ROLES = (Role.AIRFLOW_SCHEDULER, Role.AIRFLOW_DAG_PROCESSOR, Role.AIRFLOW_WORKER)
 
@@ -676,50 +662,3 @@ def airflow_services(spec: AirflowConfig, secrets: dict[str, str], venv: str) ->
             _serial=True,
             _if=lambda: any(i.did_change() for i in inputs),
         )
-
-
-def expected_components(env_roles: list[tuple[Role, ...]]) -> tuple[str, ...]:
-    """Health components a DC's api-servers must report healthy, from its hosts' roles."""
-    wanted = ["metadatabase"]
-    for role, name in (
-        (Role.AIRFLOW_SCHEDULER, "scheduler"),
-        (Role.AIRFLOW_TRIGGERER, "triggerer"),
-        (Role.AIRFLOW_DAG_PROCESSOR, "dag_processor"),
-    ):
-        if any(role in roles for roles in env_roles):
-            wanted.append(name)
-    return tuple(wanted)
-
-
-def describe(
-    active: bool,
-    expected: tuple[str, ...],
-    health: dict[str, Any],
-    units: dict[str, dict[str, bool]],
-) -> dict[str, Any]:
-    """The DC's Airflow for ``plinth status``.
-
-    + health: {api host: AirflowHealthState or None (no answer)}
-    + units: {host: {unit: active}}
-    Active site: every unit runs and every api-server reports the expected components
-    healthy (JSON fields, not the HTTP status). Standby site: every unit is stopped.
-    """
-    problems: list[str] = []
-    for name, host_units in units.items():
-        for unit, running in host_units.items():
-            if active and not running:
-                problems.append(f"{name}: {unit} is not running")
-            if not active and running:
-                problems.append(f"{name}: {unit} runs on the standby site")
-    if active:
-        for name, state in health.items():
-            if state is None:
-                problems.append(f"{name}: the api-server's health endpoint does not answer")
-            else:
-                problems += [f"{name}: {p}" for p in state.problems(expected)]
-    return {
-        "active": active,
-        "problems": problems,
-        "health": {n: (s.status if s is not None else None) for n, s in health.items()},
-        "units": units,
-    }

@@ -227,27 +227,4 @@ def etcd_member(spec: EtcdInput) -> None:
     cluster_healthy(name="etcd cluster healthy", spec=spec)
 
 
-def describe(state: EtcdClusterState | None) -> dict[str, Any]:
-    """JSON-ready form for ``plinth status``."""
-    if state is None:
-        return {"installed": False, "members": []}
-    return {
-        "installed": True,
-        "healthy": state.healthy,
-        "leader": state.leader,
-        "members": [
-            {
-                "name": m.name,
-                "id": m.id,
-                "healthy": m.healthy,
-                "leader": m.is_leader,
-                "raft_index": m.raft_index,
-                "raft_term": m.raft_term,
-                "error": m.error,
-            }
-            for m in state.members
-        ],
-    }
-
-
-__all__ = ["EtcdInput", "describe", "etcd_input", "etcd_member"]
+__all__ = ["EtcdInput", "etcd_input", "etcd_member"]

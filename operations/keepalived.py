@@ -27,7 +27,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, systemd
 
 import plinth.vip_check
-from facts.keepalived import Ipv4Interfaces
+from facts.keepalived import STATE_DIR, Ipv4Interfaces
 from operations.checked import checked_file
 from operations.nginx import virtual_hosts
 from plinth.context import HostContext
@@ -42,7 +42,6 @@ VIP_CHECK_SOURCE = plinth.vip_check.__file__
 """The very file the tests import is the one the hosts run."""
 CHECK_DIR = "/etc/keepalived/plinth-vip-check"
 """``<instance>.json``: what the VIP check of each VRRP instance observes (root's, 0644)."""
-STATE_DIR = "/var/lib/keepalived-plinth"
 SCRIPT_USER = "keepalived_script"
 HAPROXY_STATS_SOCKET = "/run/haproxy/stats-readonly.sock"
 """haproxy's second stats socket, ``level user`` (read-only), which only the script user

@@ -561,33 +561,8 @@ def rabbitmq_node(spec: RabbitmqInput, secrets: RabbitmqSecrets, ca_bundle: str)
     )
 
 
-def describe(
-    states: dict[str, RabbitmqClusterState | None], nodes: tuple[str, ...]
-) -> dict[str, Any]:
-    """JSON-ready form for ``plinth status``: every node's view, the first answer's cluster."""
-    first = next((s for s in states.values() if s is not None), None)
-    return {
-        "cluster_name": first.cluster_name if first else None,
-        "running_nodes": list(first.running_nodes) if first else [],
-        "disk_nodes": list(first.disk_nodes) if first else [],
-        "partitions": {n: list(p) for n, p in first.partitions} if first else {},
-        "alarms": list(first.alarms) if first else [],
-        "problems": first.problems(nodes) if first else ["no node answers"],
-        "nodes": {
-            host_name: None
-            if state is None
-            else {
-                "quorum_critical": state.quorum_critical,
-                "detail": state.quorum_critical_detail if state.quorum_critical else "",
-            }
-            for host_name, state in states.items()
-        },
-    }
-
-
 __all__ = [
     "RabbitmqInput",
-    "describe",
     "password_hash",
     "rabbitmq_input",
     "rabbitmq_node",

@@ -32,7 +32,7 @@ import hashlib
 import shlex
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from io import StringIO
 from typing import Any
 
@@ -45,12 +45,12 @@ from pyinfra.operations import files, systemd
 
 from facts.base import ContainerRuntime
 from facts.redis import (
-    CliTls,
     RedisReplication,
     ReplicationState,
     SentinelReport,
     SentinelState,
     SentinelView,
+    cell_problems,
     parse_replication,
     parse_sentinels,
     replication_command,
@@ -58,15 +58,15 @@ from facts.redis import (
 )
 from plinth.certificates import CertificateSpec
 from plinth.context import HostContext, read_secrets
-from plinth.model import RedisSettings, Role
+from plinth.model import RedisSettings
 from plinth.reasons import explain_change
 from plinth.render import render_template
 from plinth.rolling import note, refuse, run, wait_for
+from plinth.topology.redis import AUTH_DIR, RedisInput
 
 REDIS_CONF = "/etc/redis/redis.conf"
 SENTINEL_CONF = "/etc/redis/sentinel.conf"
 ACL_FILE = "/etc/redis/users.acl"
-AUTH_DIR = "/etc/plinth/redis"
 REDIS_UNIT = "redis-server.service"
 SENTINEL_UNIT = "redis-sentinel.service"
 DROP_IN = "/etc/systemd/system/{unit}.d/plinth.conf"
@@ -95,100 +95,6 @@ class Passwords:
     def acl_hashes(self) -> dict[str, str]:
         """SHA-256 of each password: ``users.acl`` stores hashes, not the passwords."""
         return {user: hashlib.sha256(pw.encode()).hexdigest() for user, pw in self._values.items()}
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """Set on a datacenter that is not the active one: its data nodes replicate from the
-    active DC's master (``replica-priority 0``) and its Sentinels do not run."""
-
-    datacenter: str
-    """The active datacenter."""
-    redis_nodes: tuple[str, ...]
-    """Addresses of the active DC's data nodes (the first: master of a new cell)."""
-    sentinels: tuple[str, ...]
-    """Addresses of the active DC's Sentinels."""
-
-
-@dataclass(frozen=True)
-class RedisInput:
-    """The slice of the model one Redis/Sentinel host reads (no secrets)."""
-
-    name: str
-    address: str
-    datacenter: str
-    environment: str
-    settings: RedisSettings
-    roles: frozenset[Role]
-    redis_nodes: tuple[str, ...]
-    """Addresses of the DC's data nodes; the first is the master of a new cell."""
-    sentinels: tuple[str, ...]
-    """Addresses of the DC's Sentinels."""
-    redis_tls: CertificateSpec | None
-    sentinel_tls: CertificateSpec | None
-    upstream: Upstream | None = None
-    """Set when this DC is not ``active_datacenter``: it follows the active DC's master."""
-
-    @property
-    def replica_priority(self) -> int:
-        """0 in a following DC: Sentinel never promotes a replica with priority 0."""
-        return 0 if self.upstream is not None else 100
-
-    @property
-    def cell_sentinels(self) -> tuple[str, ...]:
-        """The Sentinels that watch this DC's data nodes: none in a following DC (its own
-        Sentinels are stopped; the active DC's Sentinels see its nodes as replicas)."""
-        return () if self.upstream is not None else self.sentinels
-
-    @property
-    def upstream_addresses(self) -> tuple[str, ...] | None:
-        return self.upstream.redis_nodes if self.upstream is not None else None
-
-    def upstream_cell(self) -> RedisInput:
-        """This host looking at the active DC's cell (the master a follower replicates)."""
-        if self.upstream is None:
-            return self
-        return replace(
-            self,
-            datacenter=self.upstream.datacenter,
-            redis_nodes=self.upstream.redis_nodes,
-            sentinels=self.upstream.sentinels,
-            upstream=None,
-        )
-
-    @property
-    def master_name(self) -> str:
-        return f"{self.settings.master_name_prefix}-{self.datacenter}"
-
-    @property
-    def marker(self) -> str:
-        return f"plinth-bootstrap: {self.environment}-{self.datacenter}"
-
-    @property
-    def tls(self) -> CertificateSpec:
-        """The certificate this host's ``redis-cli`` presents (either service's)."""
-        spec = self.redis_tls or self.sentinel_tls
-        if spec is None:
-            raise ValueError(f"host {self.name} has neither the redis nor the sentinel role")
-        return spec
-
-    def cli(self, user: str) -> CliTls:
-        """``redis-cli`` credentials: ``default`` for data nodes, ``sentinel`` for Sentinels."""
-        tls = self.tls
-        return CliTls(tls.ca_path, tls.chain_path, tls.key_path, f"{AUTH_DIR}/{user}.auth")
-
-    def replication_command(self) -> str:
-        return replication_command(self.cli("default"), self.redis_nodes, self.settings.port)
-
-    def sentinel_command(self) -> str:
-        return sentinel_command(
-            self.cli("sentinel"), self.cell_sentinels, self.settings.sentinel_port,
-            self.master_name,
-        )  # fmt: skip
-
-    def redis_cli(self, address: str, *args: str, user: str = "default") -> str:
-        port = self.settings.port if user == "default" else self.settings.sentinel_port
-        return self.cli(user).command(address, port, *args)
 
 
 def static_settings(spec: RedisInput) -> dict[str, str]:
@@ -280,34 +186,6 @@ def render_sentinel_conf(spec: RedisInput, passwords: Passwords, master: tuple[s
     )
 
 
-def redis_input(
-    context: HostContext, redis_tls: CertificateSpec | None, sentinel_tls: CertificateSpec | None
-) -> RedisInput:
-    env = context.environment
-    dc = context.datacenter.name
-    active = env.active_site
-    upstream = None
-    if dc != active and env.hosts_with(Role.REDIS, active):
-        upstream = Upstream(
-            datacenter=active,
-            redis_nodes=tuple(str(h.address) for h in env.hosts_with(Role.REDIS, active)),
-            sentinels=tuple(str(h.address) for h in env.hosts_with(Role.SENTINEL, active)),
-        )
-    return RedisInput(
-        name=context.host.name,
-        address=str(context.host.address),
-        datacenter=dc,
-        environment=env.name,
-        settings=env.components.redis,
-        roles=frozenset(context.host.roles),
-        redis_nodes=tuple(str(h.address) for h in env.hosts_with(Role.REDIS, dc)),
-        sentinels=tuple(str(h.address) for h in env.hosts_with(Role.SENTINEL, dc)),
-        redis_tls=redis_tls,
-        sentinel_tls=sentinel_tls,
-        upstream=upstream,
-    )
-
-
 def read_passwords(context: HostContext) -> Passwords:
     """The Redis passwords from the environment's encrypted secrets."""
     return Passwords(read_secrets(context, SECRET_NAMES))
@@ -317,14 +195,18 @@ def read_passwords(context: HostContext) -> Passwords:
 
 
 def read_replication(target: Any, spec: RedisInput) -> ReplicationState | None:
-    ok, out, _ = run(target, spec.replication_command(), timeout=60)
+    command = replication_command(spec.cli("default"), spec.redis_nodes, spec.settings.port)
+    ok, out, _ = run(target, command, timeout=60)
     return parse_replication(out) if ok else None
 
 
 def read_sentinels(target: Any, spec: RedisInput) -> SentinelView | None:
     if not spec.cell_sentinels:
         return SentinelView(())
-    ok, out, _ = run(target, spec.sentinel_command(), timeout=60)
+    command = sentinel_command(
+        spec.cli("sentinel"), spec.cell_sentinels, spec.settings.sentinel_port, spec.master_name
+    )
+    ok, out, _ = run(target, command, timeout=60)
     return parse_sentinels(out) if ok else None
 
 
@@ -585,23 +467,6 @@ def roll_plan(
 
 def _address(entry: str) -> str:
     return entry.split(" ", 1)[0]
-
-
-def cell_problems(
-    state: ReplicationState | None,
-    view: SentinelView | None,
-    upstream: tuple[str, ...] | None = None,
-) -> list[str]:
-    """Why the cell is not healthy. ``upstream``: the active DC's data nodes, for a
-    following DC (its nodes are replicas of one of them, it has no Sentinel of its own)."""
-    if state is None:
-        problems = ["cannot read the data nodes"]
-    elif upstream is not None:
-        problems = state.follower_problems(upstream)
-    else:
-        problems = state.problems()
-    problems += ["cannot read the Sentinels"] if view is None else view.problems()
-    return problems
 
 
 class _Roll:
@@ -931,72 +796,8 @@ def redis_node(spec: RedisInput, passwords: Passwords) -> None:
         )
 
 
-def describe(
-    master_name: str,
-    state: ReplicationState | None,
-    view: SentinelView | None,
-    upstream: Upstream | None = None,
-) -> dict[str, Any]:
-    """JSON-ready form of the cell for ``plinth status``. ``upstream``: set for a
-    following DC (its nodes replicate the active DC's master)."""
-    master = state.master if state else None
-    own = {n.address for n in state.nodes} if state else set()
-    follows = None
-    if upstream is not None:
-        masters = sorted({str(n.master_host) for n in state.replicas}) if state else []
-        follows = {
-            "datacenter": upstream.datacenter,
-            "master": masters[0] if len(masters) == 1 else None,
-        }
-    return {
-        "master_name": master_name,
-        "master": master.address if master else None,
-        "follows": follows,
-        "sentinel_master": view.master[0] if view and view.master else None,
-        "problems": cell_problems(
-            state, view, upstream.redis_nodes if upstream is not None else None
-        ),
-        # Replicas of this DC's master outside the DC (a following DC's nodes).
-        "remote_replicas": [
-            {"address": link.address, "state": link.state, "lag": link.lag}
-            for link in (master.replicas if master else ())
-            if link.address not in own
-        ],
-        "nodes": [
-            {
-                "address": n.address,
-                "role": n.role,
-                "up": n.up,
-                "error": n.error,
-                "version": n.version,
-                "link_up": n.master_link_up if n.role == "slave" else None,
-                "master_host": n.master_host if n.role == "slave" else None,
-                "replica_priority": n.settings.get("replica-priority"),
-                "offset": n.offset,
-            }
-            for n in (state.nodes if state else ())
-        ],
-        "sentinels": [
-            {
-                "address": s.address,
-                "up": s.up,
-                "error": s.error,
-                "master": s.master[0] if s.master else None,
-                "quorum_ok": s.quorum_ok,
-                "quorum": s.quorum_message,
-                "other_sentinels": s.other_sentinels,
-            }
-            for s in (view.sentinels if view else ())
-        ],
-    }
-
-
 __all__ = [
     "Passwords",
-    "RedisInput",
-    "Upstream",
-    "describe",
     "read_passwords",
-    "redis_input",
     "redis_node",
 ]

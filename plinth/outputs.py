@@ -83,20 +83,21 @@ def _redis(env: Environment, dc: str, ca_bundle: str | None) -> dict[str, Any] |
     """Where applications reach the DC's Redis: through its Sentinels (never a fixed node:
     the master moves on failover)."""
     from plinth.model import Role
+    from plinth.topology.redis import sentinel_master_name, upstream_of
 
     if not env.hosts_with(Role.REDIS, dc):
         return None
     # A DC that is not the active one holds replicas of the active DC's master and its
     # own Sentinels are stopped: its applications reach the active DC's cell.
-    active = env.active_site
-    source = active if active != dc and env.hosts_with(Role.REDIS, active) else dc
+    upstream = upstream_of(env, dc)
+    source = upstream.datacenter if upstream is not None else dc
     sentinels = env.hosts_with(Role.SENTINEL, source)
     if not sentinels:
         return None
     redis = env.components.redis
     return {
-        "master_name": f"{redis.master_name_prefix}-{source}",
-        "follows": source if source != dc else None,
+        "master_name": sentinel_master_name(redis, source),
+        "follows": upstream.datacenter if upstream is not None else None,
         "sentinels": [f"{env.fqdn(h)}:{redis.sentinel_port}" for h in sentinels],
         "sentinel_addresses": [f"{h.address}:{redis.sentinel_port}" for h in sentinels],
         "tls": True,

@@ -455,9 +455,9 @@ def test_outputs_give_the_ui_and_api_through_nginx_only_with_the_services() -> N
 
 
 def test_status_judges_the_active_site_by_health_fields_and_the_standby_by_stopped_units() -> None:
-    from facts.airflow import parse_health
-    from operations.airflow import describe, expected_components
-    from plinth.cli.cluster import healthy, render
+    from facts.airflow import describe, parse_health
+    from plinth.status import healthy, render
+    from plinth.topology.airflow import expected_components
 
     env = example()
     expected = expected_components([h.roles for h in env.hosts_in("dc1")])
@@ -495,7 +495,8 @@ def test_roll_counts_alive_jobs_and_refuses_when_a_peer_is_down() -> None:
 
 
 def test_roll_drains_the_worker_while_its_api_server_restarts_then_the_jobs() -> None:
-    from operations.airflow import COMPONENTS, RollStep, roll_steps
+    from operations.airflow import RollStep, roll_steps
+    from plinth.topology.airflow import COMPONENTS
 
     every = {role: unit for role, (unit, _) in COMPONENTS.items()}
     assert roll_steps(every) == [

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import plinth.lab.topology as topo
-from facts.keepalived import parse_interfaces, parse_vrrp_state
+from facts.keepalived import STATE_DIR, parse_interfaces, parse_vrrp_state
 from operations.haproxy import haproxy_input
 from operations.keepalived import (
     CHECK_DIR,
@@ -15,7 +15,6 @@ from operations.keepalived import (
     HAPROXY_STATS_SOCKET,
     KEEPALIVED_CHECK,
     SCRIPT_USER,
-    STATE_DIR,
     VIP_CHECK,
     VIP_CHECK_SOURCE,
     KeepalivedInput,
@@ -149,10 +148,3 @@ def test_vrrp_state() -> None:
 def test_interfaces() -> None:
     lines = ["2: eth0    inet 10.0.0.11/24 brd 10.0.0.255 scope global eth0\\       valid_lft"]
     assert parse_interfaces(lines) == {"10.0.0.11": "eth0"}
-
-
-def test_status_reads_the_state_directory_the_notify_script_writes() -> None:
-    from operations.keepalived import STATE_DIR
-    from plinth.cli.cluster import KEEPALIVED_STATE_DIR
-
-    assert KEEPALIVED_STATE_DIR == STATE_DIR

@@ -209,9 +209,9 @@ def test_wal_position_of_a_primary_and_of_a_standby_leader() -> None:
 
 
 def test_standby_lag_is_the_active_primary_minus_what_the_standby_replayed() -> None:
-    from plinth.cli.cluster import add_standby_lag
-    from plinth.cli.cluster import render as render_status
     from plinth.model import parse_environment
+    from plinth.status import add_standby_lag
+    from plinth.status import render as render_status
 
     env = parse_environment(
         {

@@ -22,7 +22,7 @@ from facts.postgresql import (
     parse_postgres_timeline,
     postgres_timeline_command,
 )
-from plinth.cli.cluster import healthy, render
+from plinth.status import healthy, render
 
 HISTORY_3 = "1\t0/3000000\tno recovery target specified\n\n2\t0/5000000\tno recovery target\n"
 HISTORY_4A = HISTORY_3 + "3\t0/7000000\tno recovery target specified\n"

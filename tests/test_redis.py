@@ -13,20 +13,17 @@ from facts.redis import (
     _SECTION,
     MISSING,
     UNREACHABLE,
-    CliTls,
     SentinelView,
+    cell_problems,
+    describe,
     parse_replication,
     parse_sentinels,
+    sentinel_command,
 )
 from operations.redis import (
     Passwords,
-    RedisInput,
-    Upstream,
     bootstrap_master,
-    cell_problems,
     command_line,
-    describe,
-    redis_input,
     render_redis_conf,
     render_sentinel_conf,
     roll_plan,
@@ -36,10 +33,11 @@ from operations.redis import (
     static_settings,
 )
 from plinth.certificates import CertificateSpec
-from plinth.cli.cluster import _render_redis
 from plinth.context import HostContext
 from plinth.model import RedisSettings, Role, load_environment
 from plinth.pki import Profile
+from plinth.status.render import _render_redis
+from plinth.topology.redis import CliTls, RedisInput, Upstream, redis_input
 
 TLS = CertificateSpec("redis", Profile.PEER, "n1", ("n1",), ("10.0.0.1",), "redis", "redis")
 NODES = ("10.0.0.1", "10.0.0.2", "10.0.0.3")
@@ -320,7 +318,10 @@ def test_follower_bootstraps_as_priority_0_replica_of_the_active_master() -> Non
     # Bootstrap reads the active DC's nodes and Sentinels, under the active DC's name.
     cell = follower.upstream_cell()
     assert cell.redis_nodes == DC1_NODES and cell.master_name == "redis-dc1"
-    assert DC1_NODES[0] in cell.sentinel_command() and "redis-dc1" in cell.sentinel_command()
+    asked = sentinel_command(
+        cell.cli("sentinel"), cell.cell_sentinels, cell.settings.sentinel_port, cell.master_name
+    )
+    assert DC1_NODES[0] in asked and "redis-dc1" in asked
 
 
 def test_follower_runtime_priority_is_0() -> None:

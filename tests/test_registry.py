@@ -83,7 +83,7 @@ def test_outputs_name_the_egress_proxy_and_the_registry_of_each_datacenter() -> 
 
 
 def test_status_is_unhealthy_when_an_edge_daemon_is_down() -> None:
-    from plinth.cli.cluster import healthy, render
+    from plinth.status import healthy, render
 
     data: dict[str, Any] = {
         "stack": "lab-dc1",

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from plinth.cli import cluster, main
+from plinth.cli import main
+from plinth.status import health
 
 
 def stack(healthy: bool) -> dict[str, Any]:
@@ -27,9 +28,9 @@ def fake(monkeypatch: pytest.MonkeyPatch, answers: list[bool]) -> list[int]:
         calls.append(1)
         return [stack(answers[min(len(calls), len(answers)) - 1])]
 
-    monkeypatch.setattr(cluster, "resolve", lambda target: [object()])
-    monkeypatch.setattr(cluster, "collect_all", collect_all)
-    monkeypatch.setattr("plinth.cli.cluster.time.sleep", lambda seconds: None)
+    monkeypatch.setattr(health, "resolve", lambda target: [object()])
+    monkeypatch.setattr(health, "collect_all", collect_all)
+    monkeypatch.setattr("plinth.status.health.time.sleep", lambda seconds: None)
     return calls
 
 
@@ -44,7 +45,7 @@ def test_wait_returns_once_healthy(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_wait_gives_up_with_the_last_status_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
     fake(monkeypatch, [False])
     clock = iter(range(0, 10_000, 30))
-    monkeypatch.setattr("plinth.cli.cluster.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("plinth.status.health.time.monotonic", lambda: next(clock))
     result = CliRunner().invoke(main, ["status", "lab", "--wait", "60"])
     assert result.exit_code == 1
     assert "member n2 is starting" in result.output
@@ -65,7 +66,7 @@ def test_a_host_not_answering_yet_is_waited_for(monkeypatch: pytest.MonkeyPatch)
         calls.append(1)
         return [stack(True)]
 
-    monkeypatch.setattr(cluster, "collect_all", collect_all)
+    monkeypatch.setattr(health, "collect_all", collect_all)
     result = CliRunner().invoke(main, ["status", "lab", "--wait", "60"])
     assert result.exit_code == 0, result.output
     assert "patroni pg-dc1: healthy" in result.output
@@ -81,9 +82,9 @@ def test_a_host_still_unreachable_at_the_deadline_is_named(
     def collect_all(stacks: list[Any]) -> list[dict[str, Any]]:
         raise PlanError("stack lab-dc1: unreachable host(s), nothing was applied: dc1-n2")
 
-    monkeypatch.setattr(cluster, "collect_all", collect_all)
+    monkeypatch.setattr(health, "collect_all", collect_all)
     clock = iter(range(0, 10_000, 30))
-    monkeypatch.setattr("plinth.cli.cluster.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("plinth.status.health.time.monotonic", lambda: next(clock))
     result = CliRunner().invoke(main, ["status", "lab", "--wait", "60"])
     assert result.exit_code == 1
     assert "dc1-n2" in result.output

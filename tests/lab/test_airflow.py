@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
-from operations.airflow import AIRFLOW_ROLES, COMPONENTS, PREFIX
+from operations.airflow import PREFIX
 from plinth.airflow_api import HEALTH_COMPONENTS, AirflowApi, api_base
-from plinth.model import Role
+from plinth.model import AIRFLOW_ROLES, Role
 from plinth.rolling import wait_for
+from plinth.topology.airflow import COMPONENTS
 from plinth.wheelhouse import airflow_wheelhouse
 from tests.lab.conftest import LAB_ENV, Lab, lab_secret, plinth
 from tests.lab.test_postgresql import leader_of, psql, psql_binary

@@ -13,10 +13,11 @@ from typing import Any, cast
 import pytest
 import redis
 
-from operations.airflow import AIRFLOW_ROLES, COMPONENTS, PREFIX
+from operations.airflow import PREFIX
 from plinth.airflow_api import HEALTH_COMPONENTS, AirflowApi, api_base
-from plinth.model import Role, load_environment
+from plinth.model import AIRFLOW_ROLES, Role, load_environment
 from plinth.rolling import wait_for
+from plinth.topology.airflow import COMPONENTS
 from plinth.wheelhouse import airflow_wheelhouse
 from tests.lab.conftest import LAB_ENV, Lab, full_lab_enabled, lab_secret, plinth
 
