@@ -57,6 +57,7 @@ class HostInfo:
     state: str = "created"
     system_state: str = "unknown"
     failed_units: list[str] = field(default_factory=list)
+    pending_jobs: list[str] = field(default_factory=list)
     memory: str = "-"
 
 
@@ -317,8 +318,12 @@ def _write_known_hosts(env: Environment, host_keys: dict[str, str]) -> Path:
     return path
 
 
-def wait_ready(host: HostInfo, key_path: Path, known_hosts: Path, deadline: float) -> None:
-    """Log in with the key (strict host key checking) and wait for systemd's boot."""
+def wait_ready(
+    host: HostInfo, key_path: Path, known_hosts: Path, within: float = READY_TIMEOUT
+) -> None:
+    """Log in with the key (strict host key checking) and wait up to ``within`` seconds
+    (from now) for systemd's boot."""
+    deadline = time.monotonic() + within
     last_error = "no attempt"
     while time.monotonic() < deadline:
         client = paramiko.SSHClient()
@@ -340,6 +345,15 @@ def wait_ready(host: HostInfo, key_path: Path, known_hosts: Path, deadline: floa
                 f"timeout {remaining} systemctl is-system-running --wait", timeout=remaining + 5
             )
             host.system_state = stdout.read().decode().strip() or "unknown"
+            if host.system_state in ("unknown", "starting"):
+                # `--wait` was cut by the deadline: name the start jobs that held the boot
+                # (on a cold start of a whole cluster, usually a daemon waiting for peers)
+                _, stdout, _ = client.exec_command("systemctl list-jobs --no-legend --plain")
+                host.pending_jobs = [
+                    line.split()[1]
+                    for line in stdout.read().decode().splitlines()
+                    if line.split()[3:4] == ["running"]
+                ]
             if host.system_state == "degraded":
                 _, stdout, _ = client.exec_command("systemctl --failed --no-legend --plain")
                 host.failed_units = [
@@ -349,6 +363,8 @@ def wait_ready(host: HostInfo, key_path: Path, known_hosts: Path, deadline: floa
                 host.state = "ready"
                 return
             last_error = f"systemd is {host.system_state}"
+            if host.pending_jobs:
+                last_error += f", boot held by {', '.join(host.pending_jobs)} still starting"
         except paramiko.BadHostKeyException as error:
             raise LabError(f"{host.name}: host key does not match known_hosts ({error})") from None
         except (paramiko.SSHException, OSError, EOFError) as error:
@@ -357,7 +373,7 @@ def wait_ready(host: HostInfo, key_path: Path, known_hosts: Path, deadline: floa
             client.close()
         time.sleep(1)
     raise LabError(
-        f"{host.name} ({host.address}) not ready within {READY_TIMEOUT:.0f}s: {last_error}; "
+        f"{host.name} ({host.address}) not ready within {within:.0f}s: {last_error}; "
         f"see `docker logs {host.container}`"
     )
 
@@ -456,8 +472,7 @@ def lab_up(profile: topo.Profile = "small", isolated: bool | None = None) -> Lab
         known_hosts = _write_known_hosts(env, host_keys)
 
     with phase(timings, "ssh-ready"):
-        deadline = time.monotonic() + READY_TIMEOUT
-        parallel(lambda h: wait_ready(h, key_path, known_hosts, deadline), infos)
+        parallel(lambda h: wait_ready(h, key_path, known_hosts), infos)
         for info in infos:
             if info.failed_units:
                 print(

@@ -53,7 +53,6 @@ from plinth.lab import ENV_NAME, LABEL, LabError, lab_dir, ssh_dir
 from plinth.lab import network as net
 from plinth.lab import topology as topo
 from plinth.lab.containers import (
-    READY_TIMEOUT,
     STOP_TIMEOUT,
     HostInfo,
     clean_leftovers,
@@ -78,6 +77,10 @@ SNAPSHOT_LABEL = f"{LABEL}.snapshot"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 STATE_TAR = "state.tar"
 MANIFEST = "manifest.json"
+# A restore is a cold start of every host at once: RabbitMQ's start job alone held the
+# boot 95-105 s on 2 cores (its nodes recover 28 quorum queues while Airflow starts
+# beside them), and once past 180 s; a fresh `lab up` boots nothing of the platform.
+RESTORE_BOOT_TIMEOUT = 360.0
 
 
 @dataclass(frozen=True)
@@ -848,8 +851,10 @@ def _recreate_lab(
     ]
     key_path, _ = controller_key()
     with phase(timings, "ssh-ready"):
-        deadline = time.monotonic() + READY_TIMEOUT
-        parallel(lambda h: wait_ready(h, key_path, ssh_dir() / "known_hosts", deadline), infos)
+        parallel(
+            lambda h: wait_ready(h, key_path, ssh_dir() / "known_hosts", RESTORE_BOOT_TIMEOUT),
+            infos,
+        )
     for info in infos:
         if info.failed_units:
             print(f"lab: {info.name}: degraded, failed: {', '.join(info.failed_units)}", flush=True)
