@@ -35,6 +35,32 @@ def _lab_errors() -> Iterator[None]:
         raise LabCommandError(str(error).splitlines()[0] if str(error) else "lab failed") from None
 
 
+@contextmanager
+def _lab_exclusive() -> Iterator[None]:
+    """One command that changes the lab at a time: two restores (or a restore and a
+    `lab down`) interleaved remove each other's containers and leave a lab neither made."""
+    import fcntl
+    import os
+
+    from plinth.lab import lab_dir
+
+    lab_dir().mkdir(parents=True, exist_ok=True)
+    with open(lab_dir() / "lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise LabCommandError(
+                f"another lab command is running ({holder}); wait for it or end that process"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}: plinth {' '.join(sys.argv[1:])}\n")
+        lock.flush()
+        yield
+
+
 def _dc_pair(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.argument("dc_b")(func)
     return click.argument("dc_a")(func)
@@ -66,7 +92,7 @@ def up(profile: str, isolated: bool | None) -> None:
     from plinth.lab.topology import Profile
 
     started = time.monotonic()
-    with _lab_errors():
+    with _lab_exclusive(), _lab_errors():
         info = lab_up(cast(Profile, profile), isolated=isolated)
     for host in info.hosts:
         failed = f" (failed: {', '.join(host.failed_units)})" if host.failed_units else ""
@@ -100,7 +126,7 @@ def down(everything: bool) -> None:
     from plinth.lab.containers import lab_down
 
     started = time.monotonic()
-    with _lab_errors():
+    with _lab_exclusive(), _lab_errors():
         removed = lab_down(snapshots=everything)
     for item in removed:
         click.echo(f"  removed {item}")
@@ -123,7 +149,7 @@ def snapshot(name: str) -> None:
     from plinth.lab.snapshot import take_snapshot
 
     started = time.monotonic()
-    with _lab_errors():
+    with _lab_exclusive(), _lab_errors():
         result = take_snapshot(name)
     phases = ", ".join(f"{phase} {secs:.1f}s" for phase, secs in result.timings.items())
     verb = "replaced" if result.replaced else "taken"
@@ -150,6 +176,11 @@ def snapshot(name: str) -> None:
 def restore(name: str, force: bool, healthy_within: int) -> None:
     """Replace the lab that is up (if any) by snapshot NAME: same hosts, addresses, keys;
     then wait until the platform on it is healthy again, as `plinth status lab` sees it."""
+    with _lab_exclusive():
+        _restore(name, force, healthy_within)
+
+
+def _restore(name: str, force: bool, healthy_within: int) -> None:
     from plinth.lab import ENV_NAME
     from plinth.lab.snapshot import restore_snapshot
     from plinth.stacks import state_dir
@@ -188,7 +219,7 @@ def snapshots(remove: str | None) -> None:
     from plinth.lab.snapshot import format_listing, lab_store, listing, remove_snapshots
 
     if remove is not None:
-        with _lab_errors():
+        with _lab_exclusive(), _lab_errors():
             removed = remove_snapshots(remove)
         if not removed:
             raise LabCommandError(f"no snapshot {remove!r} (`plinth lab snapshots` lists them)")
