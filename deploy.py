@@ -45,14 +45,10 @@ from operations.etcd import etcd_input, etcd_member
 from operations.haproxy import haproxy_input, haproxy_node
 from operations.keepalived import keepalived_input, keepalived_node
 from operations.nginx import nginx_input, nginx_node
-from operations.patroni import (
-    PatroniInstall,
-    cell_packages_installed,
-    patroni_input,
-    patroni_member,
-    read_passwords,
-    render,
-)
+from operations.patroni.install import PatroniInstall
+from operations.patroni.member import patroni_member
+from operations.patroni.packages import cell_packages_installed
+from operations.patroni.settings import patroni_input, read_passwords, render
 from operations.pki import host_tls
 from operations.rabbitmq import rabbitmq_input, rabbitmq_node
 from operations.rabbitmq import read_secrets as read_rabbitmq_secrets

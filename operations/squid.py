@@ -82,7 +82,7 @@ def render_config(spec: SquidInput) -> str:
 def squid(spec: SquidInput) -> None:
     """Write squid's allowlist configuration (checked with ``squid -k parse`` before it
     replaces the running one), start it, and reload it only when it changed. The package
-    is installed, not started, with the cell's packages (operations/patroni.py)."""
+    is installed, not started, with the cell's packages (operations/patroni/packages.py)."""
     config = checked_file(
         name="squid configuration",
         path=CONFIG,

@@ -17,20 +17,18 @@ from facts.patroni import (
     parse_cluster_document,
     parse_patroni_cluster,
 )
-from operations.patroni import (
+from operations.patroni.decide import upgrade_steps
+from operations.patroni.install import PatroniInstall, config_check, render_unit
+from operations.patroni.packages import cell_packages
+from operations.patroni.release import restart_command
+from operations.patroni.settings import (
     PatroniInput,
-    PatroniInstall,
     StandbySource,
-    cell_packages,
-    config_check,
     config_difference,
     dynamic_settings,
     flatten,
     render,
-    render_unit,
-    restart_command,
     standby_slot,
-    upgrade_steps,
 )
 from plinth.certificates import CertificateSpec
 from plinth.model import PatroniSettings, Role
