@@ -149,6 +149,8 @@ def vip_check(env: Environment, vip: Vip, me: Host, holders: list[Host]) -> Chec
             proxy=HAPROXY_PRIMARY_PROXY,
             members=tuple(h.name for h in env.hosts_with(Role.POSTGRESQL, vip.datacenter)),
             grace=float(settings.primary_grace_ttls * env.components.patroni.ttl),
+            # the standby site's cell is a standby cluster: no primary there by design
+            primary_expected=vip.datacenter == env.active_site,
             timeout=timeout,
         )
     witnesses: dict[str, list[Target]] = {me.name: []}

@@ -24,12 +24,18 @@ fewer than a majority of the cell's members answer     release (isolated)
 a member is UP in the primary backend                  hold
 majority answers, no primary, for less than ``grace``  hold (switchover/failover)
 majority answers, no primary, for ``grace`` or more    release
+standby datacenter: majority answers                   hold (no primary expected)
 =====================================================  =============================
 
 - Isolated first: a node that reaches fewer than a majority of the cell cannot tell a
   dead primary from its own isolation; the majority side is where Patroni elects (etcd
   needs a majority), and with synchronous replication an isolated primary cannot commit
   anyway and demotes at ``ttl``. This node's own Patroni counts as one member.
+- A standby datacenter (not the model's active site) has no primary by design: its
+  cell is a standby cluster whose standby leader replays the active site's WAL. Its VIP
+  serves the replica port (local reads) and must be held wherever a majority of the cell
+  answers; only isolation releases it there. Promoting the site is a deploy, which
+  rewrites this configuration.
 - Members whose first check has not completed (``INI``/``UNK``: right after a haproxy
   reload every server starts so) count neither way: they do not make a node isolated,
   and they do not show a primary.
@@ -117,6 +123,8 @@ class PrimaryObservation:
     """Servers of the primary backend; None when the stats socket could not be read."""
     error: str = ""
     """Why the stats could not be read."""
+    primary_expected: bool = True
+    """False in a standby datacenter (from the configuration)."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,11 @@ def _decide_primary(
             f"({', '.join(answering) or 'none'}); {needed} needed"
         )
         return Verdict(False, "isolated", why, replace(state, case="isolated"))
+    if not observed.primary_expected:
+        why = f"standby datacenter: {len(answering)} of {len(observed.members)} members answer"
+        return Verdict(
+            True, "standby", why, replace(state, primary_missing_since=None, case="standby")
+        )
     primaries = [s.server for s in members if s is not None and s.up and s.check_status in PRIMARY]
     if primaries:
         why = f"primary {', '.join(primaries)} up; {len(answering)} members answer"
@@ -257,6 +270,8 @@ class CheckConfig:
     """postgresql: the cell's members, by haproxy server name."""
     grace: float = 0.0
     """postgresql: seconds without a primary a connected node keeps the VIP."""
+    primary_expected: bool = True
+    """postgresql: False in a standby datacenter (its cell is a standby cluster)."""
     witnesses: Mapping[str, Sequence[Target]] = field(default_factory=dict)
     """edge: host -> where to connect (empty for this node: it always answers)."""
     upstreams: Mapping[str, Sequence[Target]] = field(default_factory=dict)
@@ -287,6 +302,7 @@ def load_config(text: str) -> CheckConfig:
         proxy=str(raw.get("proxy", "")),
         members=tuple(str(m) for m in raw.get("members", ())),
         grace=float(raw.get("grace", 0.0)),
+        primary_expected=bool(raw.get("primary_expected", True)),
         witnesses=targets(raw.get("witnesses", {})),
         upstreams=targets(raw.get("upstreams", {})),
         timeout=float(raw.get("timeout", 1.0)),
@@ -336,10 +352,14 @@ def observe_primary(config: CheckConfig) -> PrimaryObservation:
         text = read_show_stat(config.stats_socket, config.timeout)
         servers = parse_show_stat(text, config.proxy)
     except (OSError, ValueError) as error:
-        return PrimaryObservation(config.members, None, f"{config.stats_socket}: {error}")
+        return PrimaryObservation(
+            config.members, None, f"{config.stats_socket}: {error}", config.primary_expected
+        )
     if not servers:
-        return PrimaryObservation(config.members, None, f"no servers in {config.proxy}")
-    return PrimaryObservation(config.members, servers)
+        return PrimaryObservation(
+            config.members, None, f"no servers in {config.proxy}", config.primary_expected
+        )
+    return PrimaryObservation(config.members, servers, primary_expected=config.primary_expected)
 
 
 def answers(target: Target, timeout: float) -> bool:

@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -374,3 +375,38 @@ def test_runs_on_the_hosts_as_is() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert imported - {"__future__"} <= set(sys.stdlib_module_names)
+
+
+def standby_cell(*servers: tuple[str, str, str]) -> PrimaryObservation:
+    return replace(cell(*servers), primary_expected=False)
+
+
+def test_standby_datacenter_holds_without_a_primary_for_ever() -> None:
+    """A standby site's cell is a standby cluster: no member is ever primary. Its VIP (the replica
+    port: local reads) is held while a majority answers, past any grace (the full lab
+    showed `VIP pg: held by NOBODY` in dc2 before this case existed)."""
+    standby = standby_cell(("dc1-n1", *REPLICA_OK), ("dc1-n2", *REPLICA_OK), ("dc1-n3", *CUT))
+    first = decide(standby, NOW, CheckState(), GRACE)
+    much_later = decide(standby, NOW + 100 * GRACE, first.state, GRACE)
+    assert (first.hold, first.case) == (True, "standby"), first.why
+    assert (much_later.hold, much_later.case) == (True, "standby"), much_later.why
+
+
+def test_standby_datacenter_still_releases_when_isolated() -> None:
+    isolated = standby_cell(("dc1-n1", *REPLICA_OK), ("dc1-n2", *CUT), ("dc1-n3", *CUT))
+    verdict = decide(isolated, NOW, CheckState(), GRACE)
+    assert (verdict.hold, verdict.case) == (False, "isolated"), verdict.why
+
+
+def test_the_deploy_expects_a_primary_only_in_the_active_datacenter() -> None:
+    from operations.keepalived import vip_check
+    from plinth.model import Role, load_environment
+
+    env = load_environment(Path(__file__).resolve().parents[1] / "inventory/example-prod.yaml")
+    for dc in env.datacenters:
+        vip = env.vip_serving("postgresql", dc.name)
+        assert vip is not None
+        me = env.hosts_with(Role.HAPROXY, dc.name)[0]
+        config = vip_check(env, vip, me, env.hosts_with(Role.KEEPALIVED, dc.name))
+        assert config.primary_expected == (dc.name == env.active_site), dc.name
+        assert vc.load_config(config.to_json()).primary_expected == config.primary_expected
