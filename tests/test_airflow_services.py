@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import configparser
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
@@ -513,3 +514,20 @@ def test_roll_drains_the_worker_while_its_api_server_restarts_then_the_jobs() ->
     assert roll_steps({}) == []
     scheduler_only = {Role.AIRFLOW_SCHEDULER: "airflow-scheduler"}
     assert roll_steps(scheduler_only) == [RollStep("restart", ("airflow-scheduler",), "jobs")]
+
+
+def test_roll_spec_from_the_model_skips_units_this_run_started() -> None:
+    from operations.airflow.decide import RollSpec
+    from plinth.topology.airflow import COMPONENTS
+
+    config = spec_for("dc1-app1")
+    spec = RollSpec.of(config, {"airflow-worker"})
+    assert spec.fqdn == "dc1-app1.dc1.grid.plinth.internal"
+    assert [unit for _, unit in spec.units] == [
+        unit for unit, _ in COMPONENTS.values() if unit != "airflow-worker"
+    ]
+    assert spec.health_command is not None
+    assert spec.health_command.endswith(":8443/api/v2/monitor/health")
+    # two schedulers and triggerers in dc1 (gated), one dag-processor (no peer)
+    assert spec.gated() == [("SchedulerJob", 2), ("TriggererJob", 2)]
+    assert RollSpec.of(replace(config, api_tls=None), ()).health_command is None
