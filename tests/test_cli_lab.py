@@ -5,9 +5,17 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from plinth.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _own_lab_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lab's lock lives in the checkout's .lab/: these tests must not meet (or wait
+    for) a lab command an engineer runs meanwhile."""
+    monkeypatch.setenv("PLINTH_ROOT", str(tmp_path))
 
 
 def test_missing_docker_engine_is_one_clear_line() -> None:

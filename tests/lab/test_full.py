@@ -173,6 +173,17 @@ def test_status_shows_the_standby_sites_lag(full_lab: Lab) -> None:
     assert "standby cluster of dc1: lag" in plinth("status", "lab-dc2", check=False).stdout
 
 
+def test_every_vip_held_by_one_node_and_status_healthy_in_both_dcs(full_lab: Lab) -> None:
+    """The standby site's PostgreSQL VIP too (its local reads): the VIP check once required
+    a primary everywhere and released dc2's VIP for good, which `check=False` above let by."""
+    result = plinth("status", "lab", "--json", check=False)
+    stacks = json.loads(result.stdout)["stacks"]
+    held = {(s["stack"], v["name"]): v["holders"] for s in stacks for v in s["vips"]}
+    assert ("lab-dc2", "pg") in held, held
+    assert all(len(holders) == 1 for holders in held.values()), held
+    assert result.returncode == 0, plinth("status", "lab", check=False).stdout[-4000:]
+
+
 def test_dc2_rabbitmq_cluster_gets_dc1_topology_without_messages(
     full_lab: Lab, tmp_path: Path
 ) -> None:
