@@ -299,6 +299,16 @@ def test_worker_unit_stops_warmly_under_the_airflow_user() -> None:
     assert "KillSignal" not in scheduler
 
 
+@pytest.mark.parametrize("unit", ["airflow-dag-processor", "airflow-triggerer"])
+def test_dag_processor_and_triggerer_are_not_waited_for_90_seconds(unit: str) -> None:
+    """They hang after logging their graceful exit; systemd's 90 s default made every
+    restart of them (and every host shutdown) wait 90 s for nothing."""
+    rendered = render_unit(spec_for("dc1-app1"), unit, unit.removeprefix("airflow-"))
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.read_string(rendered)
+    assert parser["Service"]["TimeoutStopSec"] == "20"
+
+
 def test_migration_fact() -> None:
     fact = AirflowMigrations()
     assert fact.process([CURRENT]) is True
