@@ -33,6 +33,7 @@ from operations.airflow.decide import (
     Systemctl,
     next_step,
 )
+from operations.airflow.settings import RESTART_MARKER
 from plinth.model import Role
 
 FQDN = "dc1-app1.dc1.grid.plinth.internal"
@@ -332,6 +333,7 @@ def test_the_executor_runs_the_decided_commands_in_order(monkeypatch: pytest.Mon
             "curl": [(False, []), (True, [])],  # silent once, then answers
             "date": [(True, ["1765000000"])],
             f"{WRAPPER} --python": [(True, [""])],
+            "rm -f": [(True, [])],
         },
         worker_started=True,
     )
@@ -348,6 +350,8 @@ def test_the_executor_runs_the_decided_commands_in_order(monkeypatch: pytest.Mon
             660,
         ),
         (JOBS_PROBE, 120),
+        # rolled: the restart is no longer pending (a refused roll keeps the marker)
+        (f"rm -f {RESTART_MARKER}", 60),
     ]
     assert slept == [3]
     assert host.logged == [

@@ -26,7 +26,7 @@ from operations.airflow.decide import (
     alive_jobs,
     next_step,
 )
-from operations.airflow.settings import AirflowConfig
+from operations.airflow.settings import RESTART_MARKER, AirflowConfig
 from plinth.rolling import note, refuse, run
 
 
@@ -47,6 +47,7 @@ def _gated_roll(state: Any, host: Any, spec: AirflowConfig, just_started: dict[s
         if isinstance(step, Refuse):
             return refuse(host, step.message)
         if isinstance(step, Done):
+            run(host, f"rm -f {RESTART_MARKER}")
             note(host, step.message)
             return True
         if isinstance(step, CountAlive):

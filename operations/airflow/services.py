@@ -10,7 +10,8 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
-from pyinfra.operations import files, systemd
+from pyinfra.facts.files import File
+from pyinfra.operations import files, server, systemd
 
 from facts.airflow import AirflowCeleryImport, AirflowMigrations, celery_import_command
 from operations.airflow.install import HOME, PREFIX, USER
@@ -32,6 +33,7 @@ from operations.airflow.settings import (
     LOG_FOLDER,
     PASSWORDS_FILE,
     REPO_DAGS,
+    RESTART_MARKER,
     SECRETS_ENV,
     WRAPPER,
     AirflowConfig,
@@ -182,10 +184,16 @@ def airflow_services(spec: AirflowConfig, secrets: dict[str, str], venv: str) ->
         )
     if spec.active:
         inputs = [*changed, *units, venv_marker]
+        pending_before = bool(host.get_fact(File, path=RESTART_MARKER))
+        marked = server.shell(
+            name="Airflow restart pending (an input of the running units changed)",
+            commands=[f"touch {RESTART_MARKER}"],
+            _if=lambda: any(i.did_change() for i in inputs),
+        )
         rolled(
             name="Airflow restarted for its new configuration, host by host (gated)",
             spec=spec,
             just_started=started,
             _serial=True,
-            _if=lambda: any(i.did_change() for i in inputs),
+            _if=lambda: marked.did_change() or pending_before,
         )

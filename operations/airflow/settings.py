@@ -20,6 +20,10 @@ from plinth.model import AIRFLOW_ROLES, AirflowSettings, Role
 from plinth.topology.airflow import COMPONENTS
 
 CONFIG_HOME = "/etc/airflow"
+# Touched when an input of the running units changed, removed once the roll restarted
+# them: a refused roll is retried by the next run instead of forgotten (the inputs no
+# longer differ then).
+RESTART_MARKER = f"{HOME}/plinth-restart-pending"
 CONFIG = f"{CONFIG_HOME}/airflow.cfg"
 ENV_FILE = f"{CONFIG_HOME}/airflow.env"
 SECRETS_ENV = f"{CONFIG_HOME}/secrets.env"
