@@ -330,7 +330,7 @@ REPLICAS_UPGRADED = {"n1": V3, "n2": V4, "n3": V4}
             None, {}, START,
             Refuse(
                 "Patroni upgrade refused: cannot read the cluster from n1; "
-                "nothing more was changed"
+                "nothing was changed"
             ),
             id="unanswered",
         ),
@@ -368,7 +368,7 @@ REPLICAS_UPGRADED = {"n1": V3, "n2": V4, "n3": V4}
         pytest.param(
             observed(leader(), sync(), replica(lag=2048)), OLD, START,
             Refuse(
-                "Patroni upgrade refused: replica n3 lags 2048 bytes; nothing more was changed"
+                "Patroni upgrade refused: replica n3 lags 2048 bytes; nothing was changed"
             ),
             id="a replica lags",
         ),
@@ -376,7 +376,7 @@ REPLICAS_UPGRADED = {"n1": V3, "n2": V4, "n3": V4}
             observed(leader(), sync(), replica()), {"n1": V3, "n2": None, "n3": V3}, START,
             Refuse(
                 "Patroni upgrade refused: the Patroni release of n2 is unknown "
-                "(its /patroni did not answer); nothing more was changed"
+                "(its /patroni did not answer); nothing was changed"
             ),
             id="a member's release unread",
         ),

@@ -160,13 +160,15 @@ def refusal(
         return f"{what} refused: cannot read the Patroni cluster from {spec.reader}"
     problems = seen.problems(spec.members, spec.max_lag)
     if problems:
-        so_far = (
-            f"this run already did: {', '.join(changed)}; the rest is left for the next run"
-            if changed
-            else "nothing was changed"
-        )
-        return f"{what} refused: {'; '.join(problems)}; {so_far}"
+        return f"{what} refused: {'; '.join(problems)}; {so_far(changed)}"
     return None
+
+
+def so_far(changed: tuple[str, ...]) -> str:
+    """The end of a refusal: what this run already did, or that it changed nothing."""
+    if not changed:
+        return "nothing was changed"
+    return f"this run already did: {', '.join(changed)}; the rest is left for the next run"
 
 
 # ---- the restart roll: PostgreSQL's pending_restart ----
@@ -347,7 +349,7 @@ def next_upgrade_step(
     if seen is None:
         return Refuse(
             f"Patroni upgrade refused: cannot read the cluster from {spec.reader}; "
-            "nothing more was changed"
+            f"{so_far(done.changes())}"
         )
     steps = upgrade_steps(
         seen, versions, spec.version, spec.members, spec.max_lag, spec.synchronous
@@ -356,7 +358,7 @@ def next_upgrade_step(
         return Done()
     first = steps[0]
     if first.action == "refuse":
-        return Refuse(f"Patroni upgrade refused: {first.why}; nothing more was changed")
+        return Refuse(f"Patroni upgrade refused: {first.why}; {so_far(done.changes())}")
     if first.action == "wait":
         # In synchronous mode Patroni only hands over to a synchronous standby; after
         # the replicas restarted one may not be assigned again yet.
