@@ -63,3 +63,11 @@ def wait_for(
         time.sleep(interval)
         value = probe()
     return value, time.monotonic() - started
+
+
+def so_far(changed: tuple[str, ...]) -> str:
+    """The end of a roll's refusal: what this run already did, or that it changed nothing
+    (a refusal mid-roll must not claim nothing was changed)."""
+    if not changed:
+        return "nothing was changed"
+    return f"this run already did: {', '.join(changed)}; the rest is left for the next run"

@@ -25,6 +25,7 @@ from typing import Literal
 
 from facts.patroni import PatroniClusterState
 from operations.patroni.settings import PatroniInput
+from plinth.rolling import so_far
 
 SYNC_STANDBY_WAIT_SECONDS = 30
 """How long the restart roll waits for a synchronous standby to hand over to: after the
@@ -162,13 +163,6 @@ def refusal(
     if problems:
         return f"{what} refused: {'; '.join(problems)}; {so_far(changed)}"
     return None
-
-
-def so_far(changed: tuple[str, ...]) -> str:
-    """The end of a refusal: what this run already did, or that it changed nothing."""
-    if not changed:
-        return "nothing was changed"
-    return f"this run already did: {', '.join(changed)}; the rest is left for the next run"
 
 
 # ---- the restart roll: PostgreSQL's pending_restart ----

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from facts.redis import ReplicationState, SentinelView, cell_problems
 from operations.redis.settings import static_settings
+from plinth.rolling import so_far
 from plinth.topology.redis import RedisInput
 
 
@@ -245,12 +246,6 @@ def refusal(seen: Observed, spec: RollSpec, what: str, changed: tuple[str, ...] 
     if problems or seen.state is None or seen.view is None:
         return f"{what} refused: {'; '.join(problems)}; {so_far(changed)}"
     return None
-
-
-def so_far(changed: tuple[str, ...]) -> str:
-    if not changed:
-        return "nothing was changed"
-    return f"this run already did: {', '.join(changed)}; the rest is left for the next run"
 
 
 def next_step(seen: Observed, spec: RollSpec, done: RollProgress) -> Step:
