@@ -87,13 +87,14 @@ def base_and_packages() -> None:
             hosts_entries=context.hosts_entries(),
             package_sources=sources,
             settings=environment.base,
+            suite=environment.release,
             extra_ca_pem=read_extra_ca(sources.extra_ca_bundle, context.environment_file),
             trust_anchors=platform_trust_anchors(environment.name, context.environment_file),
             routes=context.inter_dc_routes(),
             proxies=client_proxies(environment, context.host),
         )
     )
-    cell_packages_installed(context.host.roles)
+    cell_packages_installed(context.host.roles, context.environment.debian)
 
 
 # The way out first. pyinfra runs one operation on every host before the next, in the

@@ -47,6 +47,8 @@ class BaseHostInput:
     """(address, fqdn, short name) of every platform host and VIP."""
     package_sources: PackageSources
     settings: BaseSettings
+    suite: str
+    """The environment's Debian release (``Environment.release``): apt's suite."""
     extra_ca_pem: str | None = None
     """Contents of the extra CA bundle (read on the controller)."""
     trust_anchors: dict[str, str] = field(default_factory=dict)
@@ -162,7 +164,7 @@ def base_host(spec: BaseHostInput) -> None:
     sources = spec.package_sources
     apt_sources = files.put(
         name="apt sources from the model",
-        src=rendered("base/etc/apt/sources.list.j2", sources=sources),
+        src=rendered("base/etc/apt/sources.list.j2", sources=sources, suite=spec.suite),
         dest="/etc/apt/sources.list",
         mode="644",
     )

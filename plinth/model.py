@@ -35,6 +35,8 @@ from pydantic import (
     model_validator,
 )
 
+from plinth.releases import DEFAULT_RELEASE, RELEASES, DebianRelease, release_named
+
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 DNS_DOMAIN_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 
@@ -111,9 +113,9 @@ class Frozen(BaseModel):
 
 class PackageSources(Frozen):
     apt_mirror: str = "http://deb.debian.org/debian"
-    """Debian mirror for bookworm, bookworm-updates."""
+    """Debian mirror for the release and its ``-updates`` suite."""
     apt_security_mirror: str = "http://deb.debian.org/debian-security"
-    """Mirror for bookworm-security."""
+    """Mirror for the release's ``-security`` suite."""
     pypi_index: str = "https://pypi.org/simple"
     """PyPI index used by the controller to build wheelhouses."""
     http_proxy: str | None = None
@@ -711,6 +713,10 @@ class Environment(Frozen):
     Default: the first datacenter. Read when a cluster is created; changing it never
     demotes a running cluster (see the DC failover runbooks in
     docs/components/postgresql.md and docs/components/redis.md)."""
+    release: str = DEFAULT_RELEASE
+    """Debian release of every host (``bookworm``); its packages and daemon lines are in
+    :mod:`plinth.releases`. One release per environment: a release that is only known,
+    not yet proven on the lab, is refused here."""
     hosts: tuple[Host, ...] = Field(min_length=1)
     """Every managed host."""
     vips: tuple[Vip, ...] = ()
@@ -724,7 +730,18 @@ class Environment(Frozen):
     components: ComponentSettings = ComponentSettings()
     """Per-component settings."""
 
+    @field_validator("release")
+    @classmethod
+    def _supported_release(cls, codename: str) -> str:
+        release_named(codename)  # raises UnsupportedRelease (a ValueError) with the reason
+        return codename
+
     # ---- derived views (no state of their own) ----
+
+    @property
+    def debian(self) -> DebianRelease:
+        """This environment's Debian release: packages, PostgreSQL line, hosts' Python."""
+        return RELEASES[self.release]
 
     @cached_property
     def datacenters_by_name(self) -> dict[str, Datacenter]:

@@ -75,9 +75,11 @@ def test_rendered_files_carry_the_managed_header_and_the_model_values() -> None:
     sources = render_template(
         "base/etc/apt/sources.list.j2",
         sources=PackageSources(apt_mirror="http://mirror.dc1/debian"),
+        suite="trixie",
     )
     assert sources.startswith("# managed by plinth")
-    assert "deb http://mirror.dc1/debian bookworm-updates main" in sources
+    assert "deb http://mirror.dc1/debian trixie-updates main" in sources
+    assert "bookworm" not in sources
     sysctl = render_template("base/etc/sysctl.d/60-plinth.conf.j2", sysctl=BaseSettings().sysctl)
     assert "net.ipv4.ip_nonlocal_bind = 1" in sysctl
     routes = render_template(

@@ -33,6 +33,7 @@ from operations.patroni.settings import (
 from plinth.certificates import CertificateSpec
 from plinth.model import PatroniSettings, Role
 from plinth.pki import Profile
+from plinth.releases import BOOKWORM, TRIXIE
 
 
 def cluster_output(members: list[dict[str, object]], local_role: str = "master") -> list[str]:
@@ -152,16 +153,19 @@ def test_timing_rule_and_role_names() -> None:
 
 
 def test_cell_packages_by_role() -> None:
-    assert cell_packages([Role.HAPROXY]) == ["haproxy"]
+    assert cell_packages([Role.HAPROXY], BOOKWORM) == ["haproxy"]
     # Patroni and its driver come from the wheelhouse, not from Debian.
-    postgresql = cell_packages([Role.POSTGRESQL, Role.ETCD])
+    postgresql = cell_packages([Role.POSTGRESQL, Role.ETCD], BOOKWORM)
     assert "patroni" not in postgresql and "python3-psycopg2" not in postgresql
     assert "python3-venv" in postgresql and "postgresql-15" in postgresql
-    assert cell_packages([Role.REDIS, Role.SENTINEL]) == [
+    assert cell_packages([Role.REDIS, Role.SENTINEL], BOOKWORM) == [
         "redis-server",
         "redis-tools",
         "redis-sentinel",
     ]
+    # The release's table decides the PostgreSQL line: trixie installs 17, not 15.
+    assert "postgresql-17" in cell_packages([Role.POSTGRESQL], TRIXIE)
+    assert "postgresql-15" not in cell_packages([Role.POSTGRESQL], TRIXIE)
 
 
 def test_standby_site_bootstraps_from_the_active_vip_and_never_patches_it_away() -> None:
@@ -299,7 +303,7 @@ def test_config_yml_is_checked_by_the_venv_patroni_ignoring_busy_ports() -> None
 
 
 def test_a_member_restart_stops_postgresql_through_patroni_and_never_adopts() -> None:
-    command = restart_command("/var/lib/postgresql/15/pg-dc1")
+    command = restart_command("/var/lib/postgresql/15/pg-dc1", "/usr/lib/postgresql/15/bin")
     stop = command.index("systemctl stop patroni.service")
     leftover = command.index("pg_ctl -D /var/lib/postgresql/15/pg-dc1 stop -m fast")
     start = command.index("systemctl start patroni.service")

@@ -19,7 +19,7 @@ from operations.patroni.converge import (
 from operations.patroni.install import PatroniInstall, config_check, patroni_installed
 from operations.patroni.release import release_rolled
 from operations.patroni.roll import pending_restarts
-from operations.patroni.settings import CONFIG, CONFIG_DIR, DATA_ROOT, PatroniInput
+from operations.patroni.settings import CONFIG, CONFIG_DIR, PatroniInput
 
 
 @deploy("Patroni")
@@ -32,7 +32,11 @@ def patroni_member(spec: PatroniInput, config_text: str, install: PatroniInstall
     """
     patroni_installed(install=install, version=spec.settings.version)
     files.directory(
-        name="PostgreSQL data root", path=DATA_ROOT, user="postgres", group="postgres", mode="700"
+        name="PostgreSQL data root",
+        path=spec.data_root,
+        user="postgres",
+        group="postgres",
+        mode="700",
     )
     # Debian's patroni package used to create it; Patroni now comes from the wheelhouse.
     files.directory(

@@ -16,30 +16,15 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import files
 
 from plinth.model import Role
+from plinth.releases import DebianRelease
 
 POLICY_RC = "/usr/sbin/policy-rc.d"
 
-ROLE_PACKAGES: dict[Role, tuple[str, ...]] = {
-    Role.ETCD: ("etcd-server", "etcd-client"),
-    # Patroni comes from plinth's wheelhouse (psycopg 3 with its own libpq inside), not
-    # from Debian; python3-venv builds its virtualenv.
-    Role.POSTGRESQL: ("postgresql-15", "postgresql-client-15", "python3-venv"),
-    Role.HAPROXY: ("haproxy",),
-    Role.KEEPALIVED: ("keepalived",),
-    Role.REDIS: ("redis-server", "redis-tools"),
-    Role.SENTINEL: ("redis-sentinel", "redis-tools"),
-    # The edge: installed here too, not started, so docker-registry's service user
-    # exists before host TLS writes the key it owns.
-    Role.SQUID: ("squid",),
-    Role.NGINX: ("nginx",),
-    Role.REGISTRY: ("docker-registry",),
-    Role.RABBITMQ: ("rabbitmq-server",),
-}
 
-
-def cell_packages(roles: Sequence[Role]) -> list[str]:
-    """Packages of the PostgreSQL cell a host with ``roles`` needs."""
-    wanted = [p for role in ROLE_PACKAGES if role in roles for p in ROLE_PACKAGES[role]]
+def cell_packages(roles: Sequence[Role], release: DebianRelease) -> list[str]:
+    """Debian packages a host with ``roles`` needs on ``release`` (its table)."""
+    table = release.role_packages
+    wanted = [p for role in table if role in roles for p in table[role]]
     return list(dict.fromkeys(wanted))
 
 
@@ -69,9 +54,9 @@ def packages_not_started(packages: Sequence[str]) -> Generator[StringCommand, No
 
 
 @deploy("PostgreSQL cell packages")
-def cell_packages_installed(roles: Sequence[Role]) -> None:
-    """etcd, PostgreSQL/Patroni, haproxy and keepalived packages by role, nothing started."""
-    packages = cell_packages(roles)
+def cell_packages_installed(roles: Sequence[Role], release: DebianRelease) -> None:
+    """Every daemon package of the host's roles on ``release``, nothing started."""
+    packages = cell_packages(roles, release)
     if not packages:
         return
     if Role.POSTGRESQL in roles:

@@ -40,7 +40,6 @@ from operations.patroni.decide import (
 from operations.patroni.rest import cluster_fact, gate, member_api, post, read_cluster
 from operations.patroni.roll import wait_out
 from operations.patroni.settings import (
-    PG_BIN,
     READY_WAIT_SECONDS,
     STOP_TIMEOUT_SECONDS,
     PatroniInput,
@@ -94,7 +93,7 @@ def _ask_upgrade(
     return next_upgrade_step(cluster, versions, roll, done), cluster
 
 
-def restart_command(data_dir: str) -> str:
+def restart_command(data_dir: str, bin_dir: str) -> str:
     """Stop Patroni, which stops PostgreSQL on its way out, then start it on the new unit.
 
     A postmaster still running after the stop (Patroni killed at the stop timeout) is
@@ -103,7 +102,8 @@ def restart_command(data_dir: str) -> str:
     process's and the member then loops on "crashed").
     """
     q = shlex.quote
-    pg_ctl = f"cd / && runuser -u postgres -- {PG_BIN}/pg_ctl -D {q(data_dir)}"
+    pg_ctl_path = q(f"{bin_dir}/pg_ctl")
+    pg_ctl = f"cd / && runuser -u postgres -- {pg_ctl_path} -D {q(data_dir)}"
     return (
         "set -e; systemctl stop patroni.service; "
         f"if {pg_ctl} status >/dev/null 2>&1; then "
@@ -137,7 +137,7 @@ def _restart_member(state: Any, executing: Any, spec: PatroniInput, member: str)
     arguments = connector_arguments(executing)
     arguments["_timeout"] = STOP_TIMEOUT_SECONDS + 120
     ok, output = target.run_shell_command(
-        StringCommand(restart_command(spec.data_dir)), print_output=False, **arguments
+        StringCommand(restart_command(spec.data_dir, spec.bin_dir)), print_output=False, **arguments
     )
     if not ok:
         tail = " ".join(list(output.stderr_lines)[-3:])

@@ -19,8 +19,10 @@ from plinth.render import render_template
 
 CONFIG_DIR = "/etc/patroni"
 CONFIG = f"{CONFIG_DIR}/config.yml"
-DATA_ROOT = "/var/lib/postgresql/15"
-PG_BIN = "/usr/lib/postgresql/15/bin"
+POSTGRESQL_HOME = "/var/lib/postgresql"
+"""Data lives under ``<home>/<major>/<scope>`` and binaries in ``/usr/lib/postgresql/<major>``:
+the major is the release's (:mod:`plinth.releases`), so a later major upgrade gets a
+directory of its own beside the old one."""
 READY_WAIT_SECONDS = 240
 PREFIX = "/opt/patroni"
 UNIT = "/etc/systemd/system/patroni.service"
@@ -76,6 +78,8 @@ class PatroniInput:
     """Certificate login roles (:meth:`Environment.postgresql_login_roles`)."""
     databases: tuple[tuple[str, str], ...] = ()
     """(database, owner) pairs (:meth:`Environment.postgresql_databases`)."""
+    postgresql_major: int = 15
+    """The environment's release's PostgreSQL line (:attr:`DebianRelease.postgresql_major`)."""
 
     @property
     def synchronous(self) -> bool:
@@ -88,8 +92,16 @@ class PatroniInput:
         return f"https://{self.address}:{self.settings.rest_api_port}"
 
     @property
+    def data_root(self) -> str:
+        return f"{POSTGRESQL_HOME}/{self.postgresql_major}"
+
+    @property
     def data_dir(self) -> str:
-        return f"{DATA_ROOT}/{self.scope}"
+        return f"{self.data_root}/{self.scope}"
+
+    @property
+    def bin_dir(self) -> str:
+        return f"/usr/lib/postgresql/{self.postgresql_major}/bin"
 
     def cluster_command(self) -> str:
         return patroni_cluster_command(
@@ -215,6 +227,7 @@ def patroni_input(
         standby_slots=standby_slots,
         login_roles=env.postgresql_login_roles(),
         databases=env.postgresql_databases(),
+        postgresql_major=env.debian.postgresql_major,
     )
 
 
@@ -232,6 +245,7 @@ def render(spec: PatroniInput, passwords: dict[str, str]) -> str:
         etcd_hosts=list(spec.etcd_hosts),
         dynamic=bootstrap_dcs(spec),
         data_dir=spec.data_dir,
+        bin_dir=spec.bin_dir,
         networks=spec.networks,
         passwords=passwords,
     )

@@ -417,7 +417,7 @@ def lab_up(profile: topo.Profile = "small", isolated: bool | None = None) -> Lab
     net.check_subnets(client, dcs, egress=isolated)
 
     with phase(timings, "image"):
-        image = ensure_base_image(client)
+        image = ensure_base_image(client, env.release)
 
     with phase(timings, "network"):
         net.create_networks(client, dcs, isolated=isolated)

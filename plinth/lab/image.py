@@ -1,4 +1,6 @@
-"""The lab's base image: Debian 12 with systemd and sshd, from debootstrap (no registry here).
+"""The lab's base image: Debian with systemd and sshd, from debootstrap (no registry here).
+
+One image per Debian release (the lab environment's ``release``, :mod:`plinth.releases`).
 
 The tag carries a hash of the recipe (packages, mirror, configuration files): change the
 recipe and the next ``lab up`` builds a new image; otherwise the present one is reused.
@@ -20,9 +22,10 @@ from docker.errors import ImageNotFound
 
 from plinth.lab import LABEL, LabError, lab_dir
 from plinth.lab.topology import security_mirror
+from plinth.releases import DEFAULT_RELEASE
 
 IMAGE_REPOSITORY = "plinth-lab-base"
-SUITE = "bookworm"
+DEFAULT_SUITE = DEFAULT_RELEASE
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 MIRROR_ENV = "PLINTH_LAB_MIRROR"
 SCRATCH_PREFIX = "image-build-"
@@ -111,18 +114,18 @@ def mirror() -> str:
     return os.environ.get(MIRROR_ENV, DEFAULT_MIRROR).rstrip("/")
 
 
-def sources_list(main: str) -> str:
+def sources_list(main: str, suite: str) -> str:
     return (
-        f"deb {main} {SUITE} main\n"
-        f"deb {main} {SUITE}-updates main\n"
-        f"deb {security_mirror(main)} {SUITE}-security main\n"
+        f"deb {main} {suite} main\n"
+        f"deb {main} {suite}-updates main\n"
+        f"deb {security_mirror(main)} {suite}-security main\n"
     )
 
 
-def recipe_hash(main: str | None = None) -> str:
+def recipe_hash(main: str | None = None, suite: str = DEFAULT_SUITE) -> str:
     """Short hash of everything that shapes the image."""
     recipe = {
-        "suite": SUITE,
+        "suite": suite,
         "packages": PACKAGES,
         "mirror": main or mirror(),
         "masked": MASKED_UNITS,
@@ -133,8 +136,8 @@ def recipe_hash(main: str | None = None) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def image_tag(main: str | None = None) -> str:
-    return f"{IMAGE_REPOSITORY}:{SUITE}-{recipe_hash(main)}"
+def image_tag(main: str | None = None, suite: str = DEFAULT_SUITE) -> str:
+    return f"{IMAGE_REPOSITORY}:{suite}-{recipe_hash(main, suite)}"
 
 
 def _scratch_root() -> Path:
@@ -174,12 +177,12 @@ def clean_build_leftovers() -> list[Path]:
     return removed
 
 
-def _run_debootstrap(target: Path, main: str, log_path: Path) -> None:
+def _run_debootstrap(target: Path, main: str, suite: str, log_path: Path) -> None:
     cmd = [
         "debootstrap",
         "--variant=minbase",
         f"--include={','.join(PACKAGES)}",
-        SUITE,
+        suite,
         str(target),
         main,
     ]
@@ -218,9 +221,13 @@ def _mask(rootfs: Path, unit: str) -> None:
     link.symlink_to("/dev/null")
 
 
-def configure_rootfs(rootfs: Path, main: str) -> None:
+def configure_rootfs(rootfs: Path, main: str, suite: str) -> None:
     """Turn a debootstrap tree into a container host image (files only, no chroot)."""
-    _write(rootfs / "etc/apt/sources.list", sources_list(main))
+    _write(rootfs / "etc/apt/sources.list", sources_list(main, suite))
+    # trixie's debootstrap writes deb822 sources too; one list, the one above.
+    deb822 = rootfs / "etc/apt/sources.list.d/debian.sources"
+    if deb822.exists():
+        deb822.unlink()
     _write(rootfs / "etc/ssh/sshd_config.d/plinth-lab.conf", SSHD_CONFIG)
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
@@ -259,7 +266,9 @@ def configure_rootfs(rootfs: Path, main: str) -> None:
     (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
 
 
-def _import(client: docker.DockerClient, rootfs: Path, tarball: Path, tag: str) -> None:
+def _import(
+    client: docker.DockerClient, rootfs: Path, tarball: Path, tag: str, recipe: str
+) -> None:
     print(f"lab: image: packing {rootfs.name} and importing as {tag}", flush=True)
     subprocess.run(
         ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(tarball), "."],
@@ -270,7 +279,7 @@ def _import(client: docker.DockerClient, rootfs: Path, tarball: Path, tag: str) 
         'CMD ["/sbin/init"]',
         # (STOPSIGNAL is not allowed in an import; containers set SIGRTMIN+3 at create.)
         "ENV container=docker",
-        f"LABEL {LABEL}.recipe={recipe_hash()}",
+        f"LABEL {LABEL}.recipe={recipe}",
     ]
     client.api.import_image_from_file(
         str(tarball), repository=repository, tag=version, changes=changes
@@ -283,10 +292,10 @@ def _import(client: docker.DockerClient, rootfs: Path, tarball: Path, tag: str) 
         ) from None
 
 
-def ensure_base_image(client: docker.DockerClient) -> str:
-    """The base image tag; built with debootstrap when missing, else reused."""
+def ensure_base_image(client: docker.DockerClient, suite: str = DEFAULT_SUITE) -> str:
+    """The base image of Debian ``suite``; built with debootstrap when missing, else reused."""
     main = mirror()
-    tag = image_tag(main)
+    tag = image_tag(main, suite)
     try:
         client.images.get(tag)
         print(f"lab: image: reusing {tag}", flush=True)
@@ -300,13 +309,14 @@ def ensure_base_image(client: docker.DockerClient) -> str:
     for leftover in clean_build_leftovers():
         print(f"lab: image: removed leftover of an interrupted build: {leftover}", flush=True)
     started = time.monotonic()
-    scratch = _scratch_root() / f"{SCRATCH_PREFIX}{recipe_hash(main)}"
+    recipe = recipe_hash(main, suite)
+    scratch = _scratch_root() / f"{SCRATCH_PREFIX}{recipe}"
     scratch.mkdir(parents=True)
     rootfs = scratch / "rootfs"
     try:
-        _run_debootstrap(rootfs, main, lab_dir() / "image-build.log")
-        configure_rootfs(rootfs, main)
-        _import(client, rootfs, scratch / "rootfs.tar", tag)
+        _run_debootstrap(rootfs, main, suite, lab_dir() / "image-build.log")
+        configure_rootfs(rootfs, main, suite)
+        _import(client, rootfs, scratch / "rootfs.tar", tag, recipe)
     finally:
         _remove_scratch(scratch)
     size = client.images.get(tag).attrs.get("Size", 0) / 2**20

@@ -74,7 +74,7 @@ SSH_SETTINGS = {
 
 
 def security_mirror(mirror: str) -> str:
-    """bookworm-security on the same mirror host (``.../debian`` -> ``.../debian-security``)."""
+    """The security suite on the same mirror host (``.../debian`` -> ``.../debian-security``)."""
     mirror = mirror.rstrip("/")
     if mirror.endswith("/debian"):
         return mirror + "-security"
