@@ -26,6 +26,7 @@ from plinth.stacks import (
     state_dir,
     write_inventory_files,
 )
+from plinth.versions import HostReading, UnreadHost, build_report
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -220,7 +221,58 @@ def wheelhouse(environment: str) -> None:
     )
 
 
+def _read_versions(stack: Stack) -> dict[str, HostReading]:
+    """Every host of ``stack``: its Debian packages and its wheelhouse daemons' releases.
+    A host that cannot be connected to or read is an error naming it."""
+    from pyinfra.api.exceptions import PyinfraError
+    from pyinfra.facts.deb import DebPackages
+
+    from facts.versions import WHEELHOUSE_VENVS, WheelhouseReleases
+    from plinth.remote import connected, fact_by_host
+
+    venvs = tuple((daemon, *where) for daemon, where in WHEELHOUSE_VENVS.items())
+    names = [h.name for h in stack.environment.hosts_in(stack.datacenter)]
+    with connected(stack) as state:
+        try:
+            packages = fact_by_host(state, DebPackages)
+            wheelhouse = fact_by_host(state, WheelhouseReleases, venvs=venvs)
+        except PyinfraError as error:
+            failed = ", ".join(sorted(h.name for h in state.failed_hosts)) or "a host"
+            raise OperatorError(f"stack {stack.name}: cannot read {failed}: {error}") from None
+        unread = [n for n in names if packages.get(n) is None or wheelhouse.get(n) is None]
+        if unread:
+            raise OperatorError(f"stack {stack.name}: cannot read {', '.join(unread)}")
+    return {n: HostReading(packages[n], wheelhouse[n]) for n in names}
+
+
+@click.command()
+@click.argument("environment")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@operator_errors
+def versions(environment: str, as_json: bool) -> None:
+    """What each host of ENVIRONMENT (a name, <env>-<dc> or a YAML path) runs: every
+    daemon its roles install, against the Debian release's table and the model's Patroni
+    and Airflow releases. Exit 1 when anything differs or is missing."""
+    path = Path(environment)
+    if path.suffix in (".yaml", ".yml"):
+        env = load_environment(path)
+        stacks = [Stack(env, path, dc.name) for dc in env.datacenters]
+    else:
+        stacks = resolve(environment)
+    env = stacks[0].environment
+    write_inventory_files(env, stacks[0].environment_file)
+    readings: dict[str, HostReading] = {}
+    for stack in stacks:
+        readings |= _read_versions(stack)
+    try:
+        report = build_report(env, readings, [s.datacenter for s in stacks])
+    except UnreadHost as error:
+        raise OperatorError(str(error)) from None
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.render())
+    sys.exit(report.exit_code)
+
+
 def register(group: click.Group) -> None:
     """Attach the core commands to the top-level group."""
-    for command in (validate, inventory, preview, up, outputs, wheelhouse):
+    for command in (validate, inventory, preview, up, outputs, wheelhouse, versions):
         group.add_command(command)
