@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import subprocess
+import json
 from pathlib import Path
 
 import pytest
 
+from plinth.model import Role
 from tests.lab.conftest import (
     DRIFT_ASIDE,
     DRIFT_FILE,
@@ -34,7 +36,7 @@ def test_base_settings_are_on_every_host(deployed_small_lab: Lab, tmp_path: Path
         assert host.check_output(f"getent hosts {env.fqdn(other)}").split()[0] == str(other.address)
         sources = host.file("/etc/apt/sources.list").content_string
         assert "managed by plinth" in sources
-        assert f"deb {env.package_sources.apt_mirror} bookworm main" in sources
+        assert f"deb {env.package_sources.apt_mirror} {env.release} main" in sources
         for package in env.base.packages:
             assert host.package(package).is_installed, package
         assert host.service("chrony").is_enabled
@@ -56,6 +58,32 @@ def test_base_settings_are_on_every_host(deployed_small_lab: Lab, tmp_path: Path
             assert host.file("/usr/local/share/ca-certificates/plinth-extra-ca.crt").exists
             # the package index is reachable over verified TLS through that bundle
             assert host.run("curl -sf -o /dev/null https://pypi.org/simple/pip/").rc == 0
+
+
+def test_versions_shows_every_daemon_on_the_releases_line(deployed_small_lab: Lab) -> None:
+    """What an operator checks after a deploy or an upgrade: every host runs the lines its
+    release was proven with, and the Patroni/Airflow the model pins."""
+    env = deployed_small_lab.environment
+    result = plinth("versions", "lab", "--json", timeout=300)
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["differing_hosts"] == []
+    assert report["release"]["codename"] == env.release
+    daemons = {
+        (host["name"], row["daemon"]): row
+        for dc in report["datacenters"]
+        for host in dc["hosts"]
+        for row in host["daemons"]
+    }
+    for host_model in env.hosts_with(Role.ETCD):
+        etcd = daemons[(host_model.name, "etcd-server")]
+        line = env.debian.daemon_lines["etcd-server"]
+        assert etcd["upstream"].startswith(line + "."), etcd
+    for host_model in env.hosts_with(Role.POSTGRESQL):
+        patroni = daemons[(host_model.name, "patroni")]
+        assert patroni["installed"] == env.components.patroni.version
+    # The table a person reads says the same, and the exit status is the verdict.
+    table = plinth("versions", "lab", timeout=300).stdout
+    assert f"all {len(env.hosts)} hosts run" in table
 
 
 def test_unreachable_host_fails_loudly_and_applies_nothing(
