@@ -13,7 +13,7 @@ typed model. The order, and why:
 4. etcd (Patroni's DCS), one member at a time when it restarts.
 5. Patroni/PostgreSQL (needs etcd), then haproxy/keepalived (route to its primary).
 6. Redis + Sentinel (their packages come with the cell's, before host TLS: the keys
-   belong to the ``redis`` user).
+   belong to its service user, ``redis`` or ``valkey`` by release).
 7. the edge: the registry before nginx (its upstream), nginx before keepalived moves
    the edge VIP to it; every host trusts the DC's registry.
 8. RabbitMQ (needs only host TLS): Airflow's broker, before the stateless tier.

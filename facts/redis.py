@@ -1,8 +1,9 @@
-"""Facts of Redis and Sentinel, read over TLS with ``redis-cli`` as a client would.
+"""Facts of Redis and Sentinel, read over TLS with the release's client (``redis-cli``,
+``valkey-cli``: :attr:`CliTls.cli`) as a client would.
 
 Both facts take the addresses to ask, so the same commands serve the local node (a
 deploy), every node of the DC (the rolling gate) and ``plinth status``. Passwords are
-never part of a command: ``redis-cli`` reads them from root-only files on the host
+never part of a command: the client reads them from root-only files on the host
 (``REDISCLI_AUTH``), written by the deploy.
 
 * :class:`RedisReplication`: per data node, ``INFO replication``/``INFO server`` and the
@@ -51,6 +52,10 @@ RUNTIME_SETTINGS = (
     "maxmemory-policy",
     "replica-priority",
 )
+# ``INFO server``'s version of the running daemon, first found: Valkey reports its own in
+# ``valkey_version`` (``redis_version`` is 7.2.4 there, for clients' sake); Redis has only
+# ``redis_version``.
+VERSION_FIELDS = ("valkey_version", "redis_version")
 
 
 def _sections(tls: CliTls, address: str, port: int, commands: Sequence[Sequence[str]]) -> str:
@@ -65,7 +70,7 @@ def _sections(tls: CliTls, address: str, port: int, commands: Sequence[Sequence[
 def _guarded(tls: CliTls, body: str) -> str:
     q = shlex.quote
     return (
-        f"command -v redis-cli >/dev/null 2>&1 && [ -r {q(tls.auth_file)} ] && "
+        f"command -v {q(tls.cli)} >/dev/null 2>&1 && [ -r {q(tls.auth_file)} ] && "
         f"[ -r {q(tls.cert)} ] || {{ echo {MISSING}; exit 0; }}; {body}"
     )
 
@@ -138,6 +143,11 @@ def parse_info(lines: Iterable[str]) -> dict[str, str]:
         key, value = line.split(":", 1)
         out[key] = value
     return out
+
+
+def server_version(info: dict[str, str]) -> str | None:
+    """The running daemon's version from its ``INFO server`` (see :data:`VERSION_FIELDS`)."""
+    return next((info[key] for key in VERSION_FIELDS if key in info), None)
 
 
 def parse_pairs(lines: Iterable[str]) -> dict[str, str]:
@@ -231,7 +241,7 @@ def _node(address: str, sections: list[list[str]]) -> RedisNode:
     return RedisNode(
         address=address,
         role=role,
-        version=server_info.get("redis_version"),
+        version=server_version(server_info),
         run_id=server_info.get("run_id"),
         master_host=info.get("master_host"),
         master_link_up=info.get("master_link_status") == "up",
@@ -244,7 +254,7 @@ def _node(address: str, sections: list[list[str]]) -> RedisNode:
 
 @dataclass(frozen=True)
 class ReplicationState:
-    """Every data node of a DC as one host's ``redis-cli`` sees it."""
+    """Every data node of a DC as one host's client sees it."""
 
     nodes: tuple[RedisNode, ...]
 
@@ -364,7 +374,7 @@ def _sentinel(address: str, sections: list[list[str]]) -> SentinelReport:
     if error is not None:
         return SentinelReport(address=address, error=error)
     server_info = parse_info(server)
-    version, run_id = server_info.get("redis_version"), server_info.get("run_id")
+    version, run_id = server_version(server_info), server_info.get("run_id")
     addr_lines = [line.strip() for line in addr if line.strip()]
     if _failed(addr) or len(addr_lines) != 2 or not addr_lines[1].isdigit():
         return SentinelReport(

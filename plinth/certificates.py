@@ -118,10 +118,18 @@ def host_certificates(env: Environment, host: Host) -> list[CertificateSpec]:
         if role in host.roles:
             # Peer: the server certificate of the TLS port, and the client certificate the
             # node presents to the others (replication, Sentinel to Redis and to Sentinel).
+            # Owned by the release's service user (redis on Debian 12, valkey on 13).
+            store = env.debian.key_value_store
             dns, ips = service_names(env, host, service)
             specs.append(
                 CertificateSpec(
-                    service, Profile.PEER, env.fqdn(host), tuple(dns), tuple(ips), "redis", "redis"
+                    service,
+                    Profile.PEER,
+                    env.fqdn(host),
+                    tuple(dns),
+                    tuple(ips),
+                    store.user,
+                    store.group,
                 )
             )
     if Role.RABBITMQ in host.roles:

@@ -2,9 +2,11 @@
 
 Everything that differs between releases lives here and nowhere else: the apt suite, the
 Debian packages each role installs, PostgreSQL's major version (its binaries' path), the
-hosts' Python (the ABI of the wheelhouses' compiled wheels) and the upstream line of every
-daemon Debian ships. The model names its release (``Environment.release``); operations
-read this table through it; ``plinth versions`` compares what hosts run with it.
+hosts' Python (the ABI of the wheelhouses' compiled wheels), the upstream line of every
+daemon Debian ships and what the key-value store is on the host (Redis 7.0 on Debian 12,
+Valkey 8.1 on Debian 13: its packages, units, paths and user). The model names its
+release (``Environment.release``); operations read this table through it; ``plinth
+versions`` compares what hosts run with it.
 
 A release is *supported* once every lab suite is green on it. One that is only known (its
 packages read off Debian's indexes, its lab image buildable) is refused by ``plinth
@@ -19,6 +21,114 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+
+
+@dataclass(frozen=True)
+class KeyValueStore:
+    """What plinth's ``redis`` component is on a host of a release: Redis on Debian 12,
+    Valkey (BSD-3, Redis 7.2's protocol and configuration) on Debian 13 (issue 22). The
+    model, roles, secrets and docs keep the name ``redis``; these are the host's names."""
+
+    product: str
+    """``Redis``, ``Valkey`` (messages, comments in the files plinth writes)."""
+    server_package: str
+    """Debian package of the data node (``redis-server``)."""
+    sentinel_package: str
+    tools_package: str
+    """Debian package of the client (``redis-tools``)."""
+    server_unit: str
+    """systemd unit of the data node (``redis-server.service``)."""
+    sentinel_unit: str
+    server_binary: str
+    sentinel_binary: str
+    cli: str
+    """The client every fact and gate runs on the host (``redis-cli``)."""
+    config_dir: str
+    server_config_name: str
+    """The data node's file in ``config_dir`` (``redis.conf``)."""
+    sentinel_config_name: str
+    user: str
+    """Service user (owns the configuration, ``users.acl`` and the TLS keys)."""
+    group: str
+    data_dir: str
+    log_dir: str
+    run_dir: str
+    server_pidfile: str
+    sentinel_pidfile: str
+    version_package: str
+    """The package whose version a running data node or Sentinel is compared with (a
+    difference is a pending restart)."""
+
+    @property
+    def server_packages(self) -> tuple[str, ...]:
+        """What a ``redis`` host installs."""
+        return (self.server_package, self.tools_package)
+
+    @property
+    def sentinel_packages(self) -> tuple[str, ...]:
+        """What a ``sentinel`` host installs."""
+        return (self.sentinel_package, self.tools_package)
+
+    @property
+    def server_config(self) -> str:
+        return f"{self.config_dir}/{self.server_config_name}"
+
+    @property
+    def sentinel_config(self) -> str:
+        return f"{self.config_dir}/{self.sentinel_config_name}"
+
+    @property
+    def acl_file(self) -> str:
+        return f"{self.config_dir}/users.acl"
+
+
+REDIS_7 = KeyValueStore(
+    product="Redis",
+    server_package="redis-server",
+    sentinel_package="redis-sentinel",
+    tools_package="redis-tools",
+    server_unit="redis-server.service",
+    sentinel_unit="redis-sentinel.service",
+    server_binary="/usr/bin/redis-server",
+    sentinel_binary="/usr/bin/redis-sentinel",
+    cli="redis-cli",
+    config_dir="/etc/redis",
+    server_config_name="redis.conf",
+    sentinel_config_name="sentinel.conf",
+    user="redis",
+    group="redis",
+    data_dir="/var/lib/redis",
+    log_dir="/var/log/redis",
+    run_dir="/run/redis",
+    server_pidfile="/run/redis/redis-server.pid",
+    sentinel_pidfile="/run/sentinel/redis-sentinel.pid",
+    version_package="redis-server",
+)
+"""Debian 12's Redis 7.0 (BSD-3 up to 7.2; later Redis is AGPLv3/RSALv2/SSPLv1)."""
+
+VALKEY_8 = KeyValueStore(
+    product="Valkey",
+    server_package="valkey-server",
+    sentinel_package="valkey-sentinel",
+    tools_package="valkey-tools",
+    server_unit="valkey-server.service",
+    sentinel_unit="valkey-sentinel.service",
+    server_binary="/usr/bin/valkey-server",
+    sentinel_binary="/usr/bin/valkey-sentinel",
+    cli="valkey-cli",
+    config_dir="/etc/valkey",
+    server_config_name="valkey.conf",
+    sentinel_config_name="sentinel.conf",
+    user="valkey",
+    group="valkey",
+    data_dir="/var/lib/valkey",
+    log_dir="/var/log/valkey",
+    run_dir="/run/valkey",
+    server_pidfile="/run/valkey/valkey-server.pid",
+    sentinel_pidfile="/run/sentinel/valkey-sentinel.pid",
+    version_package="valkey-server",
+)
+"""Debian 13's Valkey 8.1 (BSD-3; no redis-* names and no compatibility package)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +148,8 @@ class DebianRelease:
     daemon_lines: Mapping[str, str]
     """Package -> the upstream version line it must carry (``3.4`` admits 3.4.23, not
     3.5.0): a host on another line runs a daemon this release was not proven with."""
+    key_value_store: KeyValueStore
+    """The ``redis`` component's packages, units, paths and user on this release."""
     unsupported_because: str = ""
     """Empty when supported; otherwise why ``plinth validate`` refuses it."""
     known_gaps: tuple[str, ...] = field(default=())
@@ -57,7 +169,7 @@ class DebianRelease:
         return f"cp{self.python[0]}{self.python[1]}"
 
 
-def _packages(postgresql_major: int) -> Mapping[str, tuple[str, ...]]:
+def _packages(postgresql_major: int, store: KeyValueStore) -> Mapping[str, tuple[str, ...]]:
     return MappingProxyType(
         {
             "etcd": ("etcd-server", "etcd-client"),
@@ -70,8 +182,8 @@ def _packages(postgresql_major: int) -> Mapping[str, tuple[str, ...]]:
             ),
             "haproxy": ("haproxy",),
             "keepalived": ("keepalived",),
-            "redis": ("redis-server", "redis-tools"),
-            "sentinel": ("redis-sentinel", "redis-tools"),
+            "redis": store.server_packages,
+            "sentinel": store.sentinel_packages,
             # The edge: installed with the rest, not started, so docker-registry's
             # service user exists before host TLS writes the key it owns.
             "squid": ("squid",),
@@ -88,21 +200,22 @@ BOOKWORM = DebianRelease(
     postgresql_major=15,
     python=(3, 11),
     python_full="3.11.2",
-    role_packages=_packages(15),
+    role_packages=_packages(15, REDIS_7),
     daemon_lines=MappingProxyType(
         {
             "postgresql-15": "15",
             "etcd-server": "3.4",
             "haproxy": "2.6",
             "keepalived": "2.2",
-            "redis-server": "7.0",
-            "redis-sentinel": "7.0",
+            REDIS_7.server_package: "7.0",
+            REDIS_7.sentinel_package: "7.0",
             "rabbitmq-server": "3.10",
             "nginx": "1.22",
             "squid": "5.7",
             "docker-registry": "2.8",
         }
     ),
+    key_value_store=REDIS_7,
     known_gaps=(
         "Debian 12's regular security support ended in June 2026 (LTS only).",
         "Patroni 3.0.2 forks under partition: plinth installs Patroni from its hash-locked "
@@ -117,25 +230,26 @@ TRIXIE = DebianRelease(
     postgresql_major=17,
     python=(3, 13),
     python_full="3.13.5",
-    role_packages=_packages(17),
+    role_packages=_packages(17, VALKEY_8),
     daemon_lines=MappingProxyType(
         {
             "postgresql-17": "17",
             "etcd-server": "3.5",
             "haproxy": "3.0",
             "keepalived": "2.3",
-            "redis-server": "8.0",
-            "redis-sentinel": "8.0",
+            VALKEY_8.server_package: "8.1",
+            VALKEY_8.sentinel_package: "8.1",
             "rabbitmq-server": "4.0",
             "nginx": "1.26",
             "squid": "6",
             "docker-registry": "2.8",
         }
     ),
+    key_value_store=VALKEY_8,
     unsupported_because=(
-        "not yet proven: the lab image builds and its packages are known, but the "
-        "wheelhouses are still built for the controller's Python 3.11 (trixie's hosts run "
-        "3.13) and the lab suites have not run on it (issue 22)"
+        "not yet proven: its packages are known, the lab image builds and the wheelhouses "
+        "are built for its Python 3.13, but the lab suites have not run green on it "
+        "(issue 22; docs/releases.md)"
     ),
     known_gaps=(
         "etcd 3.5.16 lacks the revoked-lease keepalive fix (etcd#20590, 3.5.23).",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from pyinfra.api.exceptions import FactProcessError
@@ -18,6 +20,7 @@ from facts.redis import (
     describe,
     parse_replication,
     parse_sentinels,
+    replication_command,
     sentinel_command,
 )
 from operations.redis import (
@@ -32,10 +35,14 @@ from operations.redis import (
     setting_difference,
     static_settings,
 )
+from operations.redis.bootstrap import upload_command
+from operations.redis.decide import package_version
+from operations.redis.settings import drop_in_path, render_drop_in
 from plinth.certificates import CertificateSpec
 from plinth.context import HostContext
 from plinth.model import RedisSettings, Role, load_environment
 from plinth.pki import Profile
+from plinth.releases import BOOKWORM, TRIXIE, KeyValueStore
 from plinth.status.render import _render_redis
 from plinth.topology.redis import CliTls, RedisInput, Upstream, redis_input
 
@@ -57,6 +64,7 @@ def spec(**settings: object) -> RedisInput:
         sentinels=NODES,
         redis_tls=TLS,
         sentinel_tls=TLS,
+        store=BOOKWORM.key_value_store,
     )
 
 
@@ -242,7 +250,7 @@ def test_passwords_never_show_in_repr() -> None:
 
 
 def test_cli_reads_the_password_from_a_file() -> None:
-    command = CliTls("/ca", "/cert", "/key", "/etc/plinth/redis/default.auth").command(
+    command = CliTls("/ca", "/cert", "/key", "/etc/plinth/redis/default.auth", "redis-cli").command(
         "10.0.0.1", 6379, "INFO", "replication"
     )
     assert 'REDISCLI_AUTH="$(cat /etc/plinth/redis/default.auth)"' in command
@@ -399,3 +407,263 @@ def test_outputs_of_a_following_dc_name_the_active_cell() -> None:
     assert dc1["follows"] is None and dc1["master_name"] == "redis-dc1"
     assert dc2["follows"] == "dc1" and dc2["master_name"] == "redis-dc1"
     assert dc2["sentinels"] == dc1["sentinels"]
+
+
+# --- the release's key-value store: Redis 7.0 on Debian 12, Valkey 8.1 on Debian 13 ----
+
+REDIS_7, VALKEY_8 = BOOKWORM.key_value_store, TRIXIE.key_value_store
+
+
+def valkey_spec() -> RedisInput:
+    return replace(spec(), store=VALKEY_8)
+
+
+# Rendered by the code before the store came from the release (git show 5ee839b:...).
+BOOKWORM_SERVER_DROP_IN = """\
+# managed by plinth: local changes are overwritten on the next deploy
+# Settings fixed at start, on the command line so that they win over redis.conf (which
+# Redis rewrites). A change here is rolled by the deploy: replicas, Sentinels, failover,
+# old master. Restart=always: the rolling restart stops a node with SHUTDOWN (its own
+# interface, reachable over TLS from any node) and systemd starts it again.
+[Service]
+Restart=always
+RestartSec=1
+ExecStart=
+ExecStart=/usr/bin/redis-server /etc/redis/redis.conf --supervised systemd --daemonize no ARGS
+# In a container (the lab) systemd cannot set up a user namespace for the service;
+# real hosts keep Debian's PrivateUsers=true.
+PrivateUsers=false
+"""
+BOOKWORM_SENTINEL_DROP_IN = """\
+# managed by plinth: local changes are overwritten on the next deploy
+# Settings fixed at start, on the command line so that they win over sentinel.conf
+# (which Sentinel rewrites). Restart=always: the rolling restart stops a Sentinel with
+# SHUTDOWN and systemd starts it again.
+[Service]
+Restart=always
+RestartSec=1
+ExecStart=
+ExecStart=/usr/bin/redis-sentinel /etc/redis/sentinel.conf --supervised systemd --daemonize no ARGS
+"""
+BOOKWORM_REDIS_CONF = """\
+# Written by plinth once, at bootstrap (plinth-bootstrap: lab-dc1); from then on Redis and Sentinel
+# own this file: a failover rewrites `replicaof`, the deploy changes settings with
+# CONFIG SET + CONFIG REWRITE. Settings fixed at start (TLS, ports, ACL file) come from
+# the systemd drop-in's command line, which wins over this file.
+# plinth-bootstrap: lab-dc1
+dir /var/lib/redis
+logfile ""
+pidfile /run/redis/redis-server.pid
+# Replicas authenticate as the `replication` ACL user (see users.acl).
+masteruser replication
+masterauth r-secret
+min-replicas-to-write 1
+min-replicas-max-lag 10
+maxmemory 0
+maxmemory-policy noeviction
+replica-priority 100
+replicaof 10.0.0.2 6379
+"""
+
+
+def test_bookworm_host_names_are_unchanged() -> None:
+    assert render_drop_in(spec(), False, "ARGS", True) == BOOKWORM_SERVER_DROP_IN
+    assert render_drop_in(spec(), True, "ARGS", False) == BOOKWORM_SENTINEL_DROP_IN
+    assert drop_in_path(REDIS_7, False) == "/etc/systemd/system/redis-server.service.d/plinth.conf"
+    assert drop_in_path(REDIS_7, True) == (
+        "/etc/systemd/system/redis-sentinel.service.d/plinth.conf"
+    )
+    assert render_redis_conf(spec(), PASSWORDS, ("10.0.0.2", 6379)) == BOOKWORM_REDIS_CONF
+    sentinel = render_sentinel_conf(spec(), PASSWORDS, ("10.0.0.3", 6379))
+    assert '\ndir /var/lib/redis\nlogfile ""\npidfile /run/sentinel/redis-sentinel.pid\n' in (
+        sentinel
+    )
+    assert static_settings(spec())["aclfile"] == "/etc/redis/users.acl"
+    assert "--aclfile /etc/redis/users.acl --io-threads 1" in command_line(
+        spec(), TLS, 6379, data_node=True
+    )
+    assert (
+        spec()
+        .redis_cli("10.0.0.1", "PING")
+        .startswith('REDISCLI_AUTH="$(cat /etc/plinth/redis/default.auth)" timeout 5 redis-cli ')
+    )
+    assert replication_command(spec().cli("default"), NODES, 6379).startswith(
+        "command -v redis-cli >/dev/null 2>&1 && "
+    )
+    assert upload_command(REDIS_7, "/etc/redis/redis.conf.new", REDIS_7.server_config, "640") == (
+        "chown redis:redis /etc/redis/redis.conf.new && chmod 640 /etc/redis/redis.conf.new "
+        "&& mv -f /etc/redis/redis.conf.new /etc/redis/redis.conf"
+    )
+
+
+def test_trixie_runs_valkey_under_its_own_names() -> None:
+    valkey = valkey_spec()
+    server = render_drop_in(valkey, False, "ARGS", True)
+    assert drop_in_path(VALKEY_8, False) == (
+        "/etc/systemd/system/valkey-server.service.d/plinth.conf"
+    )
+    assert drop_in_path(VALKEY_8, True) == (
+        "/etc/systemd/system/valkey-sentinel.service.d/plinth.conf"
+    )
+    assert (
+        "\nExecStart=/usr/bin/valkey-server /etc/valkey/valkey.conf --supervised systemd "
+        "--daemonize no ARGS\n"
+    ) in server
+    assert "win over valkey.conf (which\n# Valkey rewrites)" in server
+    assert "PrivateUsers=false" in server
+    sentinel_unit = render_drop_in(valkey, True, "ARGS", False)
+    assert (
+        "\nExecStart=/usr/bin/valkey-sentinel /etc/valkey/sentinel.conf --supervised systemd "
+        "--daemonize no ARGS\n"
+    ) in sentinel_unit
+    conf = render_redis_conf(valkey, PASSWORDS, ("10.0.0.2", 6379))
+    assert '\ndir /var/lib/valkey\nlogfile ""\npidfile /run/valkey/valkey-server.pid\n' in conf
+    # The directives are Redis's (Valkey reads them): only the host's names differ.
+    assert conf.replace("Valkey", "Redis").replace("valkey", "redis") == (
+        render_redis_conf(spec(), PASSWORDS, ("10.0.0.2", 6379))
+    )
+    sentinel = render_sentinel_conf(valkey, PASSWORDS, ("10.0.0.3", 6379))
+    assert "\ndir /var/lib/valkey\n" in sentinel
+    assert "pidfile /run/sentinel/valkey-sentinel.pid" in sentinel
+    assert "sentinel monitor redis-dc1 10.0.0.3 6379 2" in sentinel  # the model's name
+    args = command_line(valkey, TLS, 6379, data_node=True)
+    assert "--aclfile /etc/valkey/users.acl" in args
+    assert static_settings(valkey)["aclfile"] == "/etc/valkey/users.acl"
+    # The client is valkey-cli (it reads REDISCLI_AUTH too); no redis-* binary is run.
+    facts = [
+        replication_command(valkey.cli("default"), NODES, 6379),
+        sentinel_command(valkey.cli("sentinel"), NODES, 26379, valkey.master_name),
+    ]
+    for command in [*facts, valkey.redis_cli("10.0.0.1", "SHUTDOWN", user="sentinel")]:
+        assert "valkey-cli --no-auth-warning" in command
+        assert "redis-cli" not in command and "redis-server" not in command
+    assert facts[0].startswith("command -v valkey-cli >/dev/null 2>&1 && ")
+    assert upload_command(VALKEY_8, "/etc/valkey/x.new", VALKEY_8.server_config, "640") == (
+        "chown valkey:valkey /etc/valkey/x.new && chmod 640 /etc/valkey/x.new "
+        "&& mv -f /etc/valkey/x.new /etc/valkey/valkey.conf"
+    )
+    for text in (server, sentinel_unit, conf, sentinel, args):
+        assert (
+            "/etc/redis" not in text and "/var/lib/redis" not in text and "/run/redis" not in text
+        )
+
+
+def test_the_store_comes_from_the_environments_release() -> None:
+    env = load_environment(REPO / "inventory" / "example-prod.yaml")
+    host = next(h for h in env.hosts if h.name == "dc1-db1")
+    context = HostContext(env, Path(), host, env.datacenters_by_name["dc1"])
+    assert redis_input(context, TLS, TLS).store is REDIS_7
+    # trixie is not supported yet (validate refuses it): set without validation.
+    trixie = env.model_copy(update={"release": "trixie"})
+    context = HostContext(trixie, Path(), host, trixie.datacenters_by_name["dc1"])
+    spec_13 = redis_input(context, TLS, TLS)
+    assert spec_13.store is VALKEY_8
+    assert spec_13.cli("default").cli == "valkey-cli"
+
+
+def valkey_server_info(address: str, version: str = "8.1.1") -> list[str]:
+    """``INFO server`` of Valkey: its own version, and Redis's 7.2.4 for clients."""
+    return [
+        "# Server\r",
+        "redis_version:7.2.4\r",
+        "server_name:valkey\r",
+        f"valkey_version:{version}\r",
+        f"run_id:run-{address}\r",
+    ]
+
+
+def test_valkey_reports_its_own_version_and_the_roll_compares_it() -> None:
+    valkey = valkey_spec()
+    wanted = static_settings(valkey) | runtime_settings(RedisSettings(), 100)
+    output = []
+    for address, info, version in (
+        ("10.0.0.1", MASTER_INFO, "8.1.1"),
+        ("10.0.0.2", replica_info(), "8.1.1"),
+        ("10.0.0.3", replica_info(), "8.1.0"),
+    ):
+        output += [f"{_NODE} {address}", _SECTION, *info.strip().splitlines(), _SECTION]
+        output += [*valkey_server_info(address, version), _SECTION, *config_lines(wanted)]
+    state = parse_replication(output)
+    assert state is not None and state.problems() == []
+    assert [n.version for n in state.nodes] == ["8.1.1", "8.1.1", "8.1.0"]
+    sentinels = [f"{_NODE} 10.0.0.1", _SECTION, "10.0.0.1", "6379", _SECTION, "OK 3 usable"]
+    sentinels += [_SECTION, "flags", "master", _SECTION, *valkey_server_info("10.0.0.1")]
+    view = parse_sentinels(sentinels)
+    assert view is not None and view.sentinels[0].version == "8.1.1"
+    # Debian 13's valkey-server 8.1.1+dfsg1-3+deb13u3 is the 8.1.1 the daemons report.
+    installed = package_version("8.1.1+dfsg1-3+deb13u3")
+    assert installed == "8.1.1"
+    plan = roll_plan(valkey, state, view, installed)
+    assert plan.data_nodes == ("10.0.0.3 (runs 8.1.0, 8.1.1 installed)",) and not plan.sentinels
+    assert package_version("5:7.0.15-1~deb12u1") == "7.0.15"
+
+
+def prepared_commands(store: KeyValueStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every command the deploy of one data node + Sentinel prepares (pyinfra on @local,
+    nothing executed; no client on the controller: the cell reads as absent)."""
+    from pyinfra.api import Config, FileUploadCommand, FunctionCommand, Inventory, State
+    from pyinfra.api.connect import connect_all
+    from pyinfra.api.deploy import add_deploy
+    from pyinfra.context import ctx_host, ctx_state
+    from pyinfra.facts import systemd as systemd_facts
+
+    from facts.redis import RedisReplication, SentinelState
+    from operations.redis import redis_node
+
+    monkeypatch.setattr(systemd_facts.SystemdStatus, "command", lambda *a, **k: "true")
+    monkeypatch.setattr(systemd_facts.SystemdEnabled, "command", lambda *a, **k: "true")
+    for fact in (RedisReplication, SentinelState):
+        monkeypatch.setattr(fact, "command", lambda *a, **k: f"echo {MISSING}")
+    # pyinfra's Inventory, Config and State.get_op_order are unannotated: called through
+    # their types.
+    new_inventory = cast("Callable[[tuple[list[str], dict[str, Any]]], Inventory]", Inventory)
+    new_config = cast("Callable[[], Config]", Config)
+    inventory = new_inventory((["@local"], {}))
+    state = State(inventory, new_config())
+    connect_all(state)
+    add_deploy(state, redis_node, replace(spec(), store=store), PASSWORDS)
+    commands: list[str] = []
+    op_order = cast("Callable[[], list[str]]", state.get_op_order)
+    for op_hash in op_order():
+        for host in inventory:
+            data = state.ops[host].get(op_hash)
+            if data is None:
+                continue
+            with ctx_state.use(state), ctx_host.use(host):
+                for command in data.command_generator():
+                    if isinstance(command, FileUploadCommand):
+                        commands.append(f"upload {command.dest}")
+                    elif isinstance(command, FunctionCommand):
+                        commands.append(f"call {command.function.__name__}")
+                    else:
+                        commands.append(str(command))
+    return commands
+
+
+def test_the_deploy_installs_and_starts_the_releases_units(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bookworm = prepared_commands(REDIS_7, monkeypatch)
+    for expected in (
+        "upload /etc/redis/users.acl",
+        "chown redis:redis /etc/redis/users.acl",
+        "upload /etc/systemd/system/redis-server.service.d/plinth.conf",
+        "upload /etc/systemd/system/redis-sentinel.service.d/plinth.conf",
+        "systemctl enable redis-server.service",
+        "systemctl start redis-server.service",
+        "systemctl enable redis-sentinel.service",
+        "systemctl start redis-sentinel.service",
+    ):
+        assert expected in bookworm, expected
+    trixie = prepared_commands(VALKEY_8, monkeypatch)
+    assert trixie == [
+        command.replace("redis-server", "valkey-server")
+        .replace("redis-sentinel", "valkey-sentinel")
+        .replace("redis-cli", "valkey-cli")
+        .replace("/etc/redis", "/etc/valkey")
+        .replace("redis:redis", "valkey:valkey")
+        for command in bookworm
+    ]
+    assert "systemctl start valkey-server.service" in trixie
+    assert [c for c in trixie if "valkey-cli" in c]  # the readiness probes
+    assert not [c for c in trixie if "redis-server" in c or "redis-cli" in c or "/etc/redis" in c]

@@ -40,7 +40,9 @@ def test_validate_refuses_an_unknown_release_naming_the_file_and_field() -> None
 def test_validate_refuses_a_known_release_not_yet_proven_and_says_why() -> None:
     data = copy.deepcopy(base_environment())
     data["release"] = "trixie"
-    with pytest.raises(ModelError, match=r"Debian 13 \(trixie\) is not supported yet: .*3\.13"):
+    with pytest.raises(
+        ModelError, match=r"Debian 13 \(trixie\) is not supported yet: .*lab suites"
+    ):
         parse_environment(data, "env.yaml")
 
 
@@ -116,3 +118,52 @@ def test_the_lab_image_is_one_per_release() -> None:
     assert image_tag(mirror, "bookworm").startswith("plinth-lab-base:bookworm-")
     assert image_tag(mirror, "trixie").startswith("plinth-lab-base:trixie-")
     assert "trixie-security" in sources_list(mirror, "trixie")
+
+
+def test_the_key_value_store_is_redis_on_debian_12_and_valkey_on_debian_13() -> None:
+    redis, valkey = BOOKWORM.key_value_store, TRIXIE.key_value_store
+    # Debian 12: Redis 7.0, as before.
+    assert BOOKWORM.role_packages[Role.REDIS] == ("redis-server", "redis-tools")
+    assert BOOKWORM.role_packages[Role.SENTINEL] == ("redis-sentinel", "redis-tools")
+    assert (BOOKWORM.daemon_lines["redis-server"], BOOKWORM.daemon_lines["redis-sentinel"]) == (
+        "7.0",
+        "7.0",
+    )
+    assert (redis.server_unit, redis.cli, redis.server_config, redis.user) == (
+        "redis-server.service",
+        "redis-cli",
+        "/etc/redis/redis.conf",
+        "redis",
+    )
+    # Debian 13: Valkey 8.1 (BSD-3), no redis-* package at all (Debian 13 has no compat one).
+    assert TRIXIE.role_packages[Role.REDIS] == ("valkey-server", "valkey-tools")
+    assert TRIXIE.role_packages[Role.SENTINEL] == ("valkey-sentinel", "valkey-tools")
+    assert (TRIXIE.daemon_lines["valkey-server"], TRIXIE.daemon_lines["valkey-sentinel"]) == (
+        "8.1",
+        "8.1",
+    )
+    installed = {p for packages in TRIXIE.role_packages.values() for p in packages}
+    assert not [p for p in installed | set(TRIXIE.daemon_lines) if p.startswith("redis")]
+    assert (valkey.server_unit, valkey.sentinel_unit) == (
+        "valkey-server.service",
+        "valkey-sentinel.service",
+    )
+    assert (valkey.server_binary, valkey.sentinel_binary, valkey.cli) == (
+        "/usr/bin/valkey-server",
+        "/usr/bin/valkey-sentinel",
+        "valkey-cli",
+    )
+    assert (valkey.server_config, valkey.sentinel_config, valkey.acl_file) == (
+        "/etc/valkey/valkey.conf",
+        "/etc/valkey/sentinel.conf",
+        "/etc/valkey/users.acl",
+    )
+    assert (valkey.user, valkey.group, valkey.data_dir, valkey.version_package) == (
+        "valkey",
+        "valkey",
+        "/var/lib/valkey",
+        "valkey-server",
+    )
+    # What the roll compares is a package whose line the release checks.
+    for release in RELEASES.values():
+        assert release.key_value_store.version_package in release.daemon_lines

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +17,6 @@ import pytest
 from click.testing import CliRunner
 from pyinfra.api.exceptions import FactProcessError
 
-import plinth.remote
 from facts.versions import (
     AIRFLOW_PREFIX,
     PATRONI_PREFIX,
@@ -412,8 +413,18 @@ def fake_ssh(
             return {name: dict(r.wheelhouse) for name, r in readings.items()}
         return {name: r.packages for name, r in readings.items()}
 
-    monkeypatch.setattr(plinth.remote, "connected", connected)
-    monkeypatch.setattr(plinth.remote, "fact_by_host", fact_by_host)
+    install_fake_remote(monkeypatch, connected, fact_by_host)
+
+
+def install_fake_remote(monkeypatch: pytest.MonkeyPatch, connected: Any, fact_by_host: Any) -> None:
+    """A stand-in ``plinth.remote`` in ``sys.modules``: the command's lazy import takes it,
+    and the real one is never imported. Importing it brings pyinfra_cli, whose gevent
+    monkey-patching makes threads cooperative for the rest of the test process; a later
+    test taking a blocking flock from two threads (the PKI's) then waits forever."""
+    fake = types.ModuleType("plinth.remote")
+    fake.connected = connected  # type: ignore[attr-defined]
+    fake.fact_by_host = fact_by_host  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "plinth.remote", fake)
 
 
 def test_versions_command_prints_the_table_and_exits_by_the_verdicts(
@@ -455,7 +466,7 @@ def test_versions_command_names_an_unreachable_or_unread_host(
         raise PlanError(f"stack {stack.name}: cannot connect to dc1-db2")
         yield
 
-    monkeypatch.setattr(plinth.remote, "connected", unreachable)
+    monkeypatch.setattr(sys.modules["plinth.remote"], "connected", unreachable)
     result = CliRunner().invoke(main, ["versions", "example-prod"])
     assert result.exit_code == 1
     assert "cannot connect to dc1-db2" in result.output

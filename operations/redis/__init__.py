@@ -26,6 +26,12 @@ What plinth writes and what it leaves to the daemons (they rewrite their own fil
 Passwords reach the hosts only inside uploaded files (compared by checksum) and root-only
 files that ``redis-cli`` reads (``REDISCLI_AUTH``): never in an argument, a log or a plan.
 
+What is on the host follows the release (:attr:`plinth.topology.redis.RedisInput.store`,
+from :mod:`plinth.releases`): Redis 7.0 on Debian 12 (``redis-server``, ``/etc/redis``,
+user ``redis``, ``redis-cli``), Valkey 8.1 on Debian 13 (``valkey-server``,
+``/etc/valkey``, user ``valkey``, ``valkey-cli``), the same protocol, commands and
+directives. The component, its roles and secrets stay ``redis``.
+
 The package, by concern (deploy order in :func:`redis_node`):
 
 * :mod:`.settings`: constants, passwords, settings maps, command line, bootstrap files (pure);

@@ -13,8 +13,6 @@ from facts.redis import RedisReplication, SentinelReport, SentinelState
 from operations.redis.settings import (
     PEERS_WAIT_SECONDS,
     READY_WAIT_SECONDS,
-    REDIS_UNIT,
-    SENTINEL_UNIT,
     runtime_settings,
     sentinel_settings,
     setting_difference,
@@ -80,10 +78,11 @@ def answering(spec: RedisInput, sentinel: bool) -> Generator[StringCommand, None
         probe = spec.redis_cli(spec.address, "INFO", "replication")
         check = f"{probe} 2>/dev/null | grep -Eq '^(role:master|master_link_status:up)'"
     what = "sentinel" if sentinel else "redis"
+    unit = spec.store.sentinel_unit if sentinel else spec.store.server_unit
     yield StringCommand(
         f"for i in $(seq {READY_WAIT_SECONDS}); do {check} && exit 0; sleep 1; done; "
         f'echo "error: {what} on {spec.name} not ready after {READY_WAIT_SECONDS} s; '
-        f'see journalctl -u {SENTINEL_UNIT if sentinel else REDIS_UNIT}" >&2; exit 1'
+        f'see journalctl -u {unit}" >&2; exit 1'
     )
 
 
@@ -91,7 +90,7 @@ def answering(spec: RedisInput, sentinel: bool) -> Generator[StringCommand, None
 def users_reloaded(spec: RedisInput) -> Generator[StringCommand, None, None]:
     """After ``users.acl`` changed on a running node: ``ACL LOAD`` and the replication
     password a replica presents (``masterauth``, read from the root-only file)."""
-    if not _running(REDIS_UNIT):
+    if not _running(spec.store.server_unit):
         host.noop("redis not running yet")
         return
     cli = spec.redis_cli

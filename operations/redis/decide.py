@@ -48,7 +48,8 @@ class RollSpec:
     static: dict[str, str] = field(default_factory=dict)
     """Settings fixed at start, as the drop-in sets them (:func:`.settings.static_settings`)."""
     version: str | None = None
-    """The installed redis-server's upstream version (None: unknown)."""
+    """The installed server package's upstream version (None: unknown): ``redis-server``
+    or ``valkey-server`` (:attr:`.KeyValueStore.version_package`)."""
     upstream: tuple[str, ...] | None = None
     """A following DC: the active DC's data nodes, which its nodes must replicate."""
 
@@ -83,6 +84,14 @@ class RollPlan:
 
 def _address(entry: str) -> str:
     return entry.split(" ", 1)[0]
+
+
+def package_version(debian_version: str) -> str | None:
+    """The version the daemon of a Debian package reports (``INFO server``): the upstream
+    part without Debian's repack suffix. ``5:7.0.15-1~deb12u1`` -> ``7.0.15``,
+    ``8.1.1+dfsg1-3+deb13u3`` -> ``8.1.1``; None for an empty version."""
+    upstream = debian_version.split(":", 1)[-1].split("-", 1)[0]
+    return upstream.split("+", 1)[0].split("~", 1)[0] or None
 
 
 def pending(

@@ -21,23 +21,22 @@ from operations.redis.converge import (
 )
 from operations.redis.roll import rolling_restart
 from operations.redis.settings import (
-    ACL_FILE,
-    DROP_IN,
-    REDIS_UNIT,
     SECRET_NAMES,
-    SENTINEL_UNIT,
     Passwords,
     command_line,
+    drop_in_path,
+    render_drop_in,
+    unit,
 )
 from plinth.render import render_template
 from plinth.topology.redis import AUTH_DIR, RedisInput
 
 
-def _auth_files(passwords: Passwords) -> None:
+def _auth_files(spec: RedisInput, passwords: Passwords) -> None:
     files.directory(name="Redis credentials directory", path=AUTH_DIR, mode="700", user="root")
     for user in SECRET_NAMES:
         files.put(
-            name=f"redis-cli password of the {user} user (root only)",
+            name=f"{spec.store.cli} password of the {user} user (root only)",
             src=StringIO(passwords[user]),
             dest=f"{AUTH_DIR}/{user}.auth",
             mode="600",
@@ -46,18 +45,12 @@ def _auth_files(passwords: Passwords) -> None:
         )
 
 
-def _drop_in(unit: str, arguments: str) -> Any:
+def _drop_in(spec: RedisInput, sentinel: bool, arguments: str) -> Any:
     container = host.get_fact(ContainerRuntime) != "none"
     return files.put(
-        name=f"{unit}: settings fixed at start (drop-in)",
-        src=StringIO(
-            render_template(
-                f"redis/etc/systemd/system/{unit}.d/plinth.conf.j2",
-                arguments=arguments,
-                container=container,
-            )
-        ),
-        dest=DROP_IN.format(unit=unit),
+        name=f"{unit(spec.store, sentinel)}: settings fixed at start (drop-in)",
+        src=StringIO(render_drop_in(spec, sentinel, arguments, container)),
+        dest=drop_in_path(spec.store, sentinel),
         mode="644",
         create_remote_dir=True,
     )
@@ -69,7 +62,8 @@ def redis_node(spec: RedisInput, passwords: Passwords) -> None:
 
     + passwords: from :func:`read_passwords`; they only reach files on the host
     """
-    _auth_files(passwords)
+    store = spec.store
+    _auth_files(spec, passwords)
     redis_unit = None
     if spec.redis_tls is not None:
         acl = files.put(
@@ -77,18 +71,19 @@ def redis_node(spec: RedisInput, passwords: Passwords) -> None:
             src=StringIO(
                 render_template("redis/etc/redis/users.acl.j2", hashes=passwords.acl_hashes())
             ),
-            dest=ACL_FILE,
+            dest=store.acl_file,
             mode="640",
-            user="redis",
-            group="redis",
+            user=store.user,
+            group=store.group,
         )
         redis_unit = _drop_in(
-            REDIS_UNIT, command_line(spec, spec.redis_tls, spec.settings.port, data_node=True)
+            spec, False, command_line(spec, spec.redis_tls, spec.settings.port, data_node=True)
         )
     sentinel_unit = None
     if spec.sentinel_tls is not None:
         sentinel_unit = _drop_in(
-            SENTINEL_UNIT,
+            spec,
+            True,
             command_line(spec, spec.sentinel_tls, spec.settings.sentinel_port, data_node=False),
         )
     systemd.daemon_reload(
@@ -97,12 +92,15 @@ def redis_node(spec: RedisInput, passwords: Passwords) -> None:
     )
     if spec.redis_tls is not None:
         bootstrap_config(
-            name="redis.conf bootstrapped", spec=spec, passwords=passwords, sentinel=False
+            name=f"{store.server_config_name} bootstrapped",
+            spec=spec,
+            passwords=passwords,
+            sentinel=False,
         )
         systemd.service(
-            name="redis enabled at boot", service=REDIS_UNIT, running=None, enabled=True
+            name="redis enabled at boot", service=store.server_unit, running=None, enabled=True
         )
-        redis_started = started(name="redis started", unit=REDIS_UNIT)
+        redis_started = started(name="redis started", unit=store.server_unit)
         answering(name="redis answering over TLS", spec=spec, sentinel=False)
         users_reloaded(
             name="Redis ACL users reloaded",
@@ -117,18 +115,24 @@ def redis_node(spec: RedisInput, passwords: Passwords) -> None:
         # runbook in docs/components/redis.md).
         systemd.service(
             name=f"sentinel stopped: this DC follows {spec.upstream.datacenter}",
-            service=SENTINEL_UNIT,
+            service=store.sentinel_unit,
             running=False,
             enabled=False,
         )
     elif spec.sentinel_tls is not None:
         bootstrap_config(
-            name="sentinel.conf bootstrapped", spec=spec, passwords=passwords, sentinel=True
+            name=f"{store.sentinel_config_name} bootstrapped",
+            spec=spec,
+            passwords=passwords,
+            sentinel=True,
         )
         systemd.service(
-            name="sentinel enabled at boot", service=SENTINEL_UNIT, running=None, enabled=True
+            name="sentinel enabled at boot",
+            service=store.sentinel_unit,
+            running=None,
+            enabled=True,
         )
-        started(name="sentinel started", unit=SENTINEL_UNIT)
+        started(name="sentinel started", unit=store.sentinel_unit)
         answering(name="sentinel monitoring the master set", spec=spec, sentinel=True)
         monitoring_config(name="Sentinel parameters (SENTINEL SET)", spec=spec)
     if spec.redis_tls is not None:

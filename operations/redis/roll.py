@@ -35,6 +35,7 @@ from operations.redis.decide import (
     healthy,
     moved_from,
     next_step,
+    package_version,
     roll_plan,
     run_id,
 )
@@ -45,14 +46,14 @@ from plinth.rolling import note, refuse, run, wait_for
 from plinth.topology.redis import RedisInput
 
 
-def installed_version() -> str | None:
-    """Upstream version of the installed redis-server package (``5:7.0.15-1~deb12u1`` →
-    ``7.0.15``)."""
-    package = host.get_fact(DebPackage, package="redis-server")
+def installed_version(spec: RedisInput) -> str | None:
+    """Upstream version of the installed server package of the release
+    (:attr:`.KeyValueStore.version_package`), as the daemon reports its own
+    (:func:`.decide.package_version`)."""
+    package = host.get_fact(DebPackage, package=spec.store.version_package)
     if not package:
         return None
-    version = str(package.get("version", ""))
-    return version.split(":", 1)[-1].split("-", 1)[0] or None
+    return package_version(str(package.get("version", "")))
 
 
 def read(target: Any, spec: RedisInput) -> Observed:
@@ -241,7 +242,7 @@ def rolling_restart(spec: RedisInput) -> Generator[FunctionCommand, None, None]:
         if spec.cell_sentinels
         else SentinelView(())
     )
-    version = installed_version()
+    version = installed_version(spec)
     plan = roll_plan(spec, state, view, version)
     if not plan:
         host.noop("no node needs a restart")

@@ -1,5 +1,11 @@
 """The cell's settings, pure: constants, the passwords, the settings maps (fixed at start,
-changed at runtime, Sentinel's), the drop-ins' command line and the bootstrap files."""
+changed at runtime, Sentinel's), the drop-ins and their command line, and the bootstrap
+files.
+
+The host's names (units, binaries, files, user) are the release's
+(:attr:`.RedisInput.store`, from :mod:`plinth.releases`): Redis on Debian 12, Valkey on
+Debian 13. The drop-in templates are named after the role of their unit
+(``SERVER_UNIT.d``, ``SENTINEL_UNIT.d``) and written to that unit's drop-in directory."""
 
 from __future__ import annotations
 
@@ -9,15 +15,12 @@ import shlex
 from plinth.certificates import CertificateSpec
 from plinth.context import HostContext, read_secrets
 from plinth.model import RedisSettings
+from plinth.releases import KeyValueStore
 from plinth.render import render_template
 from plinth.topology.redis import RedisInput
 
-REDIS_CONF = "/etc/redis/redis.conf"
-SENTINEL_CONF = "/etc/redis/sentinel.conf"
-ACL_FILE = "/etc/redis/users.acl"
-REDIS_UNIT = "redis-server.service"
-SENTINEL_UNIT = "redis-sentinel.service"
 DROP_IN = "/etc/systemd/system/{unit}.d/plinth.conf"
+DROP_IN_TEMPLATE = "redis/etc/systemd/system/{role}_UNIT.d/plinth.conf.j2"
 READY_WAIT_SECONDS = 90
 PEERS_WAIT_SECONDS = 30
 SECRET_NAMES = {
@@ -58,7 +61,7 @@ def static_settings(spec: RedisInput) -> dict[str, str]:
         "tls-ca-cert-file": tls.ca_path,
         "tls-auth-clients": "yes",
         "tls-replication": "yes",
-        "aclfile": ACL_FILE,
+        "aclfile": spec.store.acl_file,
         "io-threads": str(spec.settings.io_threads),
     }
 
@@ -106,8 +109,29 @@ def command_line(spec: RedisInput, tls: CertificateSpec, port: int, data_node: b
         ("tls-replication", "yes"),
     ]
     if data_node:
-        args += [("aclfile", ACL_FILE), ("io-threads", str(spec.settings.io_threads))]
+        args += [("aclfile", spec.store.acl_file), ("io-threads", str(spec.settings.io_threads))]
     return " ".join(f"--{key} {shlex.quote(value)}" for key, value in args)
+
+
+def unit(store: KeyValueStore, sentinel: bool) -> str:
+    """The systemd unit of the data node or of the Sentinel."""
+    return store.sentinel_unit if sentinel else store.server_unit
+
+
+def drop_in_path(store: KeyValueStore, sentinel: bool) -> str:
+    """Where the unit's drop-in goes (``/etc/systemd/system/<unit>.d/plinth.conf``)."""
+    return DROP_IN.format(unit=unit(store, sentinel))
+
+
+def render_drop_in(spec: RedisInput, sentinel: bool, arguments: str, container: bool) -> str:
+    """The drop-in of the data node's (or the Sentinel's) unit: ``ExecStart`` with
+    ``arguments`` (:func:`command_line`); ``container``: the host is a container (lab)."""
+    return render_template(
+        DROP_IN_TEMPLATE.format(role="SENTINEL" if sentinel else "SERVER"),
+        store=spec.store,
+        arguments=arguments,
+        container=container,
+    )
 
 
 def render_redis_conf(
@@ -115,6 +139,7 @@ def render_redis_conf(
 ) -> str:
     return render_template(
         "redis/etc/redis/redis.conf.j2",
+        store=spec.store,
         marker=spec.marker,
         settings=spec.settings,
         replication_password=passwords["replication"],
@@ -126,6 +151,7 @@ def render_redis_conf(
 def render_sentinel_conf(spec: RedisInput, passwords: Passwords, master: tuple[str, int]) -> str:
     return render_template(
         "redis/etc/redis/sentinel.conf.j2",
+        store=spec.store,
         marker=spec.marker,
         settings=spec.settings,
         sentinel_password=passwords["sentinel"],

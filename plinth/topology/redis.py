@@ -1,6 +1,7 @@
 """Redis's shape, from the model: each DC's data nodes and Sentinels, the master name the
-Sentinels monitor, the active DC's cell a following DC replicates, and the certificate and
-password file ``redis-cli`` presents on a host."""
+Sentinels monitor, the active DC's cell a following DC replicates, the certificate and
+password file the client (``redis-cli``) presents on a host, and what the store is on the
+hosts' Debian release (:class:`plinth.releases.KeyValueStore`: Redis 7.0 or Valkey 8.1)."""
 
 from __future__ import annotations
 
@@ -10,25 +11,29 @@ from dataclasses import dataclass, replace
 from plinth.certificates import CertificateSpec
 from plinth.context import HostContext
 from plinth.model import Environment, RedisSettings, Role
+from plinth.releases import KeyValueStore
 
 AUTH_DIR = "/etc/plinth/redis"
-"""Root-only ``<user>.auth`` files holding the passwords (written by the deploy); ``redis-cli``
-reads them through ``REDISCLI_AUTH``, so no password is ever part of a command."""
+"""Root-only ``<user>.auth`` files holding the passwords (written by the deploy); the client
+reads them through ``REDISCLI_AUTH`` (``valkey-cli`` reads that variable too), so no password
+is ever part of a command."""
 
 
 @dataclass(frozen=True)
 class CliTls:
-    """How ``redis-cli`` on a host authenticates: certificate files and password file."""
+    """How the client on a host authenticates: certificate files and password file."""
 
     ca: str
     cert: str
     key: str
     auth_file: str
+    cli: str
+    """The client binary (:attr:`KeyValueStore.cli`: ``redis-cli``, ``valkey-cli``)."""
 
     def command(self, address: str, port: int, *args: str) -> str:
         q = shlex.quote
         return (
-            f'REDISCLI_AUTH="$(cat {q(self.auth_file)})" timeout 5 redis-cli --no-auth-warning '
+            f'REDISCLI_AUTH="$(cat {q(self.auth_file)})" timeout 5 {q(self.cli)} --no-auth-warning '
             f"--tls --cacert {q(self.ca)} --cert {q(self.cert)} --key {q(self.key)} "
             f"-h {q(address)} -p {port} {' '.join(q(a) for a in args)}"
         )
@@ -63,6 +68,8 @@ class RedisInput:
     """Addresses of the DC's Sentinels."""
     redis_tls: CertificateSpec | None
     sentinel_tls: CertificateSpec | None
+    store: KeyValueStore
+    """What the store is on this host's release: packages, units, paths, user, client."""
     upstream: Upstream | None = None
     """Set when this DC is not ``active_datacenter``: it follows the active DC's master."""
 
@@ -103,16 +110,18 @@ class RedisInput:
 
     @property
     def tls(self) -> CertificateSpec:
-        """The certificate this host's ``redis-cli`` presents (either service's)."""
+        """The certificate this host's client presents (either service's)."""
         spec = self.redis_tls or self.sentinel_tls
         if spec is None:
             raise ValueError(f"host {self.name} has neither the redis nor the sentinel role")
         return spec
 
     def cli(self, user: str) -> CliTls:
-        """``redis-cli`` credentials: ``default`` for data nodes, ``sentinel`` for Sentinels."""
+        """The client's credentials: ``default`` for data nodes, ``sentinel`` for Sentinels."""
         tls = self.tls
-        return CliTls(tls.ca_path, tls.chain_path, tls.key_path, f"{AUTH_DIR}/{user}.auth")
+        return CliTls(
+            tls.ca_path, tls.chain_path, tls.key_path, f"{AUTH_DIR}/{user}.auth", self.store.cli
+        )
 
     def redis_cli(self, address: str, *args: str, user: str = "default") -> str:
         port = self.settings.port if user == "default" else self.settings.sentinel_port
@@ -153,5 +162,6 @@ def redis_input(
         sentinels=tuple(str(h.address) for h in env.hosts_with(Role.SENTINEL, dc)),
         redis_tls=redis_tls,
         sentinel_tls=sentinel_tls,
+        store=env.debian.key_value_store,
         upstream=upstream_of(env, dc),
     )

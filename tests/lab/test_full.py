@@ -369,7 +369,8 @@ def test_dc2_redis_nodes_replicate_dc1s_master_never_promoted(
     assert set(dc2) <= set(listed), sorted(listed)
     assert all(str(listed[a].get("slave-priority")) == "0" for a in dc2), listed
     # dc2's own Sentinels stay stopped: no second cell around a replica.
-    assert docker_exec("dc2-db1", "systemctl", "is-active", "redis-sentinel").stdout.strip() != (
+    sentinel_unit = env.debian.key_value_store.sentinel_unit  # redis-sentinel, valkey-sentinel
+    assert docker_exec("dc2-db1", "systemctl", "is-active", sentinel_unit).stdout.strip() != (
         "active"
     )
     status = json.loads(plinth("status", "lab-dc2", "--json", check=False).stdout)

@@ -281,7 +281,8 @@ def test_rolling_restart_refuses_while_a_node_is_down(
     wait_cell_healthy(lab)
     master = host_of(lab, master_address(lab, redis_bundle))
     victim = next(h.name for h in lab.environment.hosts_with(Role.REDIS) if h.name != master)
-    lab.host(victim, tmp_path).run("systemctl stop redis-server")
+    unit = lab.environment.debian.key_value_store.server_unit  # redis-server, valkey-server
+    lab.host(victim, tmp_path).run(f"systemctl stop {unit}")
     limit = [a for h in lab.environment.hosts if h.name != victim for a in ("--limit", h.name)]
     try:
         set_io_threads(2)
@@ -299,7 +300,7 @@ def test_rolling_restart_refuses_while_a_node_is_down(
         print(f"\n{refusal[0].strip()}")
         assert set(io_threads(lab, redis_bundle).values()) == {"1"}  # nothing restarted
     finally:
-        lab.host(victim, tmp_path).run("systemctl start redis-server")
+        lab.host(victim, tmp_path).run(f"systemctl start {unit}")
     wait_cell_healthy(lab)
     undoable_lab.undone()
 
