@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,10 @@ PASSPHRASE = "unit-test-passphrase-not-secret"
 
 
 @pytest.fixture()
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "inventory").mkdir()
-    shutil.copy(REPO / "inventory" / "example-prod.yaml", tmp_path / "inventory")
-    (tmp_path / "deploy.py").write_text("")
-    monkeypatch.setenv("PLINTH_ROOT", str(tmp_path))
+def project(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared example project (tests/conftest.py), with a passphrase for the PKI."""
     monkeypatch.setenv("PLINTH_PASSPHRASE", PASSPHRASE)
-    return tmp_path
+    return project
 
 
 def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,15 +14,6 @@ from plinth.model import load_environment
 from plinth.stacks import StackError, pyinfra_groups, resolve, write_inventory_files
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture()
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "inventory").mkdir()
-    shutil.copy(REPO / "inventory" / "example-prod.yaml", tmp_path / "inventory")
-    (tmp_path / "deploy.py").write_text("")
-    monkeypatch.setenv("PLINTH_ROOT", str(tmp_path))
-    return tmp_path
 
 
 def test_environment_name_means_every_datacenter_in_order(project: Path) -> None:

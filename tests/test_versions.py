@@ -4,7 +4,6 @@ contacted), the wheelhouse-release fact's command and parser, and the command's 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import types
@@ -383,15 +382,6 @@ def test_the_fact_command_reads_the_current_venvs_dist_info(tmp_path: Path) -> N
 
 
 # ---- the command ----
-
-
-@pytest.fixture()
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "inventory").mkdir()
-    shutil.copy(REPO / "inventory" / "example-prod.yaml", tmp_path / "inventory")
-    (tmp_path / "deploy.py").write_text("")
-    monkeypatch.setenv("PLINTH_ROOT", str(tmp_path))
-    return tmp_path
 
 
 class FakeState:
