@@ -9,7 +9,6 @@ from click.testing import CliRunner
 
 from plinth.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 PASSPHRASE = "unit-test-passphrase-not-secret"
 
 

@@ -13,8 +13,6 @@ from plinth.cli import main
 from plinth.model import load_environment
 from plinth.stacks import StackError, pyinfra_groups, resolve, write_inventory_files
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def test_environment_name_means_every_datacenter_in_order(project: Path) -> None:
     assert [s.name for s in resolve("example-prod")] == ["example-prod-dc1", "example-prod-dc2"]
