@@ -324,9 +324,12 @@ class PatroniSettings(Frozen):
         return value
 
     @staticmethod
-    def lock_path(version: str) -> Path:
-        """The committed hash lock of Patroni ``version`` (package data of plinth)."""
-        return Path(__file__).resolve().parent / "locks" / f"patroni-{version}.txt"
+    def lock_path(version: str, python_tag: str = "cp311") -> Path:
+        """The committed hash lock of Patroni ``version`` for hosts running ``python_tag``
+        (package data of plinth): ``patroni-<version>.txt`` for Debian 12's cp311 (those
+        locks predate the releases), ``patroni-<version>-<tag>.txt`` for any other."""
+        suffix = "" if python_tag == "cp311" else f"-{python_tag}"
+        return Path(__file__).resolve().parent / "locks" / f"patroni-{version}{suffix}.txt"
 
     @field_validator("version")
     @classmethod
@@ -967,6 +970,15 @@ def _rule_problems(env: Environment) -> Iterator[str]:
         )
 
     yield from _airflow_problems(env)
+    if env.debian.python_tag != "cp311":
+        version = env.components.patroni.version
+        lock = PatroniSettings.lock_path(version, env.debian.python_tag)
+        if not lock.is_file():
+            yield (
+                f"components.patroni.version: no hash lock for Patroni {version} on Debian "
+                f"{env.debian.number} ({env.debian.python_tag}): commit plinth/locks/{lock.name}"
+                " (the command is in docs/components/postgresql.md)"
+            )
 
     if env.ssh.user != "root" and not re.fullmatch(r"[a-z_][a-z0-9_-]*", env.ssh.user):
         yield f"ssh.user: {env.ssh.user!r} is not a valid user name"

@@ -63,8 +63,6 @@ LOCK_NAME = "requirements.lock"
 HASHES_NAME = "requirements.hashes"
 """In a locked wheelhouse: ``name==version --hash=sha256:...`` of every wheel in the tar."""
 _LEGACY_MANYLINUX = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
-_UNSUFFIXED_LOCK_TAG = "cp311"
-"""Patroni locks for Debian 12's Python predate the releases: their name has no tag."""
 _IN_PROCESS_BUILD = threading.Lock()
 _WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 _NO_WHEEL = re.compile(r"No matching distribution found for (\S+)")
@@ -571,10 +569,7 @@ def patroni_lock_path(version: str, release: DebianRelease) -> Path:
     cp311, whose locks predate the releases and keep the name the model validates,
     ``patroni-<version>.txt`` (:meth:`PatroniSettings.lock_path`). Two releases with the
     same Python share a lock."""
-    unsuffixed = PatroniSettings.lock_path(version)
-    if release.python_tag == _UNSUFFIXED_LOCK_TAG:
-        return unsuffixed
-    return unsuffixed.with_name(f"patroni-{version}-{release.python_tag}.txt")
+    return PatroniSettings.lock_path(version, release.python_tag)
 
 
 def patroni_lock_command(version: str, release: DebianRelease) -> str:

@@ -167,3 +167,23 @@ def test_the_key_value_store_is_redis_on_debian_12_and_valkey_on_debian_13() -> 
     # What the roll compares is a package whose line the release checks.
     for release in RELEASES.values():
         assert release.key_value_store.version_package in release.daemon_lines
+
+
+def test_the_patroni_lock_follows_the_releases_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    from plinth.model import PatroniSettings, _rule_problems
+
+    assert PatroniSettings.lock_path("4.1.5").name == "patroni-4.1.5.txt"
+    assert PatroniSettings.lock_path("4.1.5", "cp313").name == "patroni-4.1.5-cp313.txt"
+    assert PatroniSettings.lock_path("4.1.5", "cp313").is_file()
+    env = parse_environment(base_environment(), "env.yaml")
+    # As if Debian 13 were supported: its Patroni lock is the cp313 one.
+    on_trixie = env.model_copy(update={"release": "trixie"})
+    assert not any("patroni" in p for p in _rule_problems(on_trixie))
+    missing = PatroniSettings.lock_path("4.1.5", "cp399")
+    monkeypatch.setattr(PatroniSettings, "lock_path", staticmethod(lambda v, t="cp311": missing))
+    problems = [p for p in _rule_problems(on_trixie) if "patroni" in p]
+    assert problems == [
+        "components.patroni.version: no hash lock for Patroni 4.1.5 on Debian 13 (cp313): "
+        "commit plinth/locks/patroni-4.1.5-cp399.txt (the command is in "
+        "docs/components/postgresql.md)"
+    ]
