@@ -116,6 +116,20 @@ def _print_plan(plan: plan_module.StackPlan) -> None:
                 click.echo(f"        reason: {reason}")
 
 
+def _print_applied(stack: str, result: plan_module.ApplyResult, preview_skipped: bool) -> None:
+    changed = sum(len(v) for v in result.changed.values())
+    if preview_skipped:
+        # No plan was shown: what changed is the only record the operator gets.
+        for host, names in sorted(result.changed.items()):
+            click.echo(f"  {host}:")
+            for name in names:
+                click.echo(f"    ~ {name}")
+    click.echo(
+        f"stack {stack}: applied, {changed} operation(s) changed a host "
+        f"({result.seconds:.1f} s{', preview skipped' if preview_skipped else ''})"
+    )
+
+
 def _stacks(target: str) -> list[Stack]:
     """Resolve, write the inventories, and prepare the controller side (lab PKI)."""
     stacks = resolve(target)
@@ -154,13 +168,32 @@ def preview(stack: str, as_json: bool, expect_no_changes: bool) -> None:
 @click.command()
 @click.argument("stack")
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking for confirmation.")
+@click.option(
+    "--skip-preview",
+    is_flag=True,
+    help="Apply without computing the plan first (needs --yes); what changed is listed after.",
+)
 @operator_errors
-def up(stack: str, yes: bool) -> None:
-    """Preview, confirm and apply STACK (an environment means each of its DCs in turn)."""
+def up(stack: str, yes: bool, skip_preview: bool) -> None:
+    """Preview, confirm and apply STACK (an environment means each of its DCs in turn).
+
+    --skip-preview (Pulumi's flag) saves the preview's own pass over every host's facts,
+    about a minute on three hosts: every safety gate (quorum, replication, refusals of a
+    roll) is decided while applying, from live state, so the preview adds information,
+    not protection. It is refused without --yes: there would be nothing to confirm.
+    """
+    if skip_preview and not yes:
+        raise OperatorError(
+            "--skip-preview applies without showing a plan to confirm: pass --yes as well"
+        )
     stacks = _stacks(stack)
     for name in ensure_secrets(stacks[0].environment):
         click.echo(f"secrets: generated {name}", err=True)
     for current in stacks:
+        if skip_preview:
+            result = plan_module.apply(current)
+            _print_applied(current.name, result, preview_skipped=True)
+            continue
         plan = plan_module.preview(current)
         _print_plan(plan)
         # Conditional operations follow a change of an earlier one (restart after a
@@ -171,11 +204,7 @@ def up(stack: str, yes: bool) -> None:
         if not yes and not click.confirm(f"Apply these changes to {current.name}?"):
             raise OperatorError(f"stack {current.name}: not applied (declined)")
         result = plan_module.apply(current)
-        changed = sum(len(v) for v in result.changed.values())
-        click.echo(
-            f"stack {current.name}: applied, {changed} operation(s) changed a host "
-            f"({result.seconds:.1f} s)"
-        )
+        _print_applied(current.name, result, preview_skipped=False)
     env = stacks[0].environment
     click.echo("")
     click.echo(outputs_module.render_text(outputs_module.collect(env, stacks[0].environment_file)))

@@ -26,7 +26,7 @@ from plinth.model import AIRFLOW_ROLES, Role
 from plinth.rolling import wait_for
 from plinth.topology.airflow import COMPONENTS
 from plinth.wheelhouse import airflow_wheelhouse
-from tests.lab.conftest import LAB_ENV, Lab, lab_secret, plinth
+from tests.lab.conftest import DEPLOY, LAB_ENV, Lab, lab_secret, plinth
 from tests.lab.test_postgresql import leader_of, psql, psql_binary
 from tests.lab.test_postgresql_failover import wait_cluster_healthy
 
@@ -407,7 +407,7 @@ def test_a_setting_change_rolls_host_by_host_with_no_failed_task(
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        rolling = pool.submit(plinth, "up", "lab", "--yes", timeout=1500)
+        rolling = pool.submit(plinth, *DEPLOY, timeout=1500)
         try:
 
             def draining() -> bool | None:

@@ -19,7 +19,7 @@ from plinth.model import AIRFLOW_ROLES, Role, load_environment
 from plinth.rolling import wait_for
 from plinth.topology.airflow import COMPONENTS
 from plinth.wheelhouse import airflow_wheelhouse
-from tests.lab.conftest import LAB_ENV, Lab, full_lab_enabled, lab_secret, plinth
+from tests.lab.conftest import DEPLOY, LAB_ENV, Lab, full_lab_enabled, lab_secret, plinth
 
 # Imported at module level so that `pytest --co` (CI, without the full lab) catches a
 # broken import here.
@@ -40,7 +40,7 @@ def full_lab() -> Iterator[Lab]:
     # Isolated (the full profile's default): only the squid hosts have a way out.
     up = plinth("lab", "up", "--profile", "full")
     assert "(full, isolated)" in up.stdout, up.stdout
-    plinth("up", "lab", "--yes")
+    plinth(*DEPLOY)
     yield Lab(load_environment(LAB_ENV))
     # Leave the machine with the small lab the other tests expect (or nothing).
     plinth("lab", "down")

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from plinth.passphrase import get_passphrase
 from plinth.pki import PkiStore
-from tests.lab.conftest import REPO, Lab, plinth
+from tests.lab.conftest import DEPLOY, REPO, Lab, plinth
 
 pytestmark = pytest.mark.lab
 
@@ -151,7 +151,7 @@ def test_certificate_inside_the_renewal_window_is_reissued(
     preview = plinth("preview", "lab")
     assert "reason: reissue host certificate: expires in 28d" in preview.stdout
 
-    plinth("up", "lab", "--yes")
+    plinth(*DEPLOY)
     renewed = deployed_cert(lab, victim, tmp_path)
     assert renewed.serial_number not in (aging.serial_number, current.serial_number)
     assert renewed.not_valid_after_utc - now > dt.timedelta(days=89)

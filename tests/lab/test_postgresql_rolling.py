@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from plinth.model import PatroniSettings, Role
-from tests.lab.conftest import LAB_ENV, REPO, Baseline, Lab, plinth
+from tests.lab.conftest import DEPLOY, LAB_ENV, REPO, Baseline, Lab, plinth
 from tests.lab.test_postgresql import client_bundle, leader_of, psql
 from tests.lab.test_postgresql_failover import Writer, vip_conninfo, wait_cluster_healthy
 
@@ -102,7 +102,7 @@ def test_restart_parameter_rolls_with_exactly_one_switchover(
         time.sleep(2)
         set_shared_buffers("112MB")
         started = time.monotonic()
-        result = plinth("up", "lab", "--yes", timeout=900)
+        result = plinth(*DEPLOY, timeout=900)
         rolled = time.monotonic() - started
         time.sleep(2)
     finally:

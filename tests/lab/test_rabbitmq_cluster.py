@@ -25,7 +25,7 @@ from pika.exceptions import AMQPError
 
 from plinth.model import Role
 from plinth.rolling import wait_for
-from tests.lab.conftest import LAB_ENV, Baseline, Lab, plinth
+from tests.lab.conftest import DEPLOY, LAB_ENV, Baseline, Lab, plinth
 
 pytestmark = pytest.mark.lab
 
@@ -342,7 +342,7 @@ def test_rolling_restart_refuses_while_a_node_is_down(
     rabbitmqctl(lab, tmp_path, down, "stop_app")
     try:
         set_heartbeat(30)
-        result = plinth("up", "lab", "--yes", check=False, timeout=900)
+        result = plinth(*DEPLOY, check=False, timeout=900)
         output = result.stdout + result.stderr
         assert result.returncode != 0
         assert "refused: node(s) not running in the cluster:" in output, output[-3000:]
@@ -365,7 +365,7 @@ def test_rolling_restart_loses_no_confirmed_message(
     set_heartbeat(45)
     with traffic(lab, mq_bundle, queue) as (publisher, consumer):
         started = time.monotonic()
-        result = plinth("up", "lab", "--yes", check=False, timeout=900)
+        result = plinth(*DEPLOY, check=False, timeout=900)
         took = time.monotonic() - started
         gap = publisher.longest_gap(started)
     lost = sorted(set(publisher.confirmed) - consumer.received)

@@ -24,7 +24,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from plinth.model import Role
-from tests.lab.conftest import LAB_ENV, REPO, Baseline, Lab, lab_secret, plinth
+from tests.lab.conftest import DEPLOY, LAB_ENV, REPO, Baseline, Lab, lab_secret, plinth
 
 pytestmark = pytest.mark.lab
 
@@ -241,7 +241,7 @@ def test_master_container_stopped_replica_promoted_writes_resume(
     # A deploy after the failover leaves it alone (rewriting the files would restore the
     # old master); the restarted container may need other repairs, so deploy, then expect
     # a no-op.
-    plinth("up", "lab", "--yes", timeout=900)
+    plinth(*DEPLOY, timeout=900)
     assert master_address(lab, redis_bundle) == new
     assert wait_cell_healthy(lab)["master"] == new
     result = plinth("preview", "lab", "--expect-no-changes", check=False)
@@ -313,7 +313,7 @@ def test_rolling_restart_loses_no_acknowledged_write(
     old_master = master_address(lab, redis_bundle)
     set_io_threads(2)
     started = time.monotonic()
-    result = plinth("up", "lab", "--yes", timeout=900)
+    result = plinth(*DEPLOY, timeout=900)
     took = time.monotonic() - started
     time.sleep(2)
     writer.stop.set()
