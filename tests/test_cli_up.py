@@ -6,6 +6,7 @@ uses this flag; here they are replaced so only the CLI's choices are under test.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,45 @@ def test_skip_preview_applies_without_a_preview_and_lists_what_changed(
     assert "stack prod-dc2: applied, 0 operation(s) changed a host (1.5 s, preview skipped)" in (
         lines
     )
+
+
+def test_preview_writes_the_readable_plan_beside_the_json_from_one_pass(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    passes: list[str] = []
+
+    def preview(stack: _Stack) -> plan_module.StackPlan:
+        passes.append(stack.name)
+        return plan_module.StackPlan(
+            stack=stack.name,
+            hosts=["dc1-db1", "dc1-db2"],
+            changes={
+                "dc1-db1": [
+                    plan_module.OperationChange(
+                        "Configure Patroni", reasons=("patroni.yml: ttl 30 -> 20",)
+                    ),
+                    plan_module.OperationChange("Restart Patroni", conditional=True),
+                ],
+                "dc1-db2": [plan_module.OperationChange("Restart Patroni", conditional=True)],
+            },
+            seconds=2.0,
+        )
+
+    monkeypatch.setattr(core, "_stacks", lambda target: [_Stack("prod-dc1")])
+    monkeypatch.setattr(plan_module, "preview", preview)
+    summary = tmp_path / "plan.txt"
+    result = CliRunner().invoke(
+        main, ["preview", "prod-dc1", "--json", "--summary", str(summary), "--expect-no-changes"]
+    )
+    assert result.exit_code == 2  # drift: one unconditional change
+    assert passes == ["prod-dc1"]
+    plan = json.loads(result.stdout)
+    assert plan["stacks"][0]["change_count"] == 1
+    assert summary.read_text().splitlines() == [
+        "stack prod-dc1: 1 change(s) (2.0 s)",
+        "  dc1-db1:",
+        "    ~ Configure Patroni",
+        "        reason: patroni.yml: ttl 30 -> 20",
+        "    ? Restart Patroni (decided at apply time)",
+        "  dc1-db2: no changes",
+    ]

@@ -95,25 +95,26 @@ def inventory(environment: str) -> None:
         click.echo(f"wrote {written}")
 
 
-def _print_plan(plan: plan_module.StackPlan) -> None:
-    click.echo(f"stack {plan.stack}: {plan.change_count} change(s) ({plan.seconds:.1f} s)")
+def _plan_lines(plan: plan_module.StackPlan) -> str:
+    lines = [f"stack {plan.stack}: {plan.change_count} change(s) ({plan.seconds:.1f} s)"]
     for host in plan.hosts:
         ops = plan.changes.get(host, [])
-        if not ops:
-            click.echo(f"  {host}: no changes")
+        # _if operations (restart after a change...) only run when what they follow
+        # changes: a host with nothing else pending has no changes.
+        if not ops or all(op.conditional for op in ops):
+            lines.append(f"  {host}: no changes")
             continue
-        if all(op.conditional for op in ops):
-            # _if operations (restart after a change...) only run when what they
-            # follow changes, and nothing else changes on this host.
-            click.echo(f"  {host}: no changes")
-            continue
-        click.echo(f"  {host}:")
+        lines.append(f"  {host}:")
         for op in ops:
             marker = "?" if op.conditional else "~"
             suffix = " (decided at apply time)" if op.conditional else ""
-            click.echo(f"    {marker} {op.name}{suffix}")
-            for reason in op.reasons:
-                click.echo(f"        reason: {reason}")
+            lines.append(f"    {marker} {op.name}{suffix}")
+            lines.extend(f"        reason: {reason}" for reason in op.reasons)
+    return "\n".join(lines) + "\n"
+
+
+def _print_plan(plan: plan_module.StackPlan) -> None:
+    click.echo(_plan_lines(plan), nl=False)
 
 
 def _print_applied(stack: str, result: plan_module.ApplyResult, preview_skipped: bool) -> None:
@@ -150,10 +151,20 @@ def _stacks(target: str) -> list[Stack]:
     is_flag=True,
     help="Exit 2 when anything would change (a drift check).",
 )
+@click.option(
+    "--summary",
+    "summary_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write the readable plan to this file (with --json: a CI artifact beside it).",
+)
 @operator_errors
-def preview(stack: str, as_json: bool, expect_no_changes: bool) -> None:
+def preview(stack: str, as_json: bool, expect_no_changes: bool, summary_path: Path | None) -> None:
     """Show what `up` would change on STACK (an environment or <env>-<dc>), host by host."""
     plans = [plan_module.preview(s) for s in _stacks(stack)]
+    if summary_path is not None:
+        # One pass over the hosts gives both forms: CI keeps the JSON for machines and
+        # this text for the people reviewing a merge request.
+        summary_path.write_text("".join(_plan_lines(plan) for plan in plans))
     if as_json:
         click.echo(json.dumps({"stacks": [p.as_json() for p in plans]}, indent=2))
     else:
