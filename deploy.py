@@ -30,7 +30,7 @@ see below), because the other hosts may install everything through it
 themselves go direct.
 """
 
-from pyinfra import host
+from pyinfra import host, state
 
 from operations.airflow import (
     AirflowInstall,
@@ -63,6 +63,7 @@ from operations.registry import (
 from operations.registry import read_secrets as read_registry_secrets
 from operations.registry import render as render_registry
 from operations.squid import client_proxies, egress_ordering_point, squid, squid_input
+from plinth import progress
 from plinth.certificates import host_certificates
 from plinth.context import host_context, tls_signer
 from plinth.model import Role
@@ -71,6 +72,8 @@ from plinth.topology.redis import redis_input
 from plinth.trust import platform_trust_anchors
 from plinth.wheelhouse import airflow_wheelhouse, patroni_wheelhouse
 
+# `plinth up` follows the run through these events (nothing without PLINTH_PROGRESS_FILE)
+progress.register(state, host.name)
 context = host_context(host.data, host.name)
 environment = context.environment
 sources = environment.package_sources_for(context.datacenter.name)

@@ -22,12 +22,16 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from plinth import progress
 from plinth.reasons import MARKER
 from plinth.stacks import Stack, project_root
 
@@ -124,16 +128,27 @@ def check_reachable(stack: Stack, timeout: float = 3.0) -> None:
         )
 
 
-def _run(stack: Stack, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+def _run(
+    stack: Stack, args: Sequence[str], view: progress.View | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run pyinfra on ``stack``; with a ``view``, its progress events are shown while it
+    runs (pyinfra's own output is kept for the plan and the failure summary)."""
     env = dict(os.environ, PLINTH_ROOT=str(project_root()))
-    return subprocess.run(
-        pyinfra_command(stack, *args),
-        cwd=project_root(),
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="plinth-progress-") as scratch:
+        events = Path(scratch) / "events.jsonl"
+        tail: AbstractContextManager[object] = nullcontext()
+        if view is not None:
+            env[progress.PROGRESS_FILE_VARIABLE] = str(events)
+            tail = progress.ProgressTail(events, view, progress.RunStatus(stack.name))
+        with tail:
+            return subprocess.run(
+                pyinfra_command(stack, *args),
+                cwd=project_root(),
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
 
 
 def _last_json(stdout: str) -> dict[str, Any]:
@@ -155,10 +170,10 @@ def _failure_summary(proc: subprocess.CompletedProcess[str]) -> str:
     return " | ".join((interesting or lines)[-6:])
 
 
-def preview(stack: Stack) -> StackPlan:
+def preview(stack: Stack, view: progress.View | None = None) -> StackPlan:
     check_reachable(stack)
     started = time.monotonic()
-    proc = _run(stack, ["--dry", "--json", "-v", "--fail-percent", "0"])
+    proc = _run(stack, ["--dry", "--json", "-v", "--fail-percent", "0"], view)
     elapsed = time.monotonic() - started
     if proc.returncode != 0:
         raise PlanError(f"stack {stack.name}: preview failed: {_failure_summary(proc)}")
@@ -193,13 +208,15 @@ def preview(stack: Stack) -> StackPlan:
     return plan
 
 
-def apply(stack: Stack, data: dict[str, str] | None = None) -> ApplyResult:
+def apply(
+    stack: Stack, data: dict[str, str] | None = None, view: progress.View | None = None
+) -> ApplyResult:
     """Apply ``stack``; ``data`` becomes pyinfra ``--data key=value`` (one-off switches
-    such as a requested rotation, never secrets)."""
+    such as a requested rotation, never secrets); ``view`` shows progress as it goes."""
     check_reachable(stack)
     started = time.monotonic()
     extra = [arg for key, value in (data or {}).items() for arg in ("--data", f"{key}={value}")]
-    proc = _run(stack, ["-y", "--json", "--fail-percent", "0", *extra])
+    proc = _run(stack, ["-y", "--json", "--fail-percent", "0", *extra], view)
     elapsed = time.monotonic() - started
     try:
         data = _last_json(proc.stdout)

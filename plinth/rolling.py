@@ -16,6 +16,8 @@ from pyinfra import logger
 from pyinfra.api import StringCommand
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 
+from plinth import progress
+
 T = TypeVar("T")
 
 
@@ -48,17 +50,25 @@ def refuse(host: Any, message: str) -> bool:
 
 def note(host: Any, message: str) -> None:
     host.log(message, logger.info)
+    progress.note(host.name, message)
 
 
 def wait_for(
-    probe: Callable[[], T | None], seconds: float, interval: float = 1.0
+    probe: Callable[[], T | None],
+    seconds: float,
+    interval: float = 1.0,
+    waiting_for: str | None = None,
 ) -> tuple[T | None, float]:
     """Call ``probe`` until it returns something truthy or ``seconds`` pass.
 
+    ``waiting_for`` says what a wait that does not end at once is waiting for, on the
+    operator's progress view (a roll paused for a minute must not look hung).
     Returns (last value, seconds waited).
     """
     started = time.monotonic()
     value = probe()
+    if not value and waiting_for:
+        progress.note("roll", f"waiting up to {seconds:.0f} s: {waiting_for}")
     while not value and time.monotonic() - started < seconds:
         time.sleep(interval)
         value = probe()

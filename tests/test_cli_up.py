@@ -44,10 +44,10 @@ def test_skip_preview_applies_without_a_preview_and_lists_what_changed(
     stacks = [_Stack("prod-dc1"), _Stack("prod-dc2")]
     applied: list[str] = []
 
-    def no_preview(stack: object) -> None:
+    def no_preview(stack: object, view: object = None) -> None:
         raise AssertionError("the preview ran although it was skipped")
 
-    def apply(stack: _Stack) -> plan_module.ApplyResult:
+    def apply(stack: _Stack, view: object = None) -> plan_module.ApplyResult:
         applied.append(stack.name)
         changed = {"dc1-db1": ["Configure Patroni"]} if stack.name == "prod-dc1" else {}
         return plan_module.ApplyResult(stack.name, changed, [], 1.5)
@@ -80,7 +80,7 @@ def test_preview_writes_the_readable_plan_beside_the_json_from_one_pass(
 ) -> None:
     passes: list[str] = []
 
-    def preview(stack: _Stack) -> plan_module.StackPlan:
+    def preview(stack: _Stack, view: object = None) -> plan_module.StackPlan:
         passes.append(stack.name)
         return plan_module.StackPlan(
             stack=stack.name,

@@ -42,7 +42,7 @@ def wait_out(waiting: Wait, ask: Callable[[], Step]) -> tuple[Step | None, float
         step = ask()
         return None if step == waiting else step
 
-    return wait_for(moved_on, waiting.seconds)
+    return wait_for(moved_on, waiting.seconds, waiting_for=waiting.refusal)
 
 
 def _gated_restart(state: Any, host: Any, spec: EtcdInput) -> bool:

@@ -153,7 +153,9 @@ def _restart_member(state: Any, executing: Any, spec: PatroniInput, member: str)
             and not cluster.problems(spec.members, spec.settings.maximum_lag_on_failover)
         )
 
-    if not wait_for(back, READY_WAIT_SECONDS)[0]:
+    if not wait_for(
+        back, READY_WAIT_SECONDS, waiting_for=f"{member} back on Patroni {spec.settings.version}"
+    )[0]:
         return refuse(
             executing,
             f"{member} is not back running/streaming on Patroni {spec.settings.version} "
@@ -180,7 +182,7 @@ def _switchover(executing: Any, spec: PatroniInput, leader: str, candidate: str)
             and not cluster.problems(spec.members, spec.settings.maximum_lag_on_failover)
         )
 
-    if not wait_for(settled, 120)[0]:
+    if not wait_for(settled, 120, waiting_for=f"switchover to {candidate} to settle")[0]:
         return refuse(executing, f"switchover to {candidate} did not settle; stopping here")
     return True
 

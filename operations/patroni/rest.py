@@ -103,4 +103,4 @@ def wait_healthy(host: Any, spec: PatroniInput, seconds: float = 120) -> Patroni
             return None
         return cluster
 
-    return wait_for(probe, seconds)[0]
+    return wait_for(probe, seconds, waiting_for="the PostgreSQL cluster to be healthy")[0]

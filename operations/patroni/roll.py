@@ -57,7 +57,7 @@ def wait_out(
         step, seen = ask()
         return None if step == waiting else (step, seen)
 
-    return wait_for(moved_on, waiting.seconds)[0]
+    return wait_for(moved_on, waiting.seconds, waiting_for=waiting.refusal)[0]
 
 
 # ---- the restart roll: PostgreSQL's pending_restart ----
@@ -87,7 +87,11 @@ def _roll(state: Any, host: Any, spec: PatroniInput, after_patch: bool) -> bool:
         def all_flagged() -> bool:
             return every_member_flagged(read_cluster(host, spec))
 
-        wait_for(all_flagged, 2 * spec.settings.loop_wait + 4)
+        wait_for(
+            all_flagged,
+            2 * spec.settings.loop_wait + 4,
+            waiting_for="every member to report the pending restart",
+        )
     done = RollProgress()
     step, seen = _ask_restart(host, spec, roll, done)
     if isinstance(step, Done):

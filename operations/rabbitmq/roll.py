@@ -55,7 +55,9 @@ def wait_out(waiting: Wait, ask: Callable[[], Step]) -> tuple[Step | None, float
         step = ask()
         return None if step == waiting else step
 
-    return wait_for(moved_on, waiting.seconds, interval=waiting.interval)
+    return wait_for(
+        moved_on, waiting.seconds, interval=waiting.interval, waiting_for=waiting.refusal
+    )
 
 
 def _gated_restart(state: Any, host: Any, spec: RabbitmqInput) -> bool:

@@ -119,7 +119,9 @@ def _back(
     def probe() -> bool:
         return back_after_restart(read(host, spec), roll, address, before, sentinel)
 
-    return bool(wait_for(probe, READY_WAIT_SECONDS)[0])
+    return bool(
+        wait_for(probe, READY_WAIT_SECONDS, waiting_for=f"{address} back and the cell healthy")[0]
+    )
 
 
 def _restart_data_node(
@@ -178,7 +180,9 @@ def _failover(host: Any, spec: RedisInput, roll: RollSpec, step: Failover) -> bo
     def settled() -> bool:
         return healthy(read(host, spec), roll)
 
-    if not wait_for(settled, READY_WAIT_SECONDS)[0]:
+    if not wait_for(
+        settled, READY_WAIT_SECONDS, waiting_for=f"the cell healthy after the failover from {old}"
+    )[0]:
         return refuse(host, f"cell not healthy after the failover away from {old}")
     return True
 
@@ -201,7 +205,12 @@ def _paused_failover(host: Any, spec: RedisInput, step: Failover) -> bool:
     def moved() -> tuple[str, int] | None:
         return moved_from(read_sentinels(host, spec), old)
 
-    new, waited = wait_for(moved, READY_WAIT_SECONDS, interval=0.2)
+    new, waited = wait_for(
+        moved,
+        READY_WAIT_SECONDS,
+        interval=0.2,
+        waiting_for=f"Sentinel to move the master from {old}",
+    )
     if new is None:
         return refuse(host, f"failover away from {old} did not settle; stopping here")
     # Demote the old master now (Sentinel would, seconds later) so that no write is

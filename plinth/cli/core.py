@@ -13,6 +13,7 @@ import click
 
 from plinth import outputs as outputs_module
 from plinth import plan as plan_module
+from plinth import progress
 from plinth.model import ModelError, load_environment
 from plinth.passphrase import PassphraseMissing
 from plinth.pki import PkiError, PkiStore, crl_warnings
@@ -117,6 +118,17 @@ def _print_plan(plan: plan_module.StackPlan) -> None:
     click.echo(_plan_lines(plan), nl=False)
 
 
+PROGRESS_OPTION = click.option(
+    "--progress",
+    "progress_mode",
+    type=click.Choice(["auto", "plain", "json", "off"]),
+    default="auto",
+    show_default=True,
+    help="Progress on stderr while pyinfra runs: a live line on a terminal (auto), a line "
+    "per operation (plain, for CI logs; auto when not a terminal), JSON events, or none.",
+)
+
+
 def _print_applied(stack: str, result: plan_module.ApplyResult, preview_skipped: bool) -> None:
     changed = sum(len(v) for v in result.changed.values())
     if preview_skipped:
@@ -184,8 +196,9 @@ def preview(stack: str, as_json: bool, expect_no_changes: bool, summary_path: Pa
     is_flag=True,
     help="Apply without computing the plan first (needs --yes); what changed is listed after.",
 )
+@PROGRESS_OPTION
 @operator_errors
-def up(stack: str, yes: bool, skip_preview: bool) -> None:
+def up(stack: str, yes: bool, skip_preview: bool, progress_mode: str) -> None:
     """Preview, confirm and apply STACK (an environment means each of its DCs in turn).
 
     --skip-preview (Pulumi's flag) saves the preview's own pass over every host's facts,
@@ -197,15 +210,16 @@ def up(stack: str, yes: bool, skip_preview: bool) -> None:
         raise OperatorError(
             "--skip-preview applies without showing a plan to confirm: pass --yes as well"
         )
+    view = progress.make_view(progress_mode)
     stacks = _stacks(stack)
     for name in ensure_secrets(stacks[0].environment):
         click.echo(f"secrets: generated {name}", err=True)
     for current in stacks:
         if skip_preview:
-            result = plan_module.apply(current)
+            result = plan_module.apply(current, view=view)
             _print_applied(current.name, result, preview_skipped=True)
             continue
-        plan = plan_module.preview(current)
+        plan = plan_module.preview(current, view=view)
         _print_plan(plan)
         # Conditional operations follow a change of an earlier one (restart after a
         # config change): with no unconditional change, none of them can run.
@@ -214,7 +228,7 @@ def up(stack: str, yes: bool, skip_preview: bool) -> None:
             continue
         if not yes and not click.confirm(f"Apply these changes to {current.name}?"):
             raise OperatorError(f"stack {current.name}: not applied (declined)")
-        result = plan_module.apply(current)
+        result = plan_module.apply(current, view=view)
         _print_applied(current.name, result, preview_skipped=False)
     env = stacks[0].environment
     click.echo("")
