@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from plinth.cli import cluster, core, lab, pki, rabbitmq
+from plinth.cli import cluster, core, diagram, lab, pki, rabbitmq
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,6 +16,7 @@ def main() -> None:
 core.register(main)
 main.add_command(cluster.status)
 main.add_command(cluster.switchover)
+main.add_command(diagram.diagram)
 main.add_command(lab.lab)
 main.add_command(pki.pki)
 main.add_command(pki.secrets)
