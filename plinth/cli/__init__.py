@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from plinth.cli import cluster, core, lab, pki, rabbitmq
+from plinth.cli import cluster, core, imports, lab, pki, rabbitmq
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,3 +20,4 @@ main.add_command(lab.lab)
 main.add_command(pki.pki)
 main.add_command(pki.secrets)
 main.add_command(rabbitmq.rabbitmq)
+main.add_command(imports.import_group)
