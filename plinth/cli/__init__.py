@@ -9,6 +9,9 @@ from plinth.cli import cluster, core, imports, lab, pki, rabbitmq
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# The installed distribution's version (importlib.metadata), read only when asked:
+# pyproject.toml is its one source.
+@click.version_option(package_name="plinth", prog_name="plinth", message="%(prog)s %(version)s")
 def main() -> None:
     """plinth: a high-security data platform on Debian hosts, deployed with pyinfra."""
 

@@ -13,6 +13,7 @@ import click
 
 from plinth import outputs as outputs_module
 from plinth import plan as plan_module
+from plinth.cli.completion import complete_environments, complete_stacks
 from plinth.model import ModelError, load_environment
 from plinth.passphrase import PassphraseMissing
 from plinth.pki import PkiError, PkiStore, crl_warnings
@@ -69,7 +70,7 @@ def _environment_path(target: str) -> Path:
 
 
 @click.command()
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @operator_errors
 def validate(environment: str) -> None:
     """Check ENVIRONMENT (a name under inventory/ or a YAML path) without connecting anywhere.
@@ -85,7 +86,7 @@ def validate(environment: str) -> None:
 
 
 @click.command()
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @operator_errors
 def inventory(environment: str) -> None:
     """Write the pyinfra inventory files (inventory/<env>-<dc>.py) of ENVIRONMENT."""
@@ -143,7 +144,7 @@ def _stacks(target: str) -> list[Stack]:
 
 
 @click.command()
-@click.argument("stack")
+@click.argument("stack", shell_complete=complete_stacks)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (for CI).")
 @click.option(
     "--expect-no-changes",
@@ -166,7 +167,7 @@ def preview(stack: str, as_json: bool, expect_no_changes: bool) -> None:
 
 
 @click.command()
-@click.argument("stack")
+@click.argument("stack", shell_complete=complete_stacks)
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking for confirmation.")
 @click.option(
     "--skip-preview",
@@ -211,7 +212,7 @@ def up(stack: str, yes: bool, skip_preview: bool) -> None:
 
 
 @click.command()
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable outputs.")
 @operator_errors
 def outputs(environment: str, as_json: bool) -> None:
@@ -226,7 +227,7 @@ def outputs(environment: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @operator_errors
 def wheelhouse(environment: str) -> None:
     """Build (or find) the Airflow wheelhouse ENVIRONMENT's model asks for.
@@ -275,7 +276,7 @@ def _read_versions(stack: Stack) -> dict[str, HostReading]:
 
 
 @click.command()
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_stacks)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @operator_errors
 def versions(environment: str, as_json: bool) -> None:
