@@ -29,6 +29,14 @@ def import_group() -> None:
     """Start an environment file from another tool's inventory of the same hosts."""
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working directory when it is below it (shorter to read)."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def _section(title: str, lines: list[str]) -> None:
     if lines:
         click.echo(f"{title}:")
@@ -36,7 +44,8 @@ def _section(title: str, lines: list[str]) -> None:
             click.echo(f"  {line}")
 
 
-@import_group.command("ansible", epilog="A mapping file (--map):\n\n" + MAPPING_FILE_EXAMPLE)
+# "\b" keeps click from re-flowing the example's lines.
+@import_group.command("ansible", epilog="A mapping file (--map):\n\n\b\n" + MAPPING_FILE_EXAMPLE)
 @click.argument("inventory_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--out",
@@ -94,7 +103,7 @@ def import_ansible(
     if name is None and out is None:
         raise OperatorError("give the environment's --name ENV, or --out inventory/ENV.yaml")
     env_name = name or (out.stem if out is not None else "")
-    target = out or environment_file(env_name)
+    target = out or _shown(environment_file(env_name))
     if target.exists() and not force:
         raise OperatorError(f"{target} exists: not replaced (pass --force to replace it)")
     try:
