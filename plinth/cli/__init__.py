@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import click
 
-from plinth.cli import cluster, core, diagram, lab, pki, rabbitmq
+from plinth.cli import cluster, core, diagram, imports, lab, pki, rabbitmq
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# The installed distribution's version (importlib.metadata), read only when asked:
+# pyproject.toml is its one source.
+@click.version_option(package_name="plinth", prog_name="plinth", message="%(prog)s %(version)s")
 def main() -> None:
     """plinth: a high-security data platform on Debian hosts, deployed with pyinfra."""
 
@@ -21,3 +24,4 @@ main.add_command(lab.lab)
 main.add_command(pki.pki)
 main.add_command(pki.secrets)
 main.add_command(rabbitmq.rabbitmq)
+main.add_command(imports.import_group)

@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from plinth.cli.completion import complete_stacks
 from plinth.cli.core import OperatorError, operator_errors
 from plinth.stacks import resolve
 from plinth.status import (
@@ -28,7 +29,7 @@ from plinth.status import (
 
 
 @click.command()
-@click.argument("stack")
+@click.argument("stack", shell_complete=complete_stacks)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--wait",
@@ -57,7 +58,7 @@ def status(stack: str, as_json: bool, wait_seconds: int) -> None:
 
 
 @click.command()
-@click.argument("stack")
+@click.argument("stack", shell_complete=complete_stacks)
 @click.option("--candidate", default=None, help="Member to promote (default: Patroni picks).")
 @operator_errors
 def switchover(stack: str, candidate: str | None) -> None:

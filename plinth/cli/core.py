@@ -14,6 +14,7 @@ import click
 from plinth import outputs as outputs_module
 from plinth import plan as plan_module
 from plinth import progress
+from plinth.cli.completion import complete_environments, complete_stacks
 from plinth.model import ModelError, load_environment
 from plinth.passphrase import PassphraseMissing
 from plinth.pki import PkiError, PkiStore, crl_warnings
@@ -70,7 +71,7 @@ def _environment_path(target: str) -> Path:
 
 
 @click.command()
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @operator_errors
 def validate(environment: str) -> None:
     """Check ENVIRONMENT (a name under inventory/ or a YAML path) without connecting anywhere.
@@ -86,7 +87,7 @@ def validate(environment: str) -> None:
 
 
 @click.command()
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @operator_errors
 def inventory(environment: str) -> None:
     """Write the pyinfra inventory files (inventory/<env>-<dc>.py) of ENVIRONMENT."""
@@ -156,7 +157,7 @@ def _stacks(target: str) -> list[Stack]:
 
 
 @click.command()
-@click.argument("stack")
+@click.argument("stack", shell_complete=complete_stacks)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (for CI).")
 @click.option(
     "--expect-no-changes",
@@ -189,7 +190,7 @@ def preview(stack: str, as_json: bool, expect_no_changes: bool, summary_path: Pa
 
 
 @click.command()
-@click.argument("stack")
+@click.argument("stack", shell_complete=complete_stacks)
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking for confirmation.")
 @click.option(
     "--skip-preview",
@@ -236,7 +237,7 @@ def up(stack: str, yes: bool, skip_preview: bool, progress_mode: str) -> None:
 
 
 @click.command()
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable outputs.")
 @operator_errors
 def outputs(environment: str, as_json: bool) -> None:
@@ -251,7 +252,7 @@ def outputs(environment: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @operator_errors
 def wheelhouse(environment: str) -> None:
     """Build (or find) the Airflow wheelhouse ENVIRONMENT's model asks for.
@@ -300,7 +301,7 @@ def _read_versions(stack: Stack) -> dict[str, HostReading]:
 
 
 @click.command()
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_stacks)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @operator_errors
 def versions(environment: str, as_json: bool) -> None:

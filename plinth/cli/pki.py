@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from plinth import plan as plan_module
 from plinth.certificates import CertificateSpec, host_certificates
+from plinth.cli.completion import complete_environments
 from plinth.cli.core import OperatorError, operator_errors
 from plinth.context import operator_name
 from plinth.model import Environment, load_environment
@@ -45,7 +46,7 @@ def pki() -> None:
 
 
 @pki.command("init")
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @operator_errors
 def pki_init(environment: str) -> None:
     """Create the root CA and one name-constrained intermediate per datacenter.
@@ -105,7 +106,7 @@ def _certificate_row(
 
 
 @pki.command("status")
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @operator_errors
 def pki_status(environment: str, as_json: bool) -> None:
@@ -165,7 +166,7 @@ def pki_status(environment: str, as_json: bool) -> None:
 
 
 @pki.command("revoke")
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @click.argument("serial")
 @click.option(
     "--reason",
@@ -198,7 +199,7 @@ def pki_revoke(environment: str, serial: str, reason: str, apply_now: bool) -> N
 
 
 @pki.command("refresh-crl")
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @operator_errors
 def pki_refresh_crl(environment: str) -> None:
     """Re-sign every DC's CRL with a new nextUpdate (weekly; then `plinth up`)."""
@@ -211,7 +212,7 @@ def pki_refresh_crl(environment: str) -> None:
 
 
 @pki.command("rotate")
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @click.option(
     "--service",
     required=True,
@@ -240,7 +241,7 @@ def pki_rotate(environment: str, service: str, keys: bool) -> None:
 
 
 @pki.command("client-cert")
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @click.option("--cn", required=True, help="Identity: a PostgreSQL role, an application name.")
 @click.option(
     "--out",
@@ -272,7 +273,7 @@ def _store(environment: str) -> SecretStore:
 
 
 @secrets.command("list")
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @operator_errors
 def secrets_list(environment: str) -> None:
     """Names of the stored secrets (never their values)."""
@@ -281,7 +282,7 @@ def secrets_list(environment: str) -> None:
 
 
 @secrets.command("get")
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @click.argument("name")
 @operator_errors
 def secrets_get(environment: str, name: str) -> None:
@@ -290,7 +291,7 @@ def secrets_get(environment: str, name: str) -> None:
 
 
 @secrets.command("set")
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @click.argument("name")
 @operator_errors
 def secrets_set(environment: str, name: str) -> None:
@@ -306,7 +307,7 @@ def secrets_set(environment: str, name: str) -> None:
 
 
 @secrets.command("generate")
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @click.argument("name")
 @click.option(
     "--kind", type=click.Choice(["urlsafe", "hex", "fernet"]), default="urlsafe", show_default=True

@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from plinth.cli.completion import complete_environments
 from plinth.cli.core import OperatorError, operator_errors
 from plinth.model import Environment, Host, Role
 from plinth.rabbitmq_sync import (
@@ -121,7 +122,7 @@ def rabbitmq() -> None:
 
 
 @rabbitmq.command("sync-definitions")
-@click.argument("environment")
+@click.argument("environment", shell_complete=complete_environments)
 @click.option("--dry", is_flag=True, help="List what would be created; change nothing.")
 @operator_errors
 def sync_definitions(environment: str, dry: bool) -> None:
