@@ -50,7 +50,8 @@ def refuse(host: Any, message: str) -> bool:
 
 def note(host: Any, message: str) -> None:
     host.log(message, logger.info)
-    progress.note(host.name, message)
+    # fakes in the roll tests carry no name; real pyinfra hosts always do
+    progress.note(getattr(host, "name", "?"), message)
 
 
 def wait_for(
