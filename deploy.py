@@ -11,17 +11,19 @@ typed model. The order, and why:
 3. host TLS: keys made on the host, certificates signed from CSRs, CRLs. Every
    TLS-speaking component after this finds its certificate in place.
 4. etcd (Patroni's DCS), one member at a time when it restarts.
-5. Patroni/PostgreSQL (needs etcd), then haproxy/keepalived (route to its primary).
-6. Redis + Sentinel (their packages come with the cell's, before host TLS: the keys
+5. Patroni/PostgreSQL (needs etcd), then haproxy (routes to its primary).
+6. the edge: the registry before nginx (its upstream); every host trusts the DC's
+   registry.
+7. keepalived after haproxy and nginx: a VIP moves only to a node whose service (the
+   PostgreSQL route, the edge) is already configured.
+8. Redis + Sentinel (their packages come with the cell's, before host TLS: the keys
    belong to its service user, ``redis`` or ``valkey`` by release).
-7. the edge: the registry before nginx (its upstream), nginx before keepalived moves
-   the edge VIP to it; every host trusts the DC's registry.
-8. RabbitMQ (needs only host TLS): Airflow's broker, before the stateless tier.
-9. Airflow last (offline install from the controller's wheelhouse); MinIO, when it
-   lands, before the stateless tier too; nginx before Airflow's api-server. With
-   ``components.airflow.services`` (off by default) the ``airflow`` user comes before
-   host TLS (it owns the Airflow certificates' keys), the role and database with
-   Patroni's, and the configuration and units after the install.
+9. RabbitMQ (needs only host TLS): Airflow's broker, before the stateless tier.
+10. Airflow last (offline install from the controller's wheelhouse; needs PostgreSQL
+   and RabbitMQ, and nginx before its api-server); MinIO, when it lands, before the
+   stateless tier too. With ``components.airflow.services`` (off by default) the
+   ``airflow`` user comes before host TLS (it owns the Airflow certificates' keys), the
+   role and database with Patroni's, and the configuration and units after the install.
 
 squid comes first: the squid hosts run the base deploy, their packages and squid
 before any other host starts its base deploy (an ordering point every host passes,

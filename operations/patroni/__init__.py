@@ -1,4 +1,6 @@
-"""Patroni + PostgreSQL 15: the DC's HA database cell (and the cell's packages).
+"""Patroni + PostgreSQL: the DC's HA database cell (and the cell's packages).
+
+PostgreSQL 15 on Debian 12, 17 on Debian 13 (the release table, plinth/releases.py).
 
 The cell's packages are installed first, not started (before host TLS, so the service
 users that own the keys exist). Patroni is configured after etcd, its DCS.
