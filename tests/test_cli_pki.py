@@ -89,3 +89,63 @@ def test_secrets_round_trip_without_values_on_the_command_line(project: Path) ->
     assert code == 1 and "already exists" in err
     code, _, err = run("secrets", "get", "example-prod", "nosuch")
     assert code == 1 and err.startswith("error: ")
+
+
+def _state(project: Path) -> Path:
+    return project / "inventory" / "example-prod"
+
+
+def test_a_weak_first_passphrase_is_refused_and_nothing_is_written(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PLINTH_PASSPHRASE", "hunter2")
+    for command in (
+        ("pki", "init", "example-prod"),
+        ("secrets", "generate", "example-prod", "airflow-fernet-key"),
+    ):
+        code, _, err = run(*command)
+        assert code == 1 and "at least 12 characters" in err and "hunter2" not in err
+        assert not _state(project).exists()
+
+
+def test_secrets_are_not_written_under_a_passphrase_the_ca_refuses(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run("pki", "init", "example-prod")[0] == 0
+    monkeypatch.setenv("PLINTH_PASSPHRASE", "another-long-passphrase-entirely")
+    code, _, err = run("secrets", "generate", "example-prod", "airflow-fernet-key")
+    assert code == 1 and "cannot decrypt pki/root.key.enc: wrong PLINTH_PASSPHRASE" in err
+    assert not (_state(project) / "secrets.json").exists()
+    code, _, err = run("secrets", "set", "example-prod", "token", stdin="value\n")
+    assert code == 1 and not (_state(project) / "secrets.json").exists()
+
+
+def test_the_ca_is_not_created_under_a_passphrase_the_secrets_refuse(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run("secrets", "set", "example-prod", "token", stdin="value\n")[0] == 0
+    monkeypatch.setenv("PLINTH_PASSPHRASE", "another-long-passphrase-entirely")
+    code, _, err = run("pki", "init", "example-prod")
+    assert code == 1 and "secrets.json" in err and "wrong PLINTH_PASSPHRASE" in err
+    assert not (_state(project) / "pki").exists()
+
+
+def test_rekey_command_rewrites_old_files_once(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from plinth.pki import PkiStore
+
+    assert run("pki", "init", "example-prod")[0] == 0
+    store = PkiStore(_state(project))
+    legacy = store.root_key(PASSPHRASE).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(PASSPHRASE.encode()),
+    )
+    store.root_key_path.write_bytes(legacy)
+    code, out, _ = run("pki", "rekey", "example-prod")
+    assert code == 0 and out.strip() == "rekeyed pki/root.key.enc"
+    code, out, _ = run("pki", "rekey", "example-prod")
+    assert code == 0 and out.startswith("nothing to rekey")

@@ -13,8 +13,9 @@ import click
 
 from plinth import outputs as outputs_module
 from plinth import plan as plan_module
+from plinth.at_rest import weak_protection
 from plinth.model import ModelError, load_environment
-from plinth.passphrase import PassphraseMissing
+from plinth.passphrase import PassphraseMissing, WeakPassphrase
 from plinth.pki import PkiError, PkiStore, crl_warnings
 from plinth.provision import ensure_pki, ensure_secrets
 from plinth.secrets import SecretsError
@@ -55,6 +56,7 @@ def operator_errors(func: Callable[P, R]) -> Callable[P, R]:
             PkiError,
             SecretsError,
             PassphraseMissing,
+            WeakPassphrase,
         ) as error:
             raise OperatorError(str(error)) from None
 
@@ -124,6 +126,8 @@ def _stacks(target: str) -> list[Stack]:
     for created in ensure_pki(env):
         click.echo(f"pki: created {created}", err=True)
     for warning in crl_warnings(PkiStore(state_dir(env.name))):
+        click.echo(f"warning: {warning}", err=True)
+    for warning in weak_protection(state_dir(env.name), env.name):
         click.echo(f"warning: {warning}", err=True)
     return stacks
 

@@ -14,6 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from plinth import plan as plan_module
+from plinth.at_rest import prove_passphrase, rekey
 from plinth.certificates import CertificateSpec, host_certificates
 from plinth.cli.core import OperatorError, operator_errors
 from plinth.context import operator_name
@@ -39,6 +40,14 @@ def _load(environment: str) -> Environment:
     return load_environment(environment_file(environment))
 
 
+def _proven_passphrase(env: Environment) -> str:
+    """The passphrase, after it opened every CA key and secrets.json the environment has
+    (or, when it has none, passed the strength rule): asked by every command that writes."""
+    passphrase = passphrase_for(env)
+    prove_passphrase(state_dir(env.name), env.name, passphrase)
+    return passphrase
+
+
 @click.group()
 def pki() -> None:
     """The platform PKI: offline root, per-DC intermediates, leaves issued on the hosts."""
@@ -54,7 +63,11 @@ def pki_init(environment: str) -> None:
     intermediate. Needs PLINTH_PASSPHRASE (the lab keeps its own).
     """
     env = _load(environment)
-    created = init_pki(state_dir(env.name), env.name, datacenter_trust(env), passphrase_for(env))
+    store = PkiStore(state_dir(env.name))
+    complete = store.initialized() and all(dc.name in store.datacenters() for dc in env.datacenters)
+    # A re-run that creates nothing needs no proof (and works with the root key offline).
+    passphrase = passphrase_for(env) if complete else _proven_passphrase(env)
+    created = init_pki(state_dir(env.name), env.name, datacenter_trust(env), passphrase)
     if not created:
         click.echo(f"PKI of {env.name} already complete ({state_dir(env.name) / 'pki'})")
     for path in created:
@@ -185,7 +198,7 @@ def pki_revoke(environment: str, serial: str, reason: str, apply_now: bool) -> N
     """Revoke certificate SERIAL (hex, as in the issuance log) and regenerate its DC's CRL."""
     env = _load(environment)
     store = PkiStore(state_dir(env.name))
-    revoked = revoke(store, serial, passphrase_for(env), reason, operator=operator_name())
+    revoked = revoke(store, serial, _proven_passphrase(env), reason, operator=operator_name())
     click.echo(
         f"revoked {serial} ({revoked.subject}) in {revoked.dc}: CRL number {revoked.crl_number}"
     )
@@ -204,10 +217,31 @@ def pki_refresh_crl(environment: str) -> None:
     """Re-sign every DC's CRL with a new nextUpdate (weekly; then `plinth up`)."""
     env = _load(environment)
     store = PkiStore(state_dir(env.name))
+    passphrase = _proven_passphrase(env)
     for dc in store.datacenters():
-        number = refresh_crl(store, dc, passphrase_for(env))
+        number = refresh_crl(store, dc, passphrase)
         click.echo(f"{dc}: CRL number {number}")
     click.echo(f"push them to the hosts with: plinth up {env.name}")
+
+
+@pki.command("rekey")
+@click.argument("environment")
+@operator_errors
+def pki_rekey(environment: str) -> None:
+    """Re-encrypt CA keys and secrets.json written with a weak key derivation.
+
+    Earlier plinth versions encrypted CA keys with PBKDF2 (2,048 iterations) and secrets.json
+    with scrypt n=2^15; both still open, and `plinth preview`/`up` warn about them. This
+    rewrites them with scrypt n=2^17 r=8 p=1 under the same passphrase, each file replaced
+    atomically (0600); nothing is written unless the passphrase opens every file. Commit
+    the result. Run it on the offline machine too if the root key lives there.
+    """
+    env = _load(environment)
+    rewritten = rekey(state_dir(env.name), env.name, passphrase_for(env))
+    if not rewritten:
+        click.echo(f"nothing to rekey: every encrypted file of {env.name} is already strong")
+    for path in rewritten:
+        click.echo(f"rekeyed {path}")
 
 
 @pki.command("rotate")
@@ -256,7 +290,7 @@ def pki_client_cert(environment: str, cn: str, out_dir: Path, datacenter: str | 
     env = _load(environment)
     dc = datacenter or env.datacenters[0].name
     store = PkiStore(state_dir(env.name))
-    bundle = issue_client_bundle(store, dc, cn, out_dir, passphrase_for(env), operator_name())
+    bundle = issue_client_bundle(store, dc, cn, out_dir, _proven_passphrase(env), operator_name())
     click.echo(f"key:  {bundle.key_path}\ncert: {bundle.cert_path}\nCA:   {bundle.ca_path}")
     click.echo(f"serial {bundle.issued.serial:X}, valid until {bundle.issued.not_after:%Y-%m-%d}")
 
@@ -266,9 +300,10 @@ def secrets() -> None:
     """Encrypted secrets stored beside the environment (AES-GCM, scrypt from the passphrase)."""
 
 
-def _store(environment: str) -> SecretStore:
+def _store(environment: str, *, writing: bool = False) -> SecretStore:
     env = _load(environment)
-    return SecretStore(state_dir(env.name) / "secrets.json", passphrase_for(env))
+    passphrase = _proven_passphrase(env) if writing else passphrase_for(env)
+    return SecretStore(state_dir(env.name) / "secrets.json", passphrase)
 
 
 @secrets.command("list")
@@ -301,7 +336,7 @@ def secrets_set(environment: str, name: str) -> None:
         value = sys.stdin.read().rstrip("\n")
     if not value:
         raise OperatorError(f"empty value for {name}: nothing stored")
-    _store(environment).set(name, value)
+    _store(environment, writing=True).set(name, value)
     click.echo(f"stored {name}")
 
 
@@ -315,7 +350,7 @@ def secrets_set(environment: str, name: str) -> None:
 @operator_errors
 def secrets_generate(environment: str, name: str, kind: str, force: bool) -> None:
     """Generate a random value for NAME (kept if it exists, unless --force)."""
-    store = _store(environment)
+    store = _store(environment, writing=True)
     if name in store.names() and not force:
         raise OperatorError(f"{name} already exists: use --force to replace it")
     store.generate(name, alphabet=kind)  # type: ignore[arg-type]
