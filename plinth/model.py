@@ -43,6 +43,14 @@ DNS_DOMAIN_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
+# PostgreSQL roles Patroni itself creates and logs in as: the superuser, replication and
+# pg_rewind. Certificate identities and login roles of the model may not take them.
+SUPERUSER_ROLE = "postgres"
+REPLICATION_ROLE = "replicator"
+REWIND_ROLE = "rewind_user"
+PATRONI_ROLES = (SUPERUSER_ROLE, REPLICATION_ROLE, REWIND_ROLE)
+
+
 class Role(StrEnum):
     """What a host runs. Each role belongs to exactly one component (see ROLE_COMPONENT)."""
 
@@ -315,11 +323,10 @@ class PatroniSettings(Frozen):
     @field_validator("login_roles")
     @classmethod
     def _role_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        reserved = {"postgres", "replicator", "rewind_user"}
         for role in value:
             if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
                 raise ValueError(f"{role!r} is not a plain PostgreSQL role name ([a-z_][a-z0-9_]*)")
-            if role in reserved:
+            if role in PATRONI_ROLES:
                 raise ValueError(f"{role!r} is reserved for Patroni")
         return value
 
@@ -1001,7 +1008,7 @@ def _airflow_problems(env: Environment) -> Iterator[str]:
             f"{where}.identity: RabbitMQ user {airflow.identity!r} with a permission on vhost "
             f"{airflow.broker_vhost!r} is missing from components.rabbitmq.users"
         )
-    if airflow.identity in {"postgres", "replicator", "rewind_user"}:
+    if airflow.identity in PATRONI_ROLES:
         yield f"{where}.identity: {airflow.identity!r} is reserved for Patroni"
     if env.hosts_with(Role.AIRFLOW_API):
         # The UI and API are reached through nginx (TLS to the client, TLS again to the

@@ -149,3 +149,79 @@ def test_rekey_command_rewrites_old_files_once(
     assert code == 0 and out.strip() == "rekeyed pki/root.key.enc"
     code, out, _ = run("pki", "rekey", "example-prod")
     assert code == 0 and out.startswith("nothing to rekey")
+
+
+@pytest.mark.parametrize(
+    ("cn", "why"),
+    [
+        ("airflow", "Airflow's identity (components.airflow.identity)"),
+        ("AIRFLOW", "Airflow's identity"),
+        ("registry-push", "write through the registry virtual host"),
+        ("postgres", "a PostgreSQL role Patroni itself logs in as"),
+        ("replicator", "the platform issues it to dc1-db1 (its pg-replicator certificate)"),
+        ("rewind_user", "its pg-rewind certificate"),
+        ("dc1-db1.dc1.grid.plinth.internal", "the platform issues it to dc1-db1 (its host"),
+        ("dc2-edge1", "it is the name of host dc2-edge1"),
+    ],
+)
+def test_client_cert_refuses_reserved_identities_and_writes_nothing(
+    project: Path, cn: str, why: str
+) -> None:
+    assert run("pki", "init", "example-prod")[0] == 0
+    log = _state(project) / "pki" / "issued.jsonl"
+    code, _, err = run(
+        "pki", "client-cert", "example-prod", "--cn", cn, "--out", str(project / "c")
+    )
+    assert code == 1
+    assert err.startswith(f"error: client identity {cn!r} is reserved: ") and why in err
+    assert "no certificate issued" in err
+    assert not log.exists() and not (project / "c").exists()
+
+
+def test_client_cert_refuses_a_datacenter_the_environment_lacks(project: Path) -> None:
+    assert run("pki", "init", "example-prod")[0] == 0
+    code, _, err = run(
+        "pki",
+        "client-cert",
+        "example-prod",
+        "--cn",
+        "app",
+        "--dc",
+        "dc3",
+        "--out",
+        str(project / "c"),
+    )
+    assert code == 1
+    assert err.strip() == (
+        "error: unknown datacenter 'dc3': environment example-prod has dc1, dc2; no "
+        "certificate issued"
+    )
+    assert not (project / "c").exists()
+
+
+def test_a_reserved_identity_is_issued_only_when_asked_and_logged_as_such(project: Path) -> None:
+    assert run("pki", "init", "example-prod")[0] == 0
+    code, _, _ = run(
+        "pki",
+        "client-cert",
+        "example-prod",
+        "--cn",
+        "registry-push",
+        "--reserved-identity",
+        "--out",
+        str(project / "c"),
+    )
+    assert code == 0 and (project / "c" / "registry-push.crt").exists()
+    log = (_state(project) / "pki" / "issued.jsonl").read_text()
+    assert '"service":"client-reserved:registry-push"' in log
+
+
+def test_reserved_identities_follow_the_model(project: Path) -> None:
+    from plinth.certificates import reserved_client_identities
+    from plinth.model import load_environment
+
+    env = load_environment(project / "inventory" / "example-prod.yaml")
+    reserved = reserved_client_identities(env)
+    assert {"postgres", "replicator", "rewind_user", "airflow", "registry-push"} <= set(reserved)
+    assert all(env.fqdn(h) in reserved and h.name in reserved for h in env.hosts)
+    assert "grid-etl" not in reserved and "plinth_probe" not in reserved

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from plinth import plan as plan_module
 from plinth.at_rest import prove_passphrase, rekey
-from plinth.certificates import CertificateSpec, host_certificates
+from plinth.certificates import CertificateSpec, host_certificates, reserved_client_identities
 from plinth.cli.core import OperatorError, operator_errors
 from plinth.context import operator_name
 from plinth.model import Environment, load_environment
@@ -284,13 +284,48 @@ def pki_rotate(environment: str, service: str, keys: bool) -> None:
     help="Directory for <cn>.key, <cn>.crt and ca.crt.",
 )
 @click.option("--dc", "datacenter", default=None, help="Issuing datacenter (default: first).")
+@click.option(
+    "--reserved-identity",
+    "reserved_ok",
+    is_flag=True,
+    help="Issue a CN the platform reserves (a component's identity, a host, a write "
+    "identity); the issuance log records it. For break-glass and lab checks only.",
+)
 @operator_errors
-def pki_client_cert(environment: str, cn: str, out_dir: Path, datacenter: str | None) -> None:
-    """Key, certificate and CA bundle for an application or operator identity (mTLS client)."""
+def pki_client_cert(
+    environment: str, cn: str, out_dir: Path, datacenter: str | None, reserved_ok: bool
+) -> None:
+    """Key, certificate and CA bundle for an application or operator identity (mTLS client).
+
+    Refused, with nothing written: a DC the environment does not have, and a CN the platform
+    reserves (a host's name, an identity the platform issues to its own components, a
+    PostgreSQL role of Patroni's, an identity a virtual host grants writes to) unless
+    --reserved-identity says that is meant.
+    """
     env = _load(environment)
     dc = datacenter or env.datacenters[0].name
+    if dc not in env.datacenters_by_name:
+        known = ", ".join(d.name for d in env.datacenters)
+        raise OperatorError(
+            f"unknown datacenter {dc!r}: environment {env.name} has {known}; no certificate issued"
+        )
+    why = reserved_client_identities(env).get(cn.lower().removesuffix("."))
+    if why and not reserved_ok:
+        raise OperatorError(
+            f"client identity {cn!r} is reserved: {why}. A certificate for it would act as "
+            "that identity; no certificate issued (--reserved-identity if that is really "
+            "meant)"
+        )
     store = PkiStore(state_dir(env.name))
-    bundle = issue_client_bundle(store, dc, cn, out_dir, _proven_passphrase(env), operator_name())
+    bundle = issue_client_bundle(
+        store,
+        dc,
+        cn,
+        out_dir,
+        _proven_passphrase(env),
+        operator_name(),
+        service=f"client-reserved:{cn}" if why else None,
+    )
     click.echo(f"key:  {bundle.key_path}\ncert: {bundle.cert_path}\nCA:   {bundle.ca_path}")
     click.echo(f"serial {bundle.issued.serial:X}, valid until {bundle.issued.not_after:%Y-%m-%d}")
 
