@@ -14,15 +14,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plinth.model import AIRFLOW_ROLES, Environment, Host, Role
+from plinth.model import (
+    AIRFLOW_ROLES,
+    PATRONI_ROLES,
+    REPLICATION_ROLE,
+    REWIND_ROLE,
+    Environment,
+    Host,
+    Role,
+)
 from plinth.pki import Profile
 
 TLS_ROOT = "/etc/plinth/tls"
-
-# PostgreSQL roles Patroni itself uses; their client certificates carry these CNs
-# (pg_hba ``clientcert=verify-full`` maps CN to the role).
-REPLICATION_ROLE = "replicator"
-REWIND_ROLE = "rewind_user"
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ def host_certificates(env: Environment, host: Host) -> list[CertificateSpec]:
                 "postgres",
             )
         )
+        # Patroni's own PostgreSQL roles log in with these (pg_hba ``clientcert=verify-full``
+        # maps CN to role).
         for service, role in (("pg-replicator", REPLICATION_ROLE), ("pg-rewind", REWIND_ROLE)):
             specs.append(
                 CertificateSpec(service, Profile.CLIENT, role, (), (), "postgres", "postgres")
@@ -190,6 +195,46 @@ def host_certificates(env: Environment, host: Host) -> list[CertificateSpec]:
                 )
             )
     return specs
+
+
+def reserved_client_identities(env: Environment) -> dict[str, str]:
+    """Client CNs ``plinth pki client-cert`` refuses, lower-cased, each with the reason.
+
+    Derived, not listed by hand: every CN :func:`host_certificates` gives any host (host and
+    member FQDNs, Patroni's replication and rewind roles, Airflow's identity...), every
+    host's short name and FQDN, Patroni's own PostgreSQL roles, Airflow's identity even with
+    its services off, and every identity a virtual host grants writes to. A certificate for
+    one of them would let its holder act as a platform component or with its privileges.
+    """
+    reserved: dict[str, str] = {}
+
+    def add(identity: str, why: str) -> None:
+        reserved.setdefault(identity.lower().removesuffix("."), why)
+
+    for host in env.hosts:
+        for spec in host_certificates(env, host):
+            add(
+                spec.common_name,
+                f"the platform issues it to {host.name} (its {spec.service} certificate)",
+            )
+        add(env.fqdn(host), f"it is the name of host {host.name}")
+        add(host.name, f"it is the name of host {host.name}")
+    for role in PATRONI_ROLES:
+        add(role, "it is a PostgreSQL role Patroni itself logs in as")
+    airflow = env.components.airflow
+    add(
+        airflow.identity,
+        "it is Airflow's identity (components.airflow.identity): the PostgreSQL role and "
+        "RabbitMQ user of the Airflow hosts",
+    )
+    for index, vhost in enumerate(env.components.nginx.virtual_hosts):
+        for identity in vhost.write_identities:
+            add(
+                identity,
+                f"it may write through the {vhost.name} virtual host "
+                f"(components.nginx.virtual_hosts[{index}].write_identities)",
+            )
+    return reserved
 
 
 def crl_path(datacenter: str) -> str:

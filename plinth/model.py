@@ -6,7 +6,9 @@ host is touched: :func:`load_environment` collects **every** problem and raises
 one :class:`ModelError` whose lines each name the file and the field path.
 
 How values combine: every field has a documented default here (the only place
-defaults live); the environment file overrides them. Per-host differences are
+defaults live); the environment file overrides them. Settings maps with defaults
+(``base.sysctl``, ``patroni.parameters``) are merged key by key instead: the file's keys
+override or add, ``null`` removes a default (:func:`merged_over_defaults`). Per-host differences are
 expressed by roles, never by per-host copies of component settings.
 
 Clusters are scoped to one datacenter by construction: the etcd cluster of DC
@@ -41,6 +43,14 @@ NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 DNS_DOMAIN_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+# PostgreSQL roles Patroni itself creates and logs in as: the superuser, replication and
+# pg_rewind. Certificate identities and login roles of the model may not take them.
+SUPERUSER_ROLE = "postgres"
+REPLICATION_ROLE = "replicator"
+REWIND_ROLE = "rewind_user"
+PATRONI_ROLES = (SUPERUSER_ROLE, REPLICATION_ROLE, REWIND_ROLE)
 
 
 class Role(StrEnum):
@@ -194,28 +204,86 @@ class Vip(Frozen):
     """Service names reachable behind this VIP (postgresql, registry, airflow...)."""
 
 
+DEFAULT_SYSCTL: dict[str, str] = {
+    "net.ipv4.tcp_keepalive_time": "60",
+    "net.ipv4.tcp_keepalive_intvl": "10",
+    "net.ipv4.tcp_keepalive_probes": "6",
+    "net.ipv4.ip_nonlocal_bind": "1",
+    "net.core.somaxconn": "4096",
+    "vm.swappiness": "1",
+    "kernel.kptr_restrict": "2",
+    "kernel.dmesg_restrict": "1",
+    "net.ipv4.conf.all.rp_filter": "1",
+    "net.ipv4.conf.all.accept_redirects": "0",
+    "net.ipv4.conf.all.send_redirects": "0",
+}
+
+DEFAULT_POSTGRESQL_PARAMETERS: dict[str, str] = {
+    "max_connections": "200",
+    "shared_buffers": "128MB",
+    "wal_level": "replica",
+    "hot_standby": "on",
+    "max_wal_senders": "10",
+    "max_replication_slots": "10",
+    "wal_log_hints": "on",
+    "password_encryption": "scram-sha-256",
+    "ssl_min_protocol_version": "TLSv1.2",
+    "log_connections": "on",
+    "log_disconnections": "on",
+    # A synchronous standby cut off from the primary holds every commit until its
+    # walsender gives up (PostgreSQL's default: 60 s); only then does Patroni name
+    # another synchronous standby. 10 s bounds that stall (keepalives go out at
+    # half of it, answered at once by a live standby).
+    "wal_sender_timeout": "10s",
+    "wal_receiver_timeout": "10s",
+}
+
+
+def merged_over_defaults(defaults: dict[str, str], value: object) -> object:
+    """A settings map from the environment file merged over its defaults.
+
+    Replacing the whole map when one key is set would silently drop the hardening defaults
+    beside it, so the file's keys are laid over the defaults instead; ``null`` removes a
+    default. A ``null`` for a key with no default is an error (a typo would otherwise keep
+    the default it meant to remove). Anything but a mapping is passed on unchanged for
+    pydantic to report with its field path.
+    """
+    if not isinstance(value, dict):
+        return value
+    unknown = sorted(str(k) for k, v in value.items() if v is None and k not in defaults)
+    if unknown:
+        raise ValueError(
+            f"null removes a default, but there is no default named {', '.join(unknown)} "
+            f"(defaults: {', '.join(defaults)})"
+        )
+    merged: dict[object, object] = {}
+    merged.update(defaults)
+    for key, item in value.items():
+        if item is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = item
+    return merged
+
+
 class BaseSettings(Frozen):
     timezone: str = "UTC"
     """Host time zone."""
     ntp_servers: tuple[str, ...] = ()
     """NTP servers for chrony. Empty: Debian's pool (not reachable from an OT network)."""
-    sysctl: dict[str, str] = Field(
-        default_factory=lambda: {
-            "net.ipv4.tcp_keepalive_time": "60",
-            "net.ipv4.tcp_keepalive_intvl": "10",
-            "net.ipv4.tcp_keepalive_probes": "6",
-            "net.ipv4.ip_nonlocal_bind": "1",
-            "net.core.somaxconn": "4096",
-            "vm.swappiness": "1",
-            "kernel.kptr_restrict": "2",
-            "kernel.dmesg_restrict": "1",
-            "net.ipv4.conf.all.rp_filter": "1",
-            "net.ipv4.conf.all.accept_redirects": "0",
-            "net.ipv4.conf.all.send_redirects": "0",
-        }
-    )
+    sysctl: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_SYSCTL))
     """Kernel settings written to /etc/sysctl.d/60-plinth.conf. Keepalives detect dead
-    peers within ~2 minutes; ``ip_nonlocal_bind`` lets haproxy bind a VIP it does not hold."""
+    peers within ~2 minutes; ``ip_nonlocal_bind`` lets haproxy bind a VIP it does not hold;
+    the ``kernel.*`` and ``net.ipv4.conf.all.*`` keys are hardening. The environment's keys
+    are merged over these defaults, never replace them: setting ``vm.swappiness`` keeps
+    every other default, and a key set to ``null`` removes that default (on purpose, in
+    the file where a reviewer sees it)."""
+
+    @field_validator("sysctl", mode="before")
+    @classmethod
+    def _sysctl_over_defaults(cls, value: object) -> object:
+        return merged_over_defaults(DEFAULT_SYSCTL, value)
+
     journald_max_use: str = "1G"
     """Cap of the persistent journal (``SystemMaxUse``)."""
     packages: tuple[str, ...] = (
@@ -281,31 +349,21 @@ class PatroniSettings(Frozen):
     """Bytes a replica may lag and still be promoted (synchronous standbys never lag)."""
     replica_max_lag: str = "16MB"
     """Lag above which haproxy's replica port stops routing to a replica (``/replica?lag=``)."""
-    parameters: dict[str, str] = Field(
-        default_factory=lambda: {
-            "max_connections": "200",
-            "shared_buffers": "128MB",
-            "wal_level": "replica",
-            "hot_standby": "on",
-            "max_wal_senders": "10",
-            "max_replication_slots": "10",
-            "wal_log_hints": "on",
-            "password_encryption": "scram-sha-256",
-            "ssl_min_protocol_version": "TLSv1.2",
-            "log_connections": "on",
-            "log_disconnections": "on",
-            # A synchronous standby cut off from the primary holds every commit until its
-            # walsender gives up (PostgreSQL's default: 60 s); only then does Patroni name
-            # another synchronous standby. 10 s bounds that stall (keepalives go out at
-            # half of it, answered at once by a live standby).
-            "wal_sender_timeout": "10s",
-            "wal_receiver_timeout": "10s",
-        }
-    )
+    parameters: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_POSTGRESQL_PARAMETERS))
     """PostgreSQL settings kept in Patroni's dynamic configuration (in etcd). After the
     bootstrap they are changed through Patroni's REST API (``PATCH /config``), never in
     files Patroni owns; a setting that needs a restart is rolled replicas first, one
-    switchover, old primary last. Values are strings, as PostgreSQL prints them."""
+    switchover, old primary last. Values are strings, as PostgreSQL prints them. The
+    environment's keys are merged over these defaults, never replace them: setting
+    ``max_connections`` keeps ``ssl_min_protocol_version``, ``password_encryption`` and the
+    rest, and a key set to ``null`` removes that default (no longer managed: a running
+    cluster keeps its current value until it is removed in Patroni)."""
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _parameters_over_defaults(cls, value: object) -> object:
+        return merged_over_defaults(DEFAULT_POSTGRESQL_PARAMETERS, value)
+
     login_roles: tuple[str, ...] = ("plinth_probe",)
     """Roles that log in with a client certificate alone (CN = role, from
     ``plinth pki client-cert ENV --cn ROLE``); each is created on the primary with LOGIN and
@@ -315,11 +373,10 @@ class PatroniSettings(Frozen):
     @field_validator("login_roles")
     @classmethod
     def _role_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        reserved = {"postgres", "replicator", "rewind_user"}
         for role in value:
             if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
                 raise ValueError(f"{role!r} is not a plain PostgreSQL role name ([a-z_][a-z0-9_]*)")
-            if role in reserved:
+            if role in PATRONI_ROLES:
                 raise ValueError(f"{role!r} is reserved for Patroni")
         return value
 
@@ -1001,7 +1058,7 @@ def _airflow_problems(env: Environment) -> Iterator[str]:
             f"{where}.identity: RabbitMQ user {airflow.identity!r} with a permission on vhost "
             f"{airflow.broker_vhost!r} is missing from components.rabbitmq.users"
         )
-    if airflow.identity in {"postgres", "replicator", "rewind_user"}:
+    if airflow.identity in PATRONI_ROLES:
         yield f"{where}.identity: {airflow.identity!r} is reserved for Patroni"
     if env.hosts_with(Role.AIRFLOW_API):
         # The UI and API are reached through nginx (TLS to the client, TLS again to the

@@ -6,6 +6,7 @@ components need, generated once and stored encrypted (never defaults in code).
 
 from __future__ import annotations
 
+from plinth.at_rest import prove_passphrase
 from plinth.model import Environment
 from plinth.passphrase import get_passphrase
 from plinth.pki import DatacenterTrust, PkiError, PkiStore, init_pki
@@ -32,7 +33,9 @@ def ensure_pki(env: Environment) -> list[str]:
             f"environment {env.name!r} has no intermediate for {', '.join(missing_dcs)}: run "
             f"`plinth pki init {env.name}` (with the root key at hand) first"
         )
-    return init_pki(state_dir(env.name), env.name, datacenter_trust(env), passphrase_for(env))
+    passphrase = passphrase_for(env)
+    prove_passphrase(state_dir(env.name), env.name, passphrase)
+    return init_pki(state_dir(env.name), env.name, datacenter_trust(env), passphrase)
 
 
 # Secrets each component needs, by the role that needs them: generated on the first
@@ -72,8 +75,16 @@ def required_secrets(env: Environment) -> dict[str, str]:
 
 
 def ensure_secrets(env: Environment) -> list[str]:
-    """Generate the secrets the environment's components need; names of those created."""
-    store = SecretStore(state_dir(env.name) / "secrets.json", passphrase_for(env))
+    """Generate the secrets the environment's components need; names of those created.
+
+    Opening the store proves the passphrase against secrets.json; before anything is added
+    it must open the CA keys too (or, for a brand-new environment, pass the strength rule).
+    """
+    passphrase = passphrase_for(env)
+    store = SecretStore(state_dir(env.name) / "secrets.json", passphrase)
+    if all(name in store for name in required_secrets(env)):
+        return []
+    prove_passphrase(state_dir(env.name), env.name, passphrase)
     return [
         name
         for name, kind in sorted(required_secrets(env).items())

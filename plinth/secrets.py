@@ -3,13 +3,18 @@
 Format::
 
     {"version": 1,
-     "kdf": {"name": "scrypt", "salt": "<b64>", "n": 32768, "r": 8, "p": 1},
+     "kdf": {"name": "scrypt", "salt": "<b64>", "n": 131072, "r": 8, "p": 1},
+     "check": {"nonce": "<b64>", "ciphertext": "<b64>"},
      "secrets": {"<name>": {"nonce": "<b64>", "ciphertext": "<b64>"}}}
 
-Each value is AES-256-GCM encrypted with a key derived from the passphrase by scrypt; the
-secret's name is the associated data, so a ciphertext copied under another name fails to
-decrypt instead of silently handing one service another's password. Names stay in clear so
-diffs show which secret changed, never its value.
+Each value is AES-256-GCM encrypted with a key derived from the passphrase by scrypt (the
+cost rule of :mod:`plinth.pki.kdf`, shared with the CA keys); the secret's name is the
+associated data, so a ciphertext copied under another name fails to decrypt instead of
+silently handing one service another's password. Names stay in clear so diffs show which
+secret changed, never its value. ``check`` encrypts nothing under the same key, so even a
+file without secrets proves the passphrase (older files lack it; earlier plinth versions
+ignore it). Files written with n=32768 by earlier versions still open; ``plinth pki rekey``
+rewrites them at the strong cost.
 """
 
 from __future__ import annotations
@@ -24,14 +29,12 @@ from typing import Any, Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from plinth.pki.fs import atomic_write
+from plinth.pki.kdf import SALT_LENGTH, STRONG, ScryptCost, derive_key
 
 FORMAT_VERSION = 1
-SCRYPT_N = 2**15
-SCRYPT_R = 8
-SCRYPT_P = 1
+_CHECK_AAD = b"plinth secrets.json passphrase check"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 
 Alphabet = Literal["urlsafe", "hex", "fernet"]
@@ -94,20 +97,50 @@ class SecretStore:
             raise SecretsError(f"{path}: empty passphrase")
         self.path = Path(path)
         self._entries: dict[str, dict[str, str]] = {}
+        check: dict[str, str] | None = None
         if self.path.exists():
             data = self._load()
             kdf = data["kdf"]
             self._salt = _b64decode(kdf["salt"], self.path)
-            self._kdf = (int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
+            try:
+                self._cost = ScryptCost(int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
+                self._cost.check_plausible()
+            except (KeyError, TypeError, ValueError):
+                raise SecretsError(f"{self.path}: damaged key derivation parameters") from None
             self._entries = data["secrets"]
+            check = data.get("check")
         else:
-            self._salt = os.urandom(16)
-            self._kdf = (SCRYPT_N, SCRYPT_R, SCRYPT_P)
-        n, r, p = self._kdf
-        key = Scrypt(salt=self._salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
-        self._aead = AESGCM(key)
+            self._salt = os.urandom(SALT_LENGTH)
+            self._cost = STRONG
+        self._aead = AESGCM(derive_key(passphrase, self._salt, self._cost))
+        if check is not None:
+            self._open_check(check)
         for name in self._entries:
             self._decrypt(name)
+
+    @property
+    def exists(self) -> bool:
+        """Whether the file is on disk (a store for a new file holds nothing yet)."""
+        return self.path.exists()
+
+    @property
+    def cost(self) -> ScryptCost:
+        """The scrypt cost the file's key is derived with (weak ones: ``plinth pki rekey``)."""
+        return self._cost
+
+    def rekeyed(self, passphrase: str) -> bytes:
+        """The file's content re-encrypted under a fresh salt at the strong cost (not written:
+        the caller stages it with the CA keys). ``passphrase`` must be the one that opened it."""
+        fresh = SecretStore.__new__(SecretStore)
+        fresh.path = self.path
+        fresh._salt = os.urandom(SALT_LENGTH)
+        fresh._cost = STRONG
+        fresh._aead = AESGCM(derive_key(passphrase, fresh._salt, fresh._cost))
+        fresh._entries = {}
+        for name in self._entries:
+            fresh._entries[name] = fresh._encrypt(name, self._decrypt(name))
+        fresh._open_check(fresh._new_check())  # the passphrase given is the one just used
+        return fresh._serialized()
 
     def __repr__(self) -> str:
         return f"SecretStore({str(self.path)!r})"
@@ -127,9 +160,7 @@ class SecretStore:
         """Store ``value`` under ``name`` (replacing any previous value) and save the file."""
         _check_name(name, self.path)
         clear = value.reveal() if isinstance(value, SecretValue) else value
-        nonce = os.urandom(12)
-        ciphertext = self._aead.encrypt(nonce, clear.encode(), name.encode())
-        self._entries[name] = {"nonce": _b64(nonce), "ciphertext": _b64(ciphertext)}
+        self._entries[name] = self._encrypt(name, clear)
         self._save()
 
     def generate(self, name: str, nbytes: int = 32, alphabet: Alphabet = "urlsafe") -> SecretValue:
@@ -148,6 +179,29 @@ class SecretStore:
             return False
         self.generate(name, nbytes, kind)
         return True
+
+    def _encrypt(self, name: str, clear: str) -> dict[str, str]:
+        nonce = os.urandom(12)
+        ciphertext = self._aead.encrypt(nonce, clear.encode(), name.encode())
+        return {"nonce": _b64(nonce), "ciphertext": _b64(ciphertext)}
+
+    def _new_check(self) -> dict[str, str]:
+        nonce = os.urandom(12)
+        return {
+            "nonce": _b64(nonce),
+            "ciphertext": _b64(self._aead.encrypt(nonce, b"", _CHECK_AAD)),
+        }
+
+    def _open_check(self, check: object) -> None:
+        try:
+            if not isinstance(check, dict):
+                raise TypeError
+            nonce = _b64decode(check["nonce"], self.path)
+            self._aead.decrypt(nonce, _b64decode(check["ciphertext"], self.path), _CHECK_AAD)
+        except (InvalidTag, KeyError, TypeError):
+            raise SecretsError(
+                f"cannot open {self.path}: wrong PLINTH_PASSPHRASE (its passphrase check fails)"
+            ) from None
 
     def _decrypt(self, name: str) -> str:
         entry = self._entries[name]
@@ -175,18 +229,39 @@ class SecretStore:
             raise SecretsError(f"{self.path}: 'secrets' must be an object")
         return data
 
-    def _save(self) -> None:
-        n, r, p = self._kdf
+    def _serialized(self) -> bytes:
         data = {
             "version": FORMAT_VERSION,
-            "kdf": {"name": "scrypt", "salt": _b64(self._salt), "n": n, "r": r, "p": p},
+            "kdf": {
+                "name": "scrypt",
+                "salt": _b64(self._salt),
+                "n": self._cost.n,
+                "r": self._cost.r,
+                "p": self._cost.p,
+            },
+            "check": self._new_check(),
             "secrets": {k: self._entries[k] for k in sorted(self._entries)},
         }
+        return (json.dumps(data, indent=2) + "\n").encode()
+
+    def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            atomic_write(self.path, (json.dumps(data, indent=2) + "\n").encode(), 0o600)
+            atomic_write(self.path, self._serialized(), 0o600)
         except OSError as exc:
             raise SecretsError(f"cannot write {self.path}: {exc.strerror}") from None
+
+
+def stored_cost(path: Path) -> ScryptCost | None:
+    """The scrypt cost ``path`` was written with (read without the passphrase), or None when
+    there is no file; a damaged file is an error naming it."""
+    if not path.exists():
+        return None
+    try:
+        kdf = json.loads(path.read_text())["kdf"]
+        return ScryptCost(int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SecretsError(f"{path}: damaged key derivation parameters") from None
 
 
 def random_secret(nbytes: int = 32, alphabet: Alphabet = "urlsafe") -> str:
@@ -221,4 +296,4 @@ def _b64decode(text: object, path: Path) -> bytes:
         raise SecretsError(f"{path}: damaged entry (invalid base64)") from None
 
 
-__all__ = ["SecretStore", "SecretValue", "SecretsError", "random_secret"]
+__all__ = ["SecretStore", "SecretValue", "SecretsError", "random_secret", "stored_cost"]

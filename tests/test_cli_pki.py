@@ -89,3 +89,139 @@ def test_secrets_round_trip_without_values_on_the_command_line(project: Path) ->
     assert code == 1 and "already exists" in err
     code, _, err = run("secrets", "get", "example-prod", "nosuch")
     assert code == 1 and err.startswith("error: ")
+
+
+def _state(project: Path) -> Path:
+    return project / "inventory" / "example-prod"
+
+
+def test_a_weak_first_passphrase_is_refused_and_nothing_is_written(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PLINTH_PASSPHRASE", "hunter2")
+    for command in (
+        ("pki", "init", "example-prod"),
+        ("secrets", "generate", "example-prod", "airflow-fernet-key"),
+    ):
+        code, _, err = run(*command)
+        assert code == 1 and "at least 12 characters" in err and "hunter2" not in err
+        assert not _state(project).exists()
+
+
+def test_secrets_are_not_written_under_a_passphrase_the_ca_refuses(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run("pki", "init", "example-prod")[0] == 0
+    monkeypatch.setenv("PLINTH_PASSPHRASE", "another-long-passphrase-entirely")
+    code, _, err = run("secrets", "generate", "example-prod", "airflow-fernet-key")
+    assert code == 1 and "cannot decrypt pki/root.key.enc: wrong PLINTH_PASSPHRASE" in err
+    assert not (_state(project) / "secrets.json").exists()
+    code, _, err = run("secrets", "set", "example-prod", "token", stdin="value\n")
+    assert code == 1 and not (_state(project) / "secrets.json").exists()
+
+
+def test_the_ca_is_not_created_under_a_passphrase_the_secrets_refuse(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run("secrets", "set", "example-prod", "token", stdin="value\n")[0] == 0
+    monkeypatch.setenv("PLINTH_PASSPHRASE", "another-long-passphrase-entirely")
+    code, _, err = run("pki", "init", "example-prod")
+    assert code == 1 and "secrets.json" in err and "wrong PLINTH_PASSPHRASE" in err
+    assert not (_state(project) / "pki").exists()
+
+
+def test_rekey_command_rewrites_old_files_once(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from plinth.pki import PkiStore
+
+    assert run("pki", "init", "example-prod")[0] == 0
+    store = PkiStore(_state(project))
+    legacy = store.root_key(PASSPHRASE).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(PASSPHRASE.encode()),
+    )
+    store.root_key_path.write_bytes(legacy)
+    code, out, _ = run("pki", "rekey", "example-prod")
+    assert code == 0 and out.strip() == "rekeyed pki/root.key.enc"
+    code, out, _ = run("pki", "rekey", "example-prod")
+    assert code == 0 and out.startswith("nothing to rekey")
+
+
+@pytest.mark.parametrize(
+    ("cn", "why"),
+    [
+        ("airflow", "Airflow's identity (components.airflow.identity)"),
+        ("AIRFLOW", "Airflow's identity"),
+        ("registry-push", "write through the registry virtual host"),
+        ("postgres", "a PostgreSQL role Patroni itself logs in as"),
+        ("replicator", "the platform issues it to dc1-db1 (its pg-replicator certificate)"),
+        ("rewind_user", "its pg-rewind certificate"),
+        ("dc1-db1.dc1.grid.plinth.internal", "the platform issues it to dc1-db1 (its host"),
+        ("dc2-edge1", "it is the name of host dc2-edge1"),
+    ],
+)
+def test_client_cert_refuses_reserved_identities_and_writes_nothing(
+    project: Path, cn: str, why: str
+) -> None:
+    assert run("pki", "init", "example-prod")[0] == 0
+    log = _state(project) / "pki" / "issued.jsonl"
+    code, _, err = run(
+        "pki", "client-cert", "example-prod", "--cn", cn, "--out", str(project / "c")
+    )
+    assert code == 1
+    assert err.startswith(f"error: client identity {cn!r} is reserved: ") and why in err
+    assert "no certificate issued" in err
+    assert not log.exists() and not (project / "c").exists()
+
+
+def test_client_cert_refuses_a_datacenter_the_environment_lacks(project: Path) -> None:
+    assert run("pki", "init", "example-prod")[0] == 0
+    code, _, err = run(
+        "pki",
+        "client-cert",
+        "example-prod",
+        "--cn",
+        "app",
+        "--dc",
+        "dc3",
+        "--out",
+        str(project / "c"),
+    )
+    assert code == 1
+    assert err.strip() == (
+        "error: unknown datacenter 'dc3': environment example-prod has dc1, dc2; no "
+        "certificate issued"
+    )
+    assert not (project / "c").exists()
+
+
+def test_a_reserved_identity_is_issued_only_when_asked_and_logged_as_such(project: Path) -> None:
+    assert run("pki", "init", "example-prod")[0] == 0
+    code, _, _ = run(
+        "pki",
+        "client-cert",
+        "example-prod",
+        "--cn",
+        "registry-push",
+        "--reserved-identity",
+        "--out",
+        str(project / "c"),
+    )
+    assert code == 0 and (project / "c" / "registry-push.crt").exists()
+    log = (_state(project) / "pki" / "issued.jsonl").read_text()
+    assert '"service":"client-reserved:registry-push"' in log
+
+
+def test_reserved_identities_follow_the_model(project: Path) -> None:
+    from plinth.certificates import reserved_client_identities
+    from plinth.model import load_environment
+
+    env = load_environment(project / "inventory" / "example-prod.yaml")
+    reserved = reserved_client_identities(env)
+    assert {"postgres", "replicator", "rewind_user", "airflow", "registry-push"} <= set(reserved)
+    assert all(env.fqdn(h) in reserved and h.name in reserved for h in env.hosts)
+    assert "grid-etl" not in reserved and "plinth_probe" not in reserved

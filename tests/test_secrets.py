@@ -31,11 +31,11 @@ def test_round_trip_and_format(secrets_file: Path, tmp_path: Path) -> None:
     assert data["kdf"] | {"salt": None} == {
         "name": "scrypt",
         "salt": None,
-        "n": 2**15,
+        "n": 2**17,
         "r": 8,
         "p": 1,
     }
-    assert set(data["secrets"]["redis.acl"]) == {"nonce", "ciphertext"}
+    assert set(data["check"]) == set(data["secrets"]["redis.acl"]) == {"nonce", "ciphertext"}
     assert "hunter2" not in secrets_file.read_text()
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
     assert not list(secrets_file.parent.glob("*.tmp"))

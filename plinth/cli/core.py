@@ -14,9 +14,10 @@ import click
 from plinth import outputs as outputs_module
 from plinth import plan as plan_module
 from plinth import progress
+from plinth.at_rest import weak_protection
 from plinth.cli.completion import complete_environments, complete_stacks
 from plinth.model import ModelError, load_environment
-from plinth.passphrase import PassphraseMissing
+from plinth.passphrase import PassphraseMissing, WeakPassphrase
 from plinth.pki import PkiError, PkiStore, crl_warnings
 from plinth.provision import ensure_pki, ensure_secrets
 from plinth.secrets import SecretsError
@@ -57,6 +58,7 @@ def operator_errors(func: Callable[P, R]) -> Callable[P, R]:
             PkiError,
             SecretsError,
             PassphraseMissing,
+            WeakPassphrase,
         ) as error:
             raise OperatorError(str(error)) from None
 
@@ -152,6 +154,8 @@ def _stacks(target: str) -> list[Stack]:
     for created in ensure_pki(env):
         click.echo(f"pki: created {created}", err=True)
     for warning in crl_warnings(PkiStore(state_dir(env.name))):
+        click.echo(f"warning: {warning}", err=True)
+    for warning in weak_protection(state_dir(env.name), env.name):
         click.echo(f"warning: {warning}", err=True)
     return stacks
 

@@ -14,7 +14,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from plinth import plan as plan_module
-from plinth.certificates import CertificateSpec, host_certificates
+from plinth.at_rest import prove_passphrase, rekey
+from plinth.certificates import CertificateSpec, host_certificates, reserved_client_identities
 from plinth.cli.completion import complete_environments
 from plinth.cli.core import OperatorError, operator_errors
 from plinth.context import operator_name
@@ -40,6 +41,14 @@ def _load(environment: str) -> Environment:
     return load_environment(environment_file(environment))
 
 
+def _proven_passphrase(env: Environment) -> str:
+    """The passphrase, after it opened every CA key and secrets.json the environment has
+    (or, when it has none, passed the strength rule): asked by every command that writes."""
+    passphrase = passphrase_for(env)
+    prove_passphrase(state_dir(env.name), env.name, passphrase)
+    return passphrase
+
+
 @click.group()
 def pki() -> None:
     """The platform PKI: offline root, per-DC intermediates, leaves issued on the hosts."""
@@ -55,7 +64,11 @@ def pki_init(environment: str) -> None:
     intermediate. Needs PLINTH_PASSPHRASE (the lab keeps its own).
     """
     env = _load(environment)
-    created = init_pki(state_dir(env.name), env.name, datacenter_trust(env), passphrase_for(env))
+    store = PkiStore(state_dir(env.name))
+    complete = store.initialized() and all(dc.name in store.datacenters() for dc in env.datacenters)
+    # A re-run that creates nothing needs no proof (and works with the root key offline).
+    passphrase = passphrase_for(env) if complete else _proven_passphrase(env)
+    created = init_pki(state_dir(env.name), env.name, datacenter_trust(env), passphrase)
     if not created:
         click.echo(f"PKI of {env.name} already complete ({state_dir(env.name) / 'pki'})")
     for path in created:
@@ -186,7 +199,7 @@ def pki_revoke(environment: str, serial: str, reason: str, apply_now: bool) -> N
     """Revoke certificate SERIAL (hex, as in the issuance log) and regenerate its DC's CRL."""
     env = _load(environment)
     store = PkiStore(state_dir(env.name))
-    revoked = revoke(store, serial, passphrase_for(env), reason, operator=operator_name())
+    revoked = revoke(store, serial, _proven_passphrase(env), reason, operator=operator_name())
     click.echo(
         f"revoked {serial} ({revoked.subject}) in {revoked.dc}: CRL number {revoked.crl_number}"
     )
@@ -205,10 +218,31 @@ def pki_refresh_crl(environment: str) -> None:
     """Re-sign every DC's CRL with a new nextUpdate (weekly; then `plinth up`)."""
     env = _load(environment)
     store = PkiStore(state_dir(env.name))
+    passphrase = _proven_passphrase(env)
     for dc in store.datacenters():
-        number = refresh_crl(store, dc, passphrase_for(env))
+        number = refresh_crl(store, dc, passphrase)
         click.echo(f"{dc}: CRL number {number}")
     click.echo(f"push them to the hosts with: plinth up {env.name}")
+
+
+@pki.command("rekey")
+@click.argument("environment", shell_complete=complete_environments)
+@operator_errors
+def pki_rekey(environment: str) -> None:
+    """Re-encrypt CA keys and secrets.json written with a weak key derivation.
+
+    Earlier plinth versions encrypted CA keys with PBKDF2 (2,048 iterations) and secrets.json
+    with scrypt n=2^15; both still open, and `plinth preview`/`up` warn about them. This
+    rewrites them with scrypt n=2^17 r=8 p=1 under the same passphrase, each file replaced
+    atomically (0600); nothing is written unless the passphrase opens every file. Commit
+    the result. Run it on the offline machine too if the root key lives there.
+    """
+    env = _load(environment)
+    rewritten = rekey(state_dir(env.name), env.name, passphrase_for(env))
+    if not rewritten:
+        click.echo(f"nothing to rekey: every encrypted file of {env.name} is already strong")
+    for path in rewritten:
+        click.echo(f"rekeyed {path}")
 
 
 @pki.command("rotate")
@@ -251,13 +285,48 @@ def pki_rotate(environment: str, service: str, keys: bool) -> None:
     help="Directory for <cn>.key, <cn>.crt and ca.crt.",
 )
 @click.option("--dc", "datacenter", default=None, help="Issuing datacenter (default: first).")
+@click.option(
+    "--reserved-identity",
+    "reserved_ok",
+    is_flag=True,
+    help="Issue a CN the platform reserves (a component's identity, a host, a write "
+    "identity); the issuance log records it. For break-glass and lab checks only.",
+)
 @operator_errors
-def pki_client_cert(environment: str, cn: str, out_dir: Path, datacenter: str | None) -> None:
-    """Key, certificate and CA bundle for an application or operator identity (mTLS client)."""
+def pki_client_cert(
+    environment: str, cn: str, out_dir: Path, datacenter: str | None, reserved_ok: bool
+) -> None:
+    """Key, certificate and CA bundle for an application or operator identity (mTLS client).
+
+    Refused, with nothing written: a DC the environment does not have, and a CN the platform
+    reserves (a host's name, an identity the platform issues to its own components, a
+    PostgreSQL role of Patroni's, an identity a virtual host grants writes to) unless
+    --reserved-identity says that is meant.
+    """
     env = _load(environment)
     dc = datacenter or env.datacenters[0].name
+    if dc not in env.datacenters_by_name:
+        known = ", ".join(d.name for d in env.datacenters)
+        raise OperatorError(
+            f"unknown datacenter {dc!r}: environment {env.name} has {known}; no certificate issued"
+        )
+    why = reserved_client_identities(env).get(cn.lower().removesuffix("."))
+    if why and not reserved_ok:
+        raise OperatorError(
+            f"client identity {cn!r} is reserved: {why}. A certificate for it would act as "
+            "that identity; no certificate issued (--reserved-identity if that is really "
+            "meant)"
+        )
     store = PkiStore(state_dir(env.name))
-    bundle = issue_client_bundle(store, dc, cn, out_dir, passphrase_for(env), operator_name())
+    bundle = issue_client_bundle(
+        store,
+        dc,
+        cn,
+        out_dir,
+        _proven_passphrase(env),
+        operator_name(),
+        service=f"client-reserved:{cn}" if why else None,
+    )
     click.echo(f"key:  {bundle.key_path}\ncert: {bundle.cert_path}\nCA:   {bundle.ca_path}")
     click.echo(f"serial {bundle.issued.serial:X}, valid until {bundle.issued.not_after:%Y-%m-%d}")
 
@@ -267,9 +336,10 @@ def secrets() -> None:
     """Encrypted secrets stored beside the environment (AES-GCM, scrypt from the passphrase)."""
 
 
-def _store(environment: str) -> SecretStore:
+def _store(environment: str, *, writing: bool = False) -> SecretStore:
     env = _load(environment)
-    return SecretStore(state_dir(env.name) / "secrets.json", passphrase_for(env))
+    passphrase = _proven_passphrase(env) if writing else passphrase_for(env)
+    return SecretStore(state_dir(env.name) / "secrets.json", passphrase)
 
 
 @secrets.command("list")
@@ -302,7 +372,7 @@ def secrets_set(environment: str, name: str) -> None:
         value = sys.stdin.read().rstrip("\n")
     if not value:
         raise OperatorError(f"empty value for {name}: nothing stored")
-    _store(environment).set(name, value)
+    _store(environment, writing=True).set(name, value)
     click.echo(f"stored {name}")
 
 
@@ -316,7 +386,7 @@ def secrets_set(environment: str, name: str) -> None:
 @operator_errors
 def secrets_generate(environment: str, name: str, kind: str, force: bool) -> None:
     """Generate a random value for NAME (kept if it exists, unless --force)."""
-    store = _store(environment)
+    store = _store(environment, writing=True)
     if name in store.names() and not force:
         raise OperatorError(f"{name} already exists: use --force to replace it")
     store.generate(name, alphabet=kind)  # type: ignore[arg-type]

@@ -273,6 +273,7 @@ def issue_client_bundle(
     passphrase: str,
     operator: str,
     *,
+    service: str | None = None,
     now: dt.datetime | None = None,
 ) -> ClientBundle:
     """Issue a client certificate for an application or operator identity ``cn``.
@@ -280,7 +281,8 @@ def issue_client_bundle(
     Unlike host keys, this key is generated here, because it is handed to a client that is
     not a managed host. Writes ``<cn>.key`` (0600, unencrypted PKCS#8), ``<cn>.crt`` (leaf
     and intermediate) and ``ca.crt`` (root and every intermediate) to ``out_dir``. An
-    existing ``<cn>.key`` is never overwritten.
+    existing ``<cn>.key`` is never overwritten. ``service`` names the issuance in
+    ``issued.jsonl`` (default ``client:<cn>``).
     """
     if not _SAFE_CN.match(cn):
         raise PkiError(f"client identity {cn!r} must be 1-64 letters, digits, '.', '_', '@' or '-'")
@@ -304,7 +306,7 @@ def issue_client_bundle(
         (),
         passphrase,
         operator,
-        service=f"client:{cn}",
+        service=service or f"client:{cn}",
         host="",
         now=now,
     )

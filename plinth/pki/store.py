@@ -3,10 +3,10 @@
 Layout under the environment's state directory (``inventory/<env>/``)::
 
     pki/root.crt                     root certificate (public)
-    pki/root.key.enc                 root key, PKCS#8 encrypted with the passphrase (or absent
-                                     when the root is kept offline)
+    pki/root.key.enc                 root key, PKCS#8 encrypted with the passphrase (scrypt,
+                                     see plinth.pki.pkcs8; absent when the root is offline)
     pki/<dc>/intermediate.crt        the DC's intermediate certificate
-    pki/<dc>/intermediate.key.enc    its key, PKCS#8 encrypted with the passphrase
+    pki/<dc>/intermediate.key.enc    its key, encrypted the same way
     pki/<dc>/crl.pem                 the DC's current CRL
     pki/<dc>/revoked.json            what the CRL is built from, and the CRL number
     pki/issued.jsonl                 append-only issuance log
@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from plinth.pki import pkcs8
 from plinth.pki.errors import PkiError
 
 PASSPHRASE_VARIABLE = "PLINTH_PASSPHRASE"
@@ -138,6 +139,17 @@ class PkiStore:
         _check_pair(key, cert, self.rel(path), self.rel(self.intermediate_cert_path(dc)))
         return key
 
+    def key_protection(self, path: Path) -> pkcs8.Protection:
+        """How the CA key file ``path`` is encrypted (read without the passphrase)."""
+        try:
+            return pkcs8.protection(path.read_bytes())
+        except OSError as exc:
+            raise PkiError(f"cannot read {self.rel(path)}: {exc.strerror}") from None
+        except pkcs8.KeyFileError:
+            raise PkiError(
+                f"{self.rel(path)} is damaged: not an encrypted PEM key; restore it from git"
+            ) from None
+
     def ca_bundle_pem(self, *, intermediates: bool = False) -> bytes:
         """The root certificate, optionally followed by every DC's intermediate."""
         certs = [self.root_certificate()]
@@ -170,20 +182,17 @@ def load_encrypted_key(path: Path, shown: str, passphrase: str) -> ec.EllipticCu
     except OSError as exc:
         raise PkiError(f"cannot read {shown}: {exc.strerror}") from None
     try:
-        key = serialization.load_pem_private_key(data, passphrase.encode())
-    except ValueError as exc:
-        # cryptography says "Incorrect password" only when the PEM/ASN.1 framing was fine
-        # and decryption failed; anything else is a damaged file.
-        if "password" in str(exc).lower():
-            raise PkiError(f"cannot decrypt {shown}: wrong {PASSPHRASE_VARIABLE}?") from None
+        return pkcs8.unseal(data, passphrase)
+    except pkcs8.WrongPassphrase:
+        raise PkiError(f"cannot decrypt {shown}: wrong {PASSPHRASE_VARIABLE}?") from None
+    except pkcs8.UnencryptedKey:
+        raise PkiError(f"{shown} is not encrypted: refusing to use an unprotected CA key") from None
+    except pkcs8.DamagedKey:
         raise PkiError(
             f"{shown} is damaged: not an encrypted PEM key; restore it from git"
         ) from None
-    except TypeError:
-        raise PkiError(f"{shown} is not encrypted: refusing to use an unprotected CA key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise PkiError(f"{shown} holds a {type(key).__name__}, expected an ECDSA CA key")
-    return key
+    except pkcs8.KeyFileError as exc:
+        raise PkiError(f"{shown} {exc}") from None
 
 
 def _check_pair(
@@ -194,10 +203,7 @@ def _check_pair(
 
 
 def encrypt_key(key: ec.EllipticCurvePrivateKey, passphrase: str) -> bytes:
+    """``key`` encrypted for ``pki/``: PKCS#8, PBES2 with scrypt at the strong cost."""
     if not passphrase:
         raise PkiError(f"{PASSPHRASE_VARIABLE} is empty: refusing to write an unprotected CA key")
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(passphrase.encode()),
-    )
+    return pkcs8.seal(key, passphrase)

@@ -67,8 +67,11 @@ def cert_dir(bundle: Path, cn: str, into: Path) -> Path:
 def identities(deployed_small_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Client certificates as an operator gets them: a pusher and a plain reader."""
     out = tmp_path_factory.mktemp("edge-clients")
-    for cn in ("registry-push", "registry-reader"):
-        plinth("pki", "client-cert", "lab", "--cn", cn, "--out", str(out))
+    # registry-push is a write identity of the registry virtual host: client-cert issues
+    # it only when told it is meant; a plain reader needs no flag.
+    plinth("pki", "client-cert", "lab", "--cn", "registry-push", "--reserved-identity",
+           "--out", str(out))  # fmt: skip
+    plinth("pki", "client-cert", "lab", "--cn", "registry-reader", "--out", str(out))
     return out
 
 
