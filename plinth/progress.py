@@ -153,6 +153,10 @@ def register(state: Any, host_name: str) -> None:
 class View(Protocol):
     def show(self, event: Event, status: RunStatus) -> None: ...
 
+    def tick(self, status: RunStatus) -> None:
+        """Called every poll without an event: a live view keeps its clock moving while an
+        operation runs for minutes (packages installing, a roll waiting)."""
+
     def close(self, status: RunStatus) -> None: ...
 
 
@@ -240,6 +244,9 @@ class PlainLines:
         if line is not None:
             print(line, file=self.out, flush=True)
 
+    def tick(self, status: RunStatus) -> None:
+        pass
+
     def close(self, status: RunStatus) -> None:
         pass
 
@@ -256,6 +263,9 @@ class LiveLine:
         if kind in ("note", "host_error"):
             self._clear()
             print(f"  {event.get('host')}: {event.get('text')}", file=self.out)
+        self.tick(status)
+
+    def tick(self, status: RunStatus) -> None:
         if status.total:
             doing = status.current + (f" — {status.last_note}" if status.last_note else "")
             text = f"{status.stack} {_position(status)} {doing}"
@@ -290,6 +300,9 @@ class JsonLines:
             "eta": None if eta is None else round(eta, 1),
         }
         print(json.dumps(enriched, sort_keys=True), file=self.out, flush=True)
+
+    def tick(self, status: RunStatus) -> None:
+        pass
 
     def close(self, status: RunStatus) -> None:
         pass
@@ -332,16 +345,18 @@ class ProgressTail:
 
     def _follow(self) -> None:
         while not self._stop.is_set():
-            self._drain()
+            if not self._drain():
+                self.view.tick(self.status)
             self._stop.wait(self.interval)
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
+        """Show what was appended since the last read; whether there was anything."""
         try:
             with self.path.open("rb") as handle:
                 handle.seek(self._offset)
                 chunk = handle.read()
         except FileNotFoundError:
-            return
+            return False
         self._offset += len(chunk)
         data = self._partial + chunk
         *lines, self._partial = data.split(b"\n")
@@ -352,3 +367,4 @@ class ProgressTail:
                 continue  # a line cut by a crash of the child: nothing to show
             self.status.update(event)
             self.view.show(event, self.status)
+        return bool(chunk)

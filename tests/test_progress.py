@@ -120,6 +120,9 @@ def test_the_tail_shows_events_written_while_it_follows_and_after(
         def show(self, event: progress.Event, status: progress.RunStatus) -> None:
             shown.append(str(event["event"]))
 
+        def tick(self, status: progress.RunStatus) -> None:
+            pass
+
         def close(self, status: progress.RunStatus) -> None:
             shown.append("closed")
 
@@ -193,3 +196,13 @@ def test_the_callbacks_report_changed_and_failed_hosts_once_per_operation(
     end = events[-1]
     assert (end["index"], end["total"], end["operation"]) == (2, 2, "Configure Patroni")
     assert end["changed"] == ["dc1-n1"] and end["failed"] == ["dc1-n3"]
+
+
+def test_the_live_line_keeps_its_clock_moving_between_events() -> None:
+    out = io.StringIO()
+    view = progress.LiveLine(out)
+    status = progress.RunStatus("lab-dc1")
+    status.update({"event": "operation_start", "operation": "Install packages", "total": 4})
+    status.started -= 75.0  # an operation running for over a minute, no event since
+    view.tick(status)
+    assert out.getvalue().endswith("lab-dc1 [  0/  4] 01:15 Install packages")
