@@ -54,6 +54,16 @@ def _operation_name(state: Any, op_hash: str) -> str:
     return ", ".join(sorted(meta.names)) or op_hash
 
 
+def _operation_fields(state: Any, op_hash: str) -> Event:
+    """The operation's name and its place in the run, as every operation event carries."""
+    order = state.get_op_order()
+    return {
+        "operation": _operation_name(state, op_hash),
+        "index": order.index(op_hash) + 1,
+        "total": len(order),
+    }
+
+
 class ProgressEvents:
     """pyinfra state callbacks (duck-typed like ``BaseStateCallback``) writing events."""
 
@@ -75,15 +85,7 @@ class ProgressEvents:
 
     @staticmethod
     def operation_start(state: Any, op_hash: str) -> None:
-        order = state.get_op_order()
-        emit(
-            {
-                "event": "operation_start",
-                "operation": _operation_name(state, op_hash),
-                "index": order.index(op_hash) + 1,
-                "total": len(order),
-            }
-        )
+        emit({"event": "operation_start", **_operation_fields(state, op_hash)})
 
     @staticmethod
     def operation_host_start(state: Any, host: Any, op_hash: str) -> None:
@@ -124,13 +126,10 @@ class ProgressEvents:
                 failed.append(host.name)
             elif meta.did_change():
                 changed.append(host.name)
-        order = state.get_op_order()
         emit(
             {
                 "event": "operation_end",
-                "operation": _operation_name(state, op_hash),
-                "index": order.index(op_hash) + 1,
-                "total": len(order),
+                **_operation_fields(state, op_hash),
                 "changed": sorted(changed),
                 "failed": sorted(failed),
             }
