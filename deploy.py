@@ -50,7 +50,7 @@ from operations.nginx import nginx_input, nginx_node
 from operations.patroni.install import PatroniInstall
 from operations.patroni.member import patroni_member
 from operations.patroni.packages import cell_packages_installed
-from operations.patroni.settings import patroni_input, read_passwords, render
+from operations.patroni.settings import patroni_input, read_passwords, render, render_curlrc
 from operations.pki import host_tls
 from operations.rabbitmq import rabbitmq_input, rabbitmq_node
 from operations.rabbitmq import read_secrets as read_rabbitmq_secrets
@@ -137,9 +137,11 @@ if Role.POSTGRESQL in context.host.roles:
     patroni = patroni_input(
         context, certificates["patroni"], certificates["pg-replicator"], certificates["pg-rewind"]
     )
+    patroni_passwords = read_passwords(context)
     patroni_member(
         patroni,
-        render(patroni, read_passwords(context)),
+        render(patroni, patroni_passwords),
+        render_curlrc(patroni_passwords),
         PatroniInstall(patroni_wheelhouse(environment)),
     )
 

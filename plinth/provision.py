@@ -45,6 +45,8 @@ REQUIRED_SECRETS: dict[str, dict[str, str]] = {
         "postgresql-superuser-password": "urlsafe",
         "postgresql-replication-password": "urlsafe",
         "postgresql-rewind-password": "urlsafe",
+        # Patroni's REST API: what a state-changing call needs besides a certificate.
+        "postgresql-restapi-password": "urlsafe",
     },
     "redis": {
         "redis-default-password": "urlsafe",

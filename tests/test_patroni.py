@@ -118,6 +118,7 @@ def spec() -> PatroniInput:
         etcd_hosts=("10.0.0.11:2379", "10.0.0.12:2379", "10.0.0.13:2379"),
         networks=("10.0.0.0/24", "10.0.1.0/24"),
         members=("dc1-n1", "dc1-n2", "dc1-n3"),
+        member_addresses=("10.0.0.11", "10.0.0.12", "10.0.0.13"),
         tls=cert("patroni", Profile.PEER, "dc1-n1.dc1.example.internal"),
         replication=cert("pg-replicator", Profile.CLIENT, "replicator"),
         rewind=cert("pg-rewind", Profile.CLIENT, "rewind_user"),
@@ -125,7 +126,8 @@ def spec() -> PatroniInput:
 
 
 def test_patroni_yml_is_tls_only_and_carries_the_passwords_it_is_given() -> None:
-    text = render(spec(), {"superuser": "s3cr'et: #1", "replication": "r", "rewind": "w"})
+    passwords = {"superuser": "s3cr'et: #1", "replication": "r", "rewind": "w", "restapi": "a"}
+    text = render(spec(), passwords)
     config = yaml.safe_load(text)
     assert config["postgresql"]["authentication"]["superuser"]["password"] == "s3cr'et: #1"
     assert config["restapi"]["verify_client"] == "required"
@@ -176,9 +178,8 @@ def test_standby_site_bootstraps_from_the_active_vip_and_never_patches_it_away()
         scope="pg-dc2",
         standby=StandbySource("10.0.0.100", 5000, standby_slot("dc2")),
     )
-    dcs = yaml.safe_load(render(standby, {"superuser": "s", "replication": "r", "rewind": "w"}))[
-        "bootstrap"
-    ]["dcs"]
+    passwords = {"superuser": "s", "replication": "r", "rewind": "w", "restapi": "a"}
+    dcs = yaml.safe_load(render(standby, passwords))["bootstrap"]["dcs"]
     assert dcs["standby_cluster"] == {
         "host": "10.0.0.100",
         "port": 5000,

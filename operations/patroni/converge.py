@@ -3,7 +3,6 @@ configuration patched to the model, login roles and their databases created."""
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Generator, Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from operations.patroni.rest import cluster_fact, gate, pending_config_patch
 from operations.patroni.settings import READY_WAIT_SECONDS, PatroniInput, flatten
 from plinth.reasons import explain_change
 from plinth.rolling import note, refuse, run
+from plinth.topology.patroni import unsafe_call
 
 
 def _running() -> bool:
@@ -83,12 +83,16 @@ def dynamic_config(spec: PatroniInput) -> Generator[FunctionCommand, None, None]
     yield FunctionCommand(_gated_patch, (spec, patch), {})
 
 
+def patch_command(spec: PatroniInput, patch: dict[str, Any]) -> str:
+    """``PATCH /config`` of this member's REST API, run as root on it (the password from its
+    curlrc: :func:`~plinth.topology.patroni.unsafe_call`)."""
+    return unsafe_call(spec.tls, "PATCH", spec.api + "/config", patch, "-f", timeout=10)
+
+
 def _gated_patch(state: Any, host: Any, spec: PatroniInput, patch: dict[str, Any]) -> bool:
     if gate(host, spec, "Patroni configuration change") is None:
         return False
-    body = shlex.quote(json.dumps(patch, sort_keys=True))
-    header = shlex.quote("Content-Type: application/json")
-    ok, out, err = run(host, spec.curl("/config", "-f", "-XPATCH", "-H", header, "-d", body))
+    ok, out, err = run(host, patch_command(spec, patch))
     if not ok:
         return refuse(host, f"PATCH /config refused: {' '.join(out + err)[-300:]}")
     note(host, "Patroni dynamic configuration: " + ", ".join(flatten(patch)))

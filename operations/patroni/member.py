@@ -20,14 +20,19 @@ from operations.patroni.install import PatroniInstall, config_check, patroni_ins
 from operations.patroni.release import release_rolled
 from operations.patroni.roll import pending_restarts
 from operations.patroni.settings import CONFIG, CONFIG_DIR, PatroniInput
+from plinth.topology.patroni import RESTAPI_CURLRC
 
 
 @deploy("Patroni")
-def patroni_member(spec: PatroniInput, config_text: str, install: PatroniInstall) -> None:
+def patroni_member(
+    spec: PatroniInput, config_text: str, curlrc_text: str, install: PatroniInstall
+) -> None:
     """One member of the DC's Patroni cluster (see the module docstring).
 
     + config_text: the rendered patroni.yml (:func:`render`), passed as text so the
       passwords inside never become an operation argument
+    + curlrc_text: the REST API credentials for plinth's own state-changing calls
+      (:func:`render_curlrc`), passed as text for the same reason
     + install: the Patroni wheelhouse and where it goes (:class:`PatroniInstall`)
     """
     patroni_installed(install=install, version=spec.settings.version)
@@ -45,6 +50,18 @@ def patroni_member(spec: PatroniInput, config_text: str, install: PatroniInstall
         user="root",
         group="postgres",
         mode="750",
+    )
+    # Before config.yml: once a member's Patroni reloads it, a change needs the password,
+    # and every state-changing call below (PATCH /config, POST /restart, /switchover) reads
+    # it from here. Patroni without authentication ignores the header, so calls made
+    # before the reload succeed as well.
+    files.put(
+        name="Patroni REST API credentials for plinth's calls (root only)",
+        src=StringIO(curlrc_text),
+        dest=RESTAPI_CURLRC,
+        mode="600",
+        user="root",
+        group="root",
     )
     config = checked_file(
         name="Patroni configuration",

@@ -8,8 +8,6 @@ look at the cluster right before it touches a member (:mod:`plinth.rolling`).
 
 from __future__ import annotations
 
-import json
-import shlex
 from typing import Any
 
 from pyinfra import host
@@ -23,6 +21,7 @@ from facts.patroni import (
 from operations.patroni.decide import RollSpec, refusal
 from operations.patroni.settings import PatroniInput, config_difference, dynamic_settings
 from plinth.rolling import refuse, run, wait_for
+from plinth.topology.patroni import unsafe_call
 
 # ---- prepare time: facts ----
 
@@ -80,17 +79,16 @@ def member_api(spec: PatroniInput, member: str, cluster: PatroniClusterState) ->
 
 
 def post(host: Any, spec: PatroniInput, api: str, path: str, body: dict[str, Any]) -> bool:
-    """``POST`` ``body`` as JSON to ``api + path`` from ``host``; True when Patroni
-    accepted it (2xx: ``curl -f``)."""
-    q = shlex.quote
-    tls = spec.tls
-    command = (
-        f"curl -s -f -m 60 --cacert {q(tls.ca_path)} --cert {q(tls.chain_path)} "
-        f"--key {q(tls.key_path)} -XPOST -H 'Content-Type: application/json' "
-        f"-d {q(json.dumps(body))} {q(api + path)}"
-    )
-    ok, _, _ = run(host, command, timeout=90)
+    """``POST`` ``body`` as JSON to ``api + path`` from ``host``, with the REST API
+    password from the member's curlrc (:func:`unsafe_call`); True when Patroni accepted it
+    (2xx: ``curl -f``)."""
+    ok, _, _ = run(host, post_command(spec, api, path, body), timeout=90)
     return ok
+
+
+def post_command(spec: PatroniInput, api: str, path: str, body: dict[str, Any]) -> str:
+    """The command :func:`post` runs on the executing member."""
+    return unsafe_call(spec.tls, "POST", api + path, body, "-f", timeout=60)
 
 
 def wait_healthy(host: Any, spec: PatroniInput, seconds: float = 120) -> PatroniClusterState | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
+from ipaddress import ip_network
 from typing import Any
 
 from facts.patroni import patroni_cluster_command
@@ -16,6 +17,7 @@ from plinth.certificates import CertificateSpec
 from plinth.context import HostContext, read_secrets
 from plinth.model import PatroniSettings, Role
 from plinth.render import render_template
+from plinth.topology.patroni import RESTAPI_USER
 
 CONFIG_DIR = "/etc/patroni"
 CONFIG = f"{CONFIG_DIR}/config.yml"
@@ -34,7 +36,11 @@ SECRET_NAMES = {
     "superuser": "postgresql-superuser-password",
     "replication": "postgresql-replication-password",
     "rewind": "postgresql-rewind-password",
+    "restapi": "postgresql-restapi-password",
 }
+"""Key in :func:`read_passwords`' answer -> name of the secret (``plinth up`` generates
+each: ``REQUIRED_SECRETS`` in plinth/provision.py). ``restapi``: the REST API password
+that state-changing calls need (``restapi.authentication``, docs/security.md)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,9 @@ class PatroniInput:
     """Subnets allowed to reach PostgreSQL with Patroni's roles (every DC's)."""
     members: tuple[str, ...]
     """Names of every member of the cluster."""
+    member_addresses: tuple[str, ...]
+    """Addresses of every member of the cluster: the only sources of a state-changing REST
+    API call (``restapi.allowlist``; docs/security.md)."""
     tls: CertificateSpec
     replication: CertificateSpec
     rewind: CertificateSpec
@@ -109,6 +118,8 @@ class PatroniInput:
         )
 
     def curl(self, path: str, *args: str) -> str:
+        """``curl`` reading ``path`` of this member's REST API (no credentials: a read needs
+        only the certificate; a change goes through :func:`plinth.topology.patroni.unsafe_call`)."""
         q = shlex.quote
         tls = self.tls
         return (
@@ -220,6 +231,7 @@ def patroni_input(
         etcd_hosts=tuple(f"{h.address}:{etcd_port}" for h in env.hosts_with(Role.ETCD, dc)),
         networks=tuple(str(d.subnet) for d in env.datacenters),
         members=tuple(h.name for h in env.hosts_with(Role.POSTGRESQL, dc)),
+        member_addresses=tuple(str(h.address) for h in env.hosts_with(Role.POSTGRESQL, dc)),
         tls=tls,
         replication=replication,
         rewind=rewind,
@@ -232,7 +244,8 @@ def patroni_input(
 
 
 def render(spec: PatroniInput, passwords: dict[str, str]) -> str:
-    """patroni.yml for ``spec``; ``passwords`` maps superuser/replication/rewind to values."""
+    """patroni.yml for ``spec``; ``passwords`` maps superuser/replication/rewind/restapi
+    (the keys of :data:`SECRET_NAMES`) to values."""
     return render_template(
         "patroni/etc/patroni/config.yml.j2",
         scope=spec.scope,
@@ -248,9 +261,22 @@ def render(spec: PatroniInput, passwords: dict[str, str]) -> str:
         bin_dir=spec.bin_dir,
         networks=spec.networks,
         passwords=passwords,
+        restapi_user=RESTAPI_USER,
+        allowlist=[str(ip_network(a)) for a in spec.member_addresses],
     )
 
 
+def render_curlrc(passwords: dict[str, str]) -> str:
+    """The content of :data:`~plinth.topology.patroni.RESTAPI_CURLRC`: curl's ``user``
+    option with the REST API password, for plinth's ``curl -K`` (a quoted value: ``\\``
+    and ``"`` escaped, as curl's config syntax reads them)."""
+    password = passwords["restapi"]
+    if any(c in password for c in "\r\n"):
+        raise ValueError("the REST API password must be one line")
+    quoted = (f"{RESTAPI_USER}:{password}").replace("\\", "\\\\").replace('"', '\\"')
+    return render_template("patroni/etc/patroni/restapi.curlrc.j2", user=quoted)
+
+
 def read_passwords(context: HostContext) -> dict[str, str]:
-    """The three Patroni passwords from the environment's encrypted secrets."""
+    """The Patroni passwords (:data:`SECRET_NAMES`) from the environment's encrypted secrets."""
     return read_secrets(context, SECRET_NAMES)

@@ -58,7 +58,9 @@ def test_one_patroni_parameter_keeps_the_tls_floor_in_the_rendered_config() -> N
     env = parse_environment(with_settings(parameters={"max_connections": "500"}))
     settings = env.components.patroni
     patroni = dataclasses.replace(spec(), settings=settings)
-    config = yaml.safe_load(render(patroni, {"superuser": "s", "replication": "r", "rewind": "w"}))
+    config = yaml.safe_load(
+        render(patroni, {"superuser": "s", "replication": "r", "rewind": "w", "restapi": "a"})
+    )
     # patroni.yml seeds a new cluster; dynamic_settings is what later runs PATCH into etcd
     for parameters in (
         config["bootstrap"]["dcs"]["postgresql"]["parameters"],
