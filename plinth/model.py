@@ -333,7 +333,11 @@ class PatroniSettings(Frozen):
     postgresql_port: int = 5432
     """PostgreSQL port on the nodes."""
     rest_api_port: int = 8008
-    """Patroni REST API port."""
+    """Patroni REST API port. Reads (``GET``: haproxy's checks, plinth's facts) need a
+    platform client certificate; changes (``PATCH /config``, ``POST /restart``,
+    ``/switchover``...) also need a member's own address and the REST API password
+    (secret ``postgresql-restapi-password``), which only the members and plinth's calls
+    run as root on them hold (docs/security.md)."""
     synchronous_mode: bool = True
     """Synchronous replication: no committed transaction is lost on failover."""
     ttl: int = Field(20, ge=20, le=300)

@@ -25,9 +25,13 @@ What plinth writes and what it leaves to Patroni:
   :func:`release_rolled` (decided by the pure :func:`upgrade_steps`), each stopped through
   Patroni so PostgreSQL shuts down cleanly, never adopted by the new Patroni.
 
-Secrets (the passwords of ``postgres``, ``replicator`` and ``rewind_user``) are read on the
-controller from the encrypted store and reach the host only inside the uploaded file,
-compared by checksum: never in an operation's arguments, a log line or a plan.
+Secrets (the passwords of ``postgres``, ``replicator`` and ``rewind_user``, and the REST
+API's) are read on the controller from the encrypted store and reach the host only inside
+the uploaded files, compared by checksum: never in an operation's arguments, a log line or
+a plan. A change through the REST API needs that password and a member's address; plinth's
+own (``PATCH /config``, the rolls' ``POST``) run as root on a member and read it from the
+root-only ``/etc/patroni/restapi.curlrc`` (:func:`plinth.topology.patroni.unsafe_call`;
+who may call what: docs/security.md).
 
 The package, by concern (deploy order in :func:`patroni_member`):
 
