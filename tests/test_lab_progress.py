@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import paramiko
 import pytest
@@ -94,6 +94,8 @@ BOOTS: dict[str, list[str]] = {}
 
 
 class FakeSSH:
+    blocking_waits: ClassVar[list[str]] = []
+
     def __init__(self) -> None:
         self.address = ""
 
@@ -114,6 +116,9 @@ class FakeSSH:
         script = BOOTS[self.address]
         if command == "systemctl is-system-running":
             output = script.pop(0) if len(script) > 1 else script[0]
+        elif command.startswith("timeout ") and command.endswith("is-system-running --wait"):
+            self.blocking_waits.append(command)
+            output = ""  # cut by `timeout`: the boot goes on
         elif command.startswith("systemctl list-jobs"):
             output = "12 rabbitmq-server.service start running\n13 x.service start waiting\n"
         else:
@@ -146,6 +151,7 @@ def fake_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeDocker:
     monkeypatch.setattr(paramiko, "SSHClient", FakeSSH)
     monkeypatch.setattr(containers, "READY_POLL", 0.0)
     BOOTS.clear()
+    FakeSSH.blocking_waits.clear()
     # dc1-n2: sshd not up at first, then systemd starting with RabbitMQ holding the boot
     BOOTS["10.231.1.12"] = ["refused", "starting", "starting", "running"]
     # dc1-n3: boots degraded
@@ -197,6 +203,8 @@ def test_lab_up_says_each_phase_each_container_and_what_each_host_waits_for(
         ("wait", "systemd starting, boot held by rabbitmq-server.service"),
         ("wait_end", "ready, systemd running"),
     ]
+    # while it boots, systemd's own --wait blocks (ends with the boot), at most BOOT_POLL s
+    assert FakeSSH.blocking_waits == ["timeout 5 systemctl is-system-running --wait"] * 2
     n1 = [(e["event"], e["text"]) for e in ready if e.get("host") == "dc1-n1"]
     assert n1 == [("wait_end", "ready, systemd running")]
     n3 = [(e["event"], e["text"]) for e in ready if e.get("host") == "dc1-n3"]
