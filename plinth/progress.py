@@ -255,9 +255,9 @@ class RunStatus:
             self.waits[str(event.get("host"))] = (str(event.get("text")), since)
         elif kind == "wait_end":
             self.waits.pop(str(event.get("host")), None)
-            self.last_note = f"{event.get('host')}: {event.get('text')}"
+            self.last_note = self._about(event)
         elif kind == "step":
-            self.last_note = f"{event.get('host')}: {event.get('text')}"
+            self.last_note = self._about(event)
         elif kind == "prepare":
             self.prepared_hosts.append(str(event.get("host")))
         elif kind == "operation_start":
@@ -272,6 +272,11 @@ class RunStatus:
             self.changed += len(event.get("changed", []))
         elif kind == "note":
             self.last_note = f"{event.get('host')}: {event.get('text')}"
+
+    def _about(self, event: Event) -> str:
+        """``host: text``, or the text alone when it is about the phase under way."""
+        host, text = event.get("host"), event.get("text")
+        return str(text) if host == self.phase else f"{host}: {text}"
 
     @property
     def elapsed(self) -> float:
@@ -381,6 +386,9 @@ class LiveLine:
             doing = _waits(status) if status.waits else status.last_note
             text = f"{status.stack} {_clock(status.elapsed)} {status.phase}"
             text += f" — {doing}" if doing else ""
+        elif status.phases:  # between two of the lab's phases
+            name, seconds = list(status.phases.items())[-1]
+            text = f"{status.stack} {_clock(status.elapsed)} {name} done in {seconds:.1f} s"
         else:
             hosts = len(status.prepared_hosts)
             text = f"{status.stack} {_clock(status.elapsed)} preparing ({hosts} host(s))"

@@ -320,6 +320,9 @@ def test_the_live_line_counts_the_seconds_of_each_wait_itself() -> None:
     assert out.getvalue().rsplit("\r\x1b[K", 1)[-1] == "lab 00:00 ssh-ready — dc1-n3: ready"
     view.show({"event": "warning", "host": "dc1-n3", "text": "degraded"}, status)
     assert "\r\x1b[K  dc1-n3: warning: degraded\n" in out.getvalue()
+    status.update({"event": "phase_end", "phase": "ssh-ready", "seconds": 14.04})
+    view.tick(status)
+    assert out.getvalue().rsplit("\r\x1b[K", 1)[-1] == "lab 00:00 ssh-ready done in 14.0 s"
 
 
 def test_reporting_shows_this_process_events_and_puts_the_environment_back(
