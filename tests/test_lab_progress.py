@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -362,3 +363,35 @@ def test_lab_up_progress_option_puts_the_events_on_stderr(
         "warning: dc1-n3: degraded, failed units: postgresql@15-main.service"
     ]
     assert "(failed: postgresql@15-main.service)" in plain.stdout
+
+
+def test_a_restore_says_it_waits_for_the_platform_to_be_healthy(
+    events_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.cli import lab as lab_cli
+
+    class FakeStatus:
+        """`plinth status lab --wait 300`: still waiting at the first look, then healthy."""
+
+        returncode = 0
+
+        def __init__(self, command: list[str], **kwargs: Any) -> None:
+            assert command[-4:] == ["status", "lab", "--wait", "300"]
+            self.looks = 0
+
+        def communicate(self, timeout: float) -> tuple[str, str]:
+            self.looks += 1
+            if self.looks == 1:
+                raise subprocess.TimeoutExpired("plinth", timeout)
+            return "healthy\n", ""
+
+    monkeypatch.setattr(subprocess, "Popen", FakeStatus)
+    monkeypatch.setattr(lab_cli, "HEALTHY_POLL", 0.0)
+    lab_cli._wait_healthy("deployed", "lab", 300)
+    assert [(e["event"], e.get("phase") or e.get("host")) for e in _read(events_file)] == [
+        ("phase_start", "healthy"),
+        ("wait", "the platform"),
+        ("wait", "the platform"),  # again after a poll: still waiting, in a CI log too
+        ("wait_end", "the platform"),
+        ("phase_end", "healthy"),
+    ]
