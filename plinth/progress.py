@@ -7,6 +7,12 @@ names a file; each event is one JSON line appended to that file. Gates and rolls
 and hands each event to a view: a live line on a terminal, plain lines in a CI log, or
 JSON lines for machines. Events carry names and counts only, never command text or file
 contents (those may hold secrets).
+
+The lab (``plinth lab up``, ``snapshot``, ``restore``) runs in the command's own process,
+in threads: :func:`reporting` gives it a progress file and a tail for the block, and its
+code emits ``phase_start``/``phase_end`` (what the command does, and how long it took),
+``step`` (one thing done: a network created, a container started), ``wait``/``wait_end``
+(:class:`Waiting`: what a long wait waits for, and how it ended) and ``warning`` events.
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -45,8 +54,61 @@ def emit(event: Event) -> None:
 
 def note(host: str, text: str) -> None:
     """A gate or roll says what it does or waits for (``host``: where it runs, or the
-    cluster's name when it is not one host's)."""
+    cluster's name when it is not one host's; in the lab, the phase's when no host's)."""
     emit({"event": "note", "host": host, "text": text})
+
+
+def step(host: str, text: str) -> None:
+    """One thing done on the way (a network created, a container started): a line of its
+    own in a CI log, only the current activity on the live line."""
+    emit({"event": "step", "host": host, "text": text})
+
+
+def warning(host: str, text: str) -> None:
+    """Something the operator should know even if the command succeeds. Without a
+    progress file (``--progress off``, or a caller that shows none) it goes to stderr."""
+    if _progress_file() is None:
+        print(f"warning: {host}: {text}", file=sys.stderr, flush=True)
+        return
+    emit({"event": "warning", "host": host, "text": text})
+
+
+def phase_start(name: str, text: str = "") -> None:
+    emit({"event": "phase_start", "phase": name, "text": text})
+
+
+def phase_end(name: str, seconds: float) -> None:
+    emit({"event": "phase_end", "phase": name, "seconds": round(seconds, 1)})
+
+
+class Waiting:
+    """A long wait that says what it waits for: a ``wait`` event when what it waits on
+    changes (``update(text)``), and again every ``every`` seconds while it lasts, so a CI
+    log shows it is still waiting; ``end(text)`` says how it ended. A live view counts
+    the seconds itself between events."""
+
+    def __init__(self, host: str, every: float = 15.0) -> None:
+        self.host = host
+        self.every = every
+        self.started = time.monotonic()
+        self._text: str | None = None
+        self._emitted: float | None = None
+
+    @property
+    def waited(self) -> float:
+        return time.monotonic() - self.started
+
+    def update(self, text: str, changed: bool = True) -> None:
+        """``changed=False``: ``text`` is detail that changes all the time (a package
+        being unpacked): shown at the next periodic event, not on its own."""
+        now = time.monotonic()
+        due = self._emitted is None or now - self._emitted >= self.every
+        if due or (changed and text != self._text):
+            self._text, self._emitted = text, now
+            emit({"event": "wait", "host": self.host, "text": text, "waited": round(self.waited)})
+
+    def end(self, text: str) -> None:
+        emit({"event": "wait_end", "host": self.host, "text": text, "waited": round(self.waited)})
 
 
 def _operation_name(state: Any, op_hash: str) -> str:
@@ -172,10 +234,31 @@ class RunStatus:
     current: str = ""
     prepared_hosts: list[str] = field(default_factory=list)
     last_note: str = ""
+    phase: str = ""
+    """The lab's phase under way ("" between phases, and in a pyinfra run)."""
+    phases: dict[str, float] = field(default_factory=dict)
+    waits: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """Waits under way: who waits -> (for what, since when on the monotonic clock)."""
 
     def update(self, event: Event) -> None:
         kind = event.get("event")
-        if kind == "prepare":
+        if kind == "phase_start":
+            self.phase = str(event.get("phase", ""))
+            self.last_note = ""
+        elif kind == "phase_end":
+            self.phases[str(event.get("phase"))] = float(event.get("seconds", 0.0))
+            self.phase = ""
+            self.last_note = ""
+            self.waits.clear()
+        elif kind == "wait":
+            since = time.monotonic() - float(event.get("waited", 0.0))
+            self.waits[str(event.get("host"))] = (str(event.get("text")), since)
+        elif kind == "wait_end":
+            self.waits.pop(str(event.get("host")), None)
+            self.last_note = self._about(event)
+        elif kind == "step":
+            self.last_note = self._about(event)
+        elif kind == "prepare":
             self.prepared_hosts.append(str(event.get("host")))
         elif kind == "operation_start":
             if self.executing_since is None:
@@ -189,6 +272,11 @@ class RunStatus:
             self.changed += len(event.get("changed", []))
         elif kind == "note":
             self.last_note = f"{event.get('host')}: {event.get('text')}"
+
+    def _about(self, event: Event) -> str:
+        """``host: text``, or the text alone when it is about the phase under way."""
+        host, text = event.get("host"), event.get("text")
+        return str(text) if host == self.phase else f"{host}: {text}"
 
     @property
     def elapsed(self) -> float:
@@ -207,6 +295,16 @@ class RunStatus:
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes:02d}:{secs:02d}"
+
+
+def _waits(status: RunStatus) -> str:
+    """``waiting for dc1-n2: systemd starting (12 s), ...``: the longest wait first."""
+    now = time.monotonic()
+    parts = [
+        f"{who}: {text} ({now - since:.0f} s)"
+        for who, (text, since) in sorted(status.waits.items(), key=lambda item: item[1][1])
+    ]
+    return "waiting for " + ", ".join(parts)
 
 
 def _position(status: RunStatus) -> str:
@@ -237,9 +335,24 @@ class PlainLines:
             if failed:
                 what = f"FAILED on {', '.join(failed)}" + (f"; {what}" if changed else "")
             line = f"{status.stack} {_position(status)} {event.get('operation')}: {what}"
-        elif kind in ("note", "host_error"):
+        elif kind in ("note", "host_error", "step"):
             where = f"{status.stack} {_clock(status.elapsed)} {event.get('host')}"
             line = f"{where}: {event.get('text')}"
+        elif kind == "warning":
+            where = f"{status.stack} {_clock(status.elapsed)} {event.get('host')}"
+            line = f"{where}: warning: {event.get('text')}"
+        elif kind == "phase_start":
+            text = event.get("text") or "started"
+            line = f"{status.stack} {_clock(status.elapsed)} {event.get('phase')}: {text}"
+        elif kind == "phase_end":
+            where = f"{status.stack} {_clock(status.elapsed)} {event.get('phase')}"
+            line = f"{where}: done in {float(event.get('seconds', 0.0)):.1f} s"
+        elif kind == "wait":
+            where = f"{status.stack} {_clock(status.elapsed)} waiting for {event.get('host')}"
+            line = f"{where}: {event.get('text')} ({event.get('waited')} s)"
+        elif kind == "wait_end":
+            where = f"{status.stack} {_clock(status.elapsed)} {event.get('host')}"
+            line = f"{where}: {event.get('text')} (after {event.get('waited')} s)"
         if line is not None:
             print(line, file=self.out, flush=True)
 
@@ -259,15 +372,23 @@ class LiveLine:
 
     def show(self, event: Event, status: RunStatus) -> None:
         kind = event.get("event")
-        if kind in ("note", "host_error"):
+        if kind in ("note", "host_error", "warning"):
             self._clear()
-            print(f"  {event.get('host')}: {event.get('text')}", file=self.out)
+            warn = "warning: " if kind == "warning" else ""
+            print(f"  {event.get('host')}: {warn}{event.get('text')}", file=self.out)
         self.tick(status)
 
     def tick(self, status: RunStatus) -> None:
         if status.total:
             doing = status.current + (f" — {status.last_note}" if status.last_note else "")
             text = f"{status.stack} {_position(status)} {doing}"
+        elif status.phase:
+            doing = _waits(status) if status.waits else status.last_note
+            text = f"{status.stack} {_clock(status.elapsed)} {status.phase}"
+            text += f" — {doing}" if doing else ""
+        elif status.phases:  # between two of the lab's phases
+            name, seconds = list(status.phases.items())[-1]
+            text = f"{status.stack} {_clock(status.elapsed)} {name} done in {seconds:.1f} s"
         else:
             hosts = len(status.prepared_hosts)
             text = f"{status.stack} {_clock(status.elapsed)} preparing ({hosts} host(s))"
@@ -317,6 +438,29 @@ def make_view(mode: str, out: TextIO | None = None) -> View | None:
     if mode == "plain" or (mode == "auto" and not stream.isatty()):
         return PlainLines(stream)
     return LiveLine(stream)
+
+
+@contextmanager
+def reporting(view: View | None, status: RunStatus) -> Iterator[None]:
+    """Show on ``view`` the events this process emits while the block runs (the lab's
+    phases run here, in threads, not in a pyinfra child): they go through a progress file
+    and a :class:`ProgressTail` as a child's do, so one thread draws the view. No view
+    (``--progress off``): no file, and the block's events go nowhere."""
+    if view is None:
+        yield
+        return
+    previous = os.environ.get(PROGRESS_FILE_VARIABLE)
+    with tempfile.TemporaryDirectory(prefix="plinth-progress-") as scratch:
+        path = Path(scratch) / "events.jsonl"
+        os.environ[PROGRESS_FILE_VARIABLE] = str(path)
+        try:
+            with ProgressTail(path, view, status):
+                yield
+        finally:
+            if previous is None:
+                os.environ.pop(PROGRESS_FILE_VARIABLE, None)
+            else:
+                os.environ[PROGRESS_FILE_VARIABLE] = previous
 
 
 class ProgressTail:

@@ -20,13 +20,19 @@ def _own_lab_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_missing_docker_engine_is_one_clear_line() -> None:
     runner = CliRunner()
-    result = runner.invoke(
-        main, ["lab", "up"], env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
-    )
+    env = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    result = runner.invoke(main, ["lab", "up", "--progress", "off"], env=env)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("error: no Docker engine answers at DOCKER_HOST=unix:///nonexistent")
+    # with progress (plain when not a terminal): the phase it was in, then the same line
+    result = runner.invoke(main, ["lab", "up"], env=env)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "lab 00:00 engine: finding the Docker engine",
+        lines[0],
+    ]
 
 
 def test_invalid_snapshot_name_is_one_clear_line() -> None:

@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 
 import click
+
+from plinth import progress
 
 
 class LabCommandError(click.ClickException):
@@ -61,6 +63,23 @@ def _lab_exclusive() -> Iterator[None]:
         yield
 
 
+PROGRESS_OPTION = click.option(
+    "--progress",
+    "progress_mode",
+    type=click.Choice(["auto", "plain", "json", "off"]),
+    default="auto",
+    show_default=True,
+    help="Progress on stderr: the phases, each container, what each host's boot waits "
+    "for. A live line on a terminal (auto), a line per step (plain, for CI logs; auto when "
+    "not a terminal), JSON events, or none.",
+)
+
+
+def _progress(mode: str) -> AbstractContextManager[None]:
+    """Show the lab's progress events on stderr while the block runs (as `plinth up`)."""
+    return progress.reporting(progress.make_view(mode), progress.RunStatus("lab"))
+
+
 def _dc_pair(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.argument("dc_b")(func)
     return click.argument("dc_a")(func)
@@ -86,13 +105,14 @@ def lab() -> None:
     "squid hosts reach the outside, everything else installs through squid. "
     "Default: isolated for full, connected for small.",
 )
-def up(profile: str, isolated: bool | None) -> None:
+@PROGRESS_OPTION
+def up(profile: str, isolated: bool | None, progress_mode: str) -> None:
     """Create a fresh lab (removes any earlier one) and write inventory/lab.yaml."""
     from plinth.lab.containers import lab_up
     from plinth.lab.topology import Profile
 
     started = time.monotonic()
-    with _lab_exclusive(), _lab_errors():
+    with _lab_exclusive(), _lab_errors(), _progress(progress_mode):
         info = lab_up(cast(Profile, profile), isolated=isolated)
     for host in info.hosts:
         failed = f" (failed: {', '.join(host.failed_units)})" if host.failed_units else ""
@@ -139,7 +159,8 @@ def down(everything: bool) -> None:
 
 @lab.command()
 @click.argument("name")
-def snapshot(name: str) -> None:
+@PROGRESS_OPTION
+def snapshot(name: str, progress_mode: str) -> None:
     """Stop the lab cleanly, keep it as snapshot NAME, and bring it back from it.
 
     The hosts are committed as images (labelled plinth.lab.snapshot=NAME) and the
@@ -149,7 +170,7 @@ def snapshot(name: str) -> None:
     from plinth.lab.snapshot import take_snapshot
 
     started = time.monotonic()
-    with _lab_exclusive(), _lab_errors():
+    with _lab_exclusive(), _lab_errors(), _progress(progress_mode):
         result = take_snapshot(name)
     phases = ", ".join(f"{phase} {secs:.1f}s" for phase, secs in result.timings.items())
     verb = "replaced" if result.replaced else "taken"
@@ -173,39 +194,65 @@ def snapshot(name: str) -> None:
     show_default=True,
     help="Seconds to wait until `plinth status lab` is healthy (a deployed lab); 0: don't.",
 )
-def restore(name: str, force: bool, healthy_within: int) -> None:
+@PROGRESS_OPTION
+def restore(name: str, force: bool, healthy_within: int, progress_mode: str) -> None:
     """Replace the lab that is up (if any) by snapshot NAME: same hosts, addresses, keys;
     then wait until the platform on it is healthy again, as `plinth status lab` sees it."""
     with _lab_exclusive():
-        _restore(name, force, healthy_within)
+        _restore(name, force, healthy_within, progress_mode)
 
 
-def _restore(name: str, force: bool, healthy_within: int) -> None:
+def _restore(name: str, force: bool, healthy_within: int, progress_mode: str) -> None:
     from plinth.lab import ENV_NAME
     from plinth.lab.snapshot import restore_snapshot
     from plinth.stacks import state_dir
 
     started = time.monotonic()
-    with _lab_errors():
-        timings = restore_snapshot(name, force=force)
-    # `plinth up` generated the secrets: without them nothing was deployed to wait for.
-    if healthy_within and (state_dir(ENV_NAME) / "secrets.json").exists():
-        healthy_from = time.monotonic()
-        # A fresh process: pyinfra's gevent must not meet the threads the restore started.
-        waited = subprocess.run(
-            [sys.executable, "-m", "plinth", "status", ENV_NAME, "--wait", str(healthy_within)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if waited.returncode != 0:
-            raise LabCommandError(
-                f"snapshot {name} restored, but the platform was not healthy within "
-                f"{healthy_within} s:\n{waited.stdout}{waited.stderr}"
-            )
-        timings["healthy"] = time.monotonic() - healthy_from
+    with _progress(progress_mode):
+        with _lab_errors():
+            timings = restore_snapshot(name, force=force)
+        # `plinth up` generated the secrets: without them nothing was deployed to wait for.
+        if healthy_within and (state_dir(ENV_NAME) / "secrets.json").exists():
+            timings["healthy"] = _wait_healthy(name, ENV_NAME, healthy_within)
     phases = ", ".join(f"{phase} {secs:.1f}s" for phase, secs in timings.items())
     click.echo(f"snapshot {name} restored in {time.monotonic() - started:.1f}s: {phases}")
+
+
+HEALTHY_POLL = 15.0
+"""Seconds between two "still waiting" lines while the restored platform gets healthy."""
+
+
+def _wait_healthy(name: str, env: str, within: int) -> float:
+    """Run `plinth status ENV --wait WITHIN` and say on the progress view that the restore
+    waits for it; the seconds it took."""
+    started = time.monotonic()
+    progress.phase_start("healthy", f"waiting up to {within} s for `plinth status {env}`")
+    waiting = progress.Waiting("the platform", every=HEALTHY_POLL)
+    # A fresh process: pyinfra's gevent must not meet the threads the restore started.
+    child = subprocess.Popen(
+        [sys.executable, "-m", "plinth", "status", env, "--wait", str(within)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while True:
+        waiting.update(f"`plinth status {env}` to say healthy (cold start of every host)")
+        try:
+            # communicate again after a timeout loses no output (subprocess docs)
+            stdout, stderr = child.communicate(timeout=HEALTHY_POLL)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    if child.returncode != 0:
+        waiting.end(f"not healthy within {within} s")
+        raise LabCommandError(
+            f"snapshot {name} restored, but the platform was not healthy within "
+            f"{within} s:\n{stdout}{stderr}"
+        )
+    waiting.end("healthy")
+    seconds = time.monotonic() - started
+    progress.phase_end("healthy", seconds)
+    return seconds
 
 
 @lab.command()

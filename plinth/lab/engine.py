@@ -11,6 +11,7 @@ from pathlib import Path
 import docker
 from docker.errors import DockerException
 
+from plinth import progress
 from plinth.lab import LabError
 
 DOCKERD_LOG = Path("/var/log/plinth-dockerd.log")
@@ -37,7 +38,7 @@ def _try_client(timeout: int = 10) -> docker.DockerClient | None:
 def _install_docker() -> None:
     if shutil.which("apt-get") is None:
         raise LabError("dockerd is not installed and apt-get is missing: install a Docker engine")
-    print("lab: dockerd missing, installing docker.io with apt-get", flush=True)
+    progress.note("engine", "dockerd missing, installing docker.io with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "docker.io"]):
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -53,7 +54,7 @@ def _start_dockerd() -> docker.DockerClient:
         dockerd = shutil.which("dockerd")
         if dockerd is None:
             raise LabError("docker.io was installed but dockerd is not on PATH")
-    print(f"lab: no Docker engine answers, starting {dockerd} (log: {DOCKERD_LOG})", flush=True)
+    progress.note("engine", f"no Docker engine answers, starting {dockerd} (log: {DOCKERD_LOG})")
     DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
     with DOCKERD_LOG.open("ab") as log:
         # Own session: the engine must outlive this command and not get our Ctrl-C.

@@ -20,6 +20,7 @@ from pathlib import Path
 import docker
 from docker.errors import ImageNotFound
 
+from plinth import progress
 from plinth.lab import LABEL, LabError, lab_dir
 from plinth.lab.topology import security_mirror
 from plinth.releases import DEFAULT_RELEASE
@@ -186,9 +187,11 @@ def _run_debootstrap(target: Path, main: str, suite: str, log_path: Path) -> Non
         str(target),
         main,
     ]
-    print(f"lab: image: {' '.join(cmd)}", flush=True)
-    # Per-package lines are hundreds; show the phases, keep everything in the log.
+    progress.step("image", f"{' '.join(cmd)} (log: {log_path})")
+    # Per-package lines are hundreds: each is only what the wait is at (shown every few
+    # seconds); the phases are steps of their own; everything is in the log.
     per_package = re.compile(r"^I: (Retrieving|Validating|Extracting|Unpacking|Configuring) ")
+    waiting = progress.Waiting("debootstrap")
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
@@ -200,9 +203,12 @@ def _run_debootstrap(target: Path, main: str, suite: str, log_path: Path) -> Non
             line = line.rstrip()
             if line:
                 last = line
-            if line and not per_package.match(line):
-                print(f"lab: image:   {line}", flush=True)
+            if line and per_package.match(line):
+                waiting.update(line.removeprefix("I: "), changed=False)
+            elif line:
+                progress.step("image", f"debootstrap: {line}")
         status = proc.wait()
+    waiting.end(f"exited with status {status}")
     if status != 0:
         raise LabError(f"debootstrap failed with status {status} ({last}); see {log_path}")
 
@@ -269,7 +275,7 @@ def configure_rootfs(rootfs: Path, main: str, suite: str) -> None:
 def _import(
     client: docker.DockerClient, rootfs: Path, tarball: Path, tag: str, recipe: str
 ) -> None:
-    print(f"lab: image: packing {rootfs.name} and importing as {tag}", flush=True)
+    progress.step("image", f"packing {rootfs.name} and importing it as {tag}")
     subprocess.run(
         ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(tarball), "."],
         check=True,
@@ -298,7 +304,7 @@ def ensure_base_image(client: docker.DockerClient, suite: str = DEFAULT_SUITE) -
     tag = image_tag(main, suite)
     try:
         client.images.get(tag)
-        print(f"lab: image: reusing {tag}", flush=True)
+        progress.step("image", f"reusing {tag} (built before; its recipe is unchanged)")
         return tag
     except ImageNotFound:
         pass
@@ -307,7 +313,8 @@ def ensure_base_image(client: docker.DockerClient, suite: str = DEFAULT_SUITE) -
     if shutil.which("debootstrap") is None:
         raise LabError(f"building {tag} needs debootstrap: apt-get install debootstrap")
     for leftover in clean_build_leftovers():
-        print(f"lab: image: removed leftover of an interrupted build: {leftover}", flush=True)
+        progress.step("image", f"removed leftover of an interrupted build: {leftover}")
+    progress.note("image", f"building {tag} with debootstrap (no cached image; minutes)")
     started = time.monotonic()
     recipe = recipe_hash(main, suite)
     scratch = _scratch_root() / f"{SCRATCH_PREFIX}{recipe}"
@@ -320,7 +327,5 @@ def ensure_base_image(client: docker.DockerClient, suite: str = DEFAULT_SUITE) -
     finally:
         _remove_scratch(scratch)
     size = client.images.get(tag).attrs.get("Size", 0) / 2**20
-    print(
-        f"lab: image: built {tag} ({size:.0f} MiB) in {time.monotonic() - started:.0f}s", flush=True
-    )
+    progress.note("image", f"built {tag} ({size:.0f} MiB) in {time.monotonic() - started:.0f} s")
     return tag

@@ -49,6 +49,7 @@ import docker
 import yaml
 from docker.errors import APIError, ImageNotFound, NotFound
 
+from plinth import progress
 from plinth.lab import ENV_NAME, LABEL, LabError, lab_dir, ssh_dir
 from plinth.lab import network as net
 from plinth.lab import topology as topo
@@ -531,6 +532,8 @@ def stop_cleanly(container: Any, timeout: int) -> float:
     """Stop with the container's stop signal (systemd: SIGRTMIN+3, a clean shutdown);
     refuse to go on if it had to be killed. Returns the seconds it took."""
     started = time.monotonic()
+    waiting = progress.Waiting(_host_name(container))
+    waiting.update(f"systemd to shut its units down (up to {timeout} s, then killed)")
     container.stop(timeout=timeout)
     container.reload()
     code = container.attrs["State"]["ExitCode"]
@@ -541,7 +544,13 @@ def stop_cleanly(container: Any, timeout: int) -> float:
             "disk state may be torn: not snapshotting it (see `docker logs` for the unit "
             "that hung)"
         )
+    waiting.end("stopped cleanly")
     return time.monotonic() - started
+
+
+def _host_name(container: Any) -> str:
+    """The lab host a container is (its label), else the container's name."""
+    return str((container.labels or {}).get(f"{LABEL}.host") or container.name)
 
 
 def commit(container: Any, ref: str, labels: Mapping[str, str]) -> str:
@@ -549,6 +558,7 @@ def commit(container: Any, ref: str, labels: Mapping[str, str]) -> str:
     repository, _, tag = ref.partition(":")
     changes = [f'LABEL {key}="{value}"' for key, value in sorted(labels.items())]
     image = container.commit(repository=repository, tag=tag, changes=changes, pause=False)
+    progress.step(_host_name(container), f"committed as {ref}")
     return str(image.id)
 
 
@@ -600,6 +610,8 @@ def recreate(client: docker.DockerClient, record: ContainerRecord, image: str) -
             code, out = container.exec_run(command)
             if code != 0 and b"No such process" not in out:
                 raise LabError(f"{record.name}: `{' '.join(command)}` failed: {out!r}")
+    host = record.labels.get(f"{LABEL}.host") or record.name
+    progress.step(host, f"container recreated and started ({primary.address or 'no address'})")
     return container
 
 
@@ -741,6 +753,7 @@ def take_snapshot(name: str, stop_timeout: int | None = None) -> SnapshotResult:
         store.directory.chmod(0o700)  # the tar holds the lab's passphrase and secrets
         (directory / STATE_TAR).write_bytes(data)
         (directory / MANIFEST).write_text(manifest.to_json())
+        progress.step("state", f"kept in {directory}")
     restored = _recreate_lab(client, store, manifest)
     timings.update({f"restore {k}": v for k, v in restored.items()})
     if replaced:
@@ -808,7 +821,7 @@ def restore_snapshot(name: str, force: bool = False) -> dict[str, float]:
             "changed (--force restores it anyway)"
         )
     for problem in problems:
-        print(f"lab: restore forced although {problem}", flush=True)
+        progress.warning("restore", f"forced although {problem}")
     return _recreate_lab(client, store, manifest, data)
 
 
@@ -833,6 +846,7 @@ def _recreate_lab(
     with phase(timings, "networks"):
         for record in manifest.networks:
             create_network(client, record)
+            progress.step("networks", f"{record.name} ({record.subnet})")
         if manifest.bridge_rules:
             helper = base_image_tag()
             if not client.images.list(name=helper):
@@ -857,7 +871,7 @@ def _recreate_lab(
         )
     for info in infos:
         if info.failed_units:
-            print(f"lab: {info.name}: degraded, failed: {', '.join(info.failed_units)}", flush=True)
+            progress.warning(info.name, f"degraded, failed units: {', '.join(info.failed_units)}")
     return timings
 
 
