@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ SSH_DIR = REPO / ".lab" / "ssh"
 BASELINE_SNAPSHOT = "tests-small"
 """The snapshot of the deployed small lab (with PLINTH_LAB_RESTORE=1)."""
 RESTORE_HEALTHY_WITHIN = 300
+ADOPT_HEALTHY_WITHIN = 120
 DRIFT_FILE = "/etc/systemd/journald.conf.d/60-plinth.conf"
 """A managed file tests move aside as drift a run would repair (and move back: DRIFT_ASIDE)."""
 DRIFT_ASIDE = "/root/60-plinth.conf.aside"
@@ -66,11 +68,31 @@ def lab_phase(name: str) -> Iterator[None]:
         PHASES[name] = PHASES.get(name, 0.0) + time.monotonic() - started
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep the call phase's report on the item: ``disposable_lab`` adopts a rolled model
+    only after a passing test."""
+    report = yield
+    if report.when == "call":
+        item.call_report = report  # type: ignore[attr-defined]
+    return report
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Wall seconds per lab test module (setup, call and teardown of its tests)."""
+    """Wall seconds per lab test module (setup, call and teardown of its tests); and a
+    lab test's failure printed the moment it happens, so a CI log cut short by the job's
+    time limit still says what failed and why (pytest prints them only at the end)."""
     path = report.nodeid.split("::")[0]
-    if path.startswith("tests/lab/"):
-        MODULE_SECONDS[path] = MODULE_SECONDS.get(path, 0.0) + report.duration
+    if not path.startswith("tests/lab/"):
+        return
+    MODULE_SECONDS[path] = MODULE_SECONDS.get(path, 0.0) + report.duration
+    if report.failed:
+        text = report.longreprtext
+        sys.stderr.write(
+            f"\n---- {report.when} of {report.nodeid} failed after {report.duration:.1f} s "
+            f"(last 6000 characters) ----\n{text[-6000:]}\n---- end ----\n"
+        )
+        sys.stderr.flush()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -197,9 +219,26 @@ class Baseline:
     changed: bool = False
     repairs: int = 0
 
+    adopted: int = 0
+
     def undone(self) -> None:
         """The test that changed the lab put it back itself (see ``undoable_lab``)."""
         self.changed = False
+
+    def adopt(self) -> None:
+        """The lab is converged to the model now in inventory/lab.yaml (a passing rolling
+        test applied it): that model is the baseline from here on, once the lab is healthy;
+        a lab that does not become healthy stays changed (the next test repairs it)."""
+        try:
+            with lab_phase("small: adopting a rolled model (to healthy)"):
+                wait_status_healthy(ADOPT_HEALTHY_WITHIN)
+        except AssertionError as error:
+            print(f"\nrolled model not adopted, the lab is repaired instead: {error}")
+            return
+        self.model = LAB_ENV.read_text()
+        self.lab.environment = load_environment(LAB_ENV)
+        self.changed = False
+        self.adopted += 1
 
     def pristine(self) -> Lab:
         if not self.changed:
@@ -235,7 +274,10 @@ def small_baseline(small_lab: Lab) -> Iterator[Baseline]:
             wait_status_healthy()
     baseline = Baseline(small_lab, LAB_ENV.read_text())
     yield baseline
-    print(f"\nsmall lab given back {baseline.repairs} time(s) after a changing test")
+    print(
+        f"\nsmall lab given back {baseline.repairs} time(s) after a changing test; "
+        f"{baseline.adopted} rolled model(s) adopted as the baseline"
+    )
     if reuse_lab():
         baseline.pristine()  # the developer's lab is left as deployed
     elif restores_enabled():
@@ -276,12 +318,18 @@ def lab_model() -> Iterator[Path]:
 
 
 @pytest.fixture
-def disposable_lab(small_baseline: Baseline) -> Iterator[Lab]:
-    """For a test that leaves the lab away from its model (a changed setting rolled): the
-    next test that needs the lab gets the baseline back, whether this one passed or
-    failed."""
+def disposable_lab(small_baseline: Baseline, request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """For a test that changes the model and rolls it (a setting changed, applied host by
+    host). When it passed, the lab is converged to the changed model (its own assertions
+    say so) and, once `plinth status` is healthy, that model becomes the baseline
+    (``Baseline.adopt``): rolling the setting back would prove nothing new and costs a
+    whole second roll (275 s for Airflow's). When it failed, the next test that needs the
+    lab gets the baseline back by a repair deploy."""
     yield small_baseline.pristine()
     small_baseline.changed = True
+    report = getattr(request.node, "call_report", None)
+    if report is not None and report.passed:
+        small_baseline.adopt()
 
 
 LAB_TESTS = Path(__file__).resolve().parent
