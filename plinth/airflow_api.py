@@ -51,6 +51,8 @@ class AirflowApi:
     key: Path | None
     timeout: float = 30
     token: str = field(default="", repr=False)
+    unanswered_polls: int = 0
+    """Polls of the last ``wait_run`` the api-server did not answer."""
 
     def _context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.ca))
@@ -148,16 +150,30 @@ class AirflowApi:
         return str(run["state"])
 
     def wait_run(self, dag_id: str, run_id: str, seconds: float) -> str:
-        """The run's final state (success or failed); raises when it is still going."""
-        states: list[str] = []
+        """The run's final state (success or failed); raises when it is still going.
+
+        A poll the api-server does not answer (a timeout, a refused connection, a 5xx) is
+        counted in ``unanswered_polls`` and polled again: while PostgreSQL fails over, a
+        request can wait on the database longer than the client's timeout (seen: 30 s), and
+        the run, not one request, is what the caller waits for."""
+        states: list[str] = ["never answered"]
+        self.unanswered_polls = 0
 
         def finished() -> str | None:
-            states.append(self.run_state(dag_id, run_id))
+            try:
+                states.append(self.run_state(dag_id, run_id))
+            except (AirflowApiError, OSError) as error:
+                self.unanswered_polls += 1
+                states.append(f"unknown ({type(error).__name__}: {error})")
+                return None
             return states[-1] if states[-1] in FINISHED else None
 
         state, _ = wait_for(finished, seconds, interval=2)
         if state is None:
-            raise AirflowApiError(f"run {run_id} of {dag_id} still {states[-1]} after {seconds} s")
+            raise AirflowApiError(
+                f"run {run_id} of {dag_id} still {states[-1]} after {seconds} s "
+                f"({self.unanswered_polls} poll(s) unanswered)"
+            )
         return state
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:

@@ -360,7 +360,8 @@ def test_the_postgresql_primary_killed_mid_run_the_run_completes_after_failover(
         }
         print(
             f"\nPostgreSQL primary {leader} killed mid-run: leader {new_leader} after "
-            f"{waited:.1f} s; run {state} {took:.1f} s after the kill; {tasks}"
+            f"{waited:.1f} s; run {state} {took:.1f} s after the kill; "
+            f"{client.unanswered_polls} API poll(s) unanswered meanwhile; {tasks}"
         )
         assert state == "success", tasks
         rows = psql(grid_dsn(lab, airflow_client), "select count(*) from grid.feeder_load_hourly")
