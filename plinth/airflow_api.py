@@ -176,6 +176,15 @@ class AirflowApi:
             )
         return state
 
+    def unfinished_runs(self, dag_id: str) -> list[str]:
+        """The run ids of ``dag_id`` still queued or running."""
+        status, answer = self.call(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns?state=queued&state=running&limit=100"
+        )
+        if status != 200 or not isinstance(answer, dict):
+            raise AirflowApiError(f"runs of {dag_id}: HTTP {status} {answer}")
+        return [str(run["dag_run_id"]) for run in answer["dag_runs"]]
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         status, answer = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         if status != 200 or not isinstance(answer, dict):

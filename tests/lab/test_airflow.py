@@ -230,11 +230,17 @@ def running_task(
 
 
 def ready_client(lab: Lab, bundle: Path) -> AirflowApi:
-    """Logged in, every component healthy, the sample DAG parsed and unpaused."""
+    """Logged in, every component healthy, the sample DAG parsed and unpaused, and no
+    earlier run of it still going: a drill's run that outlived its test (one that failed
+    before waiting for it) must not share the hosts, the database rows or the roll with
+    the next drill's (stop 26's CI and a rehearsal failed the rolling drill right after
+    the failover drill had failed that way)."""
     client = api(lab, bundle)
     client.wait_healthy(HEALTH_COMPONENTS, HEALTH_WAIT_SECONDS)
     client.login(lab_secret("airflow-admin-password"))
     client.open_dag(DAG_ID, HEALTH_WAIT_SECONDS)
+    for run_id in client.unfinished_runs(DAG_ID):
+        client.wait_run(DAG_ID, run_id, RUN_WAIT_SECONDS)
     return client
 
 
