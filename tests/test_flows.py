@@ -201,7 +201,7 @@ def test_every_listener_has_a_flow_and_every_flow_a_listener(stem: str) -> None:
     assert set(items) <= reached
     # nginx proxying to a daemon the model does not run is a flow to nothing: shown so
     nothing = {(i.host, i.port) for i in reached - set(items)}
-    assert all(i.name.endswith("nothing listens") for i in reached - set(items))
+    assert all(i.name.endswith("not running") for i in reached - set(items))
     if stem == "lab-full":  # the standby site's nginx routes to its stopped api-servers
         assert nothing == {("dc2-app1", 8443), ("dc2-app2", 8443)}
     else:

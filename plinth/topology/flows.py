@@ -379,6 +379,23 @@ def listeners(env: Environment) -> list[Listener]:
     return [item for host in env.hosts for item in _host_listeners(env, host)]
 
 
+def vip_listeners(env: Environment, vip: Vip) -> list[Listener]:
+    """The listeners that serve ``vip`` on the hosts of its DC: haproxy's bound to it,
+    nginx's for the virtual hosts it lists, squid's when it lists ``squid``."""
+    vhosts = {v.name for v in env.components.nginx.virtual_hosts if v.name in vip.services}
+    served = []
+    for item in listeners(env):
+        if item.datacenter != vip.datacenter:
+            continue
+        if (
+            (item.component == "haproxy" and item.bind == str(vip.address))
+            or (item.component == "nginx" and item.name in vhosts)
+            or (item.component == "squid" and "squid" in vip.services)
+        ):
+            served.append(item)
+    return served
+
+
 # ---- the inbound flows ----
 
 
@@ -427,7 +444,7 @@ class _Builder:
                     vhost.upstream_port,
                     str(host.address),
                     ROLE_COMPONENT[vhost.upstream_role][0],
-                    f"{vhost.name} upstream: nothing listens",
+                    f"{vhost.name} upstream, not running",
                     f"components.nginx.virtual_hosts[{index}].upstream_port",
                     Security.NONE,
                 )
@@ -804,13 +821,16 @@ def _redis(env: Environment, dc: str, b: _Builder) -> None:
     upstream = upstream_of(env, dc)
     watching_dc = upstream.datacenter if upstream is not None else dc
     watching = running_sentinels(env, watching_dc)
-    followers = [
-        d.name
+    # the DCs following this one: their data nodes and Sentinel hosts, one group each
+    following = [
+        _hosts(
+            f"{env.debian.key_value_store.product} and Sentinel hosts of {d.name}",
+            [h for h in env.hosts_in(d.name) if {Role.REDIS, Role.SENTINEL} & set(h.roles)],
+            "redis",
+            d.name,
+        )
         for d in env.datacenters
         if d.name != dc and (u := upstream_of(env, d.name)) is not None and u.datacenter == dc
-    ]
-    following_hosts = [
-        h for d in followers for h in env.hosts_in(d) if {Role.REDIS, Role.SENTINEL} & set(h.roles)
     ]
     store = env.debian.key_value_store.product
     for host in data:
@@ -830,16 +850,11 @@ def _redis(env: Environment, dc: str, b: _Builder) -> None:
                 FlowKind.PEER if watching_dc == dc else FlowKind.CROSS_SITE,
                 "Sentinels monitor every node of the master set and reconfigure them on a failover",
             )
-        if following_hosts:
+        for group in following:
             b.add(
                 host,
                 c.port,
-                _hosts(
-                    f"{store} and Sentinel hosts of {', '.join(followers)}",
-                    following_hosts,
-                    "redis",
-                    None,
-                ),
+                group,
                 FlowKind.CROSS_SITE,
                 "the following site's nodes replicate from this site's master "
                 "(replica-priority 0) and read its state at bootstrap",
@@ -867,16 +882,11 @@ def _redis(env: Environment, dc: str, b: _Builder) -> None:
             FlowKind.PEER,
             "plinth's checks and rolls ask the Sentinels from the data nodes",
         )
-        if following_hosts:
+        for group in following:
             b.add(
                 host,
                 port,
-                _hosts(
-                    f"{store} and Sentinel hosts of {', '.join(followers)}",
-                    following_hosts,
-                    "redis",
-                    None,
-                ),
+                group,
                 FlowKind.CROSS_SITE,
                 "the following site's hosts ask this site's Sentinels for the master at bootstrap",
             )
