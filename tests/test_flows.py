@@ -476,3 +476,11 @@ def test_adding_a_host_to_a_role_changes_the_flows() -> None:
     # and nothing else moved: every flow of before is still there but for its sources
     key = [(f.host, f.port, f.address, f.reason) for f in before]
     assert key == [(f.host, f.port, f.address, f.reason) for f in after if f.host != "dc1-edge3"]
+
+
+def test_the_lab_table_in_docs_security_md_is_current() -> None:
+    from plinth import flows_doc
+
+    committed = flows_doc.SECURITY_MD.read_text()
+    assert committed == flows_doc.rendered(committed), "run: python -m plinth.flows_doc"
+    assert "| dc1-n1 | 10.231.1.11 2380/tcp |" in committed
