@@ -25,14 +25,9 @@ from html import escape
 from urllib.parse import urlsplit
 
 from plinth.model import AIRFLOW_ROLES, ROLE_COMPONENT, Environment, Host, Role, Tier
-from plinth.topology.flows import (
-    FlowKind,
-    Listener,
-    Security,
-    egress,
-    flows,
-    vip_listeners,
-)
+from plinth.topology.flows import FlowKind as FlowKind
+from plinth.topology.flows import Listener, egress, flows, vip_listeners
+from plinth.topology.flows import Security as Security
 from plinth.topology.redis import sentinel_master_name, upstream_of
 
 # Top to bottom in a site: requests enter at the edge and end in persistence.
