@@ -12,7 +12,6 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, deploy, operation
@@ -22,19 +21,12 @@ from pyinfra.operations import apt, files, server, systemd
 from facts.base import ContainerRuntime, Ipv4Routes, ManagedBlock, SysctlValues, block_markers
 from plinth.model import BaseSettings, PackageSources
 from plinth.render import render_template, sha1_text
+from plinth.topology.squid import proxy_endpoint
 
 SYSCTL_FILE = "/etc/sysctl.d/60-plinth.conf"
 CA_DIR = "/usr/local/share/ca-certificates"
 PROXY_CONF = "/etc/apt/apt.conf.d/80plinth-proxy"
 PROXY_DETECT = "/usr/local/lib/plinth/apt-proxy-detect"
-
-
-def proxy_endpoint(url: str) -> tuple[str, str, int]:
-    """(url, host, port) of a proxy URL; the port defaults to 3128 (squid's)."""
-    parts = urlsplit(url)
-    if not parts.hostname:
-        raise ValueError(f"proxy {url!r} has no host name")
-    return url, parts.hostname, parts.port or 3128
 
 
 @dataclass(frozen=True)

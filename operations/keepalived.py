@@ -33,6 +33,7 @@ from operations.nginx import virtual_hosts
 from plinth.context import HostContext
 from plinth.model import Environment, Host, KeepalivedSettings, Role, Vip
 from plinth.render import render_template
+from plinth.topology.keepalived import front_ports, tracked_units, vip_holders
 from plinth.vip_check import MODE_EDGE, MODE_POSTGRESQL, CheckConfig, Target
 
 CONFIG = "/etc/keepalived/keepalived.conf"
@@ -98,35 +99,6 @@ class KeepalivedInput:
             vip_check=VIP_CHECK,
             check_dir=CHECK_DIR,
         )
-
-
-def tracked_units(
-    services: tuple[str, ...], roles: tuple[Role, ...], vhosts: set[str]
-) -> tuple[str, ...]:
-    """Daemons on a holder that serve a VIP's ``services``: haproxy for PostgreSQL, nginx for
-    its virtual hosts, squid for egress. A node whose daemon stops gives the VIP up."""
-    units = []
-    if "postgresql" in services and Role.HAPROXY in roles:
-        units.append("haproxy")
-    if vhosts & set(services) and Role.NGINX in roles:
-        units.append("nginx")
-    if "squid" in services and Role.SQUID in roles:
-        units.append("squid")
-    return tuple(units)
-
-
-def front_ports(env: Environment, vip: Vip, holder: Host) -> tuple[int, ...]:
-    """Ports on which ``holder`` serves ``vip`` (nginx listens on every address, so a peer
-    answers there whether or not it holds the VIP)."""
-    vhost_ports = [v.port for v in env.components.nginx.virtual_hosts if v.name in vip.services]
-    ports = []
-    if "postgresql" in vip.services and Role.HAPROXY in holder.roles:
-        ports.append(env.components.haproxy.primary_port)
-    if Role.NGINX in holder.roles:
-        ports += vhost_ports
-    if "squid" in vip.services and Role.SQUID in holder.roles:
-        ports.append(env.components.squid.port)
-    return tuple(ports)
 
 
 def vip_check(env: Environment, vip: Vip, me: Host, holders: list[Host]) -> CheckConfig:
@@ -203,7 +175,7 @@ def keepalived_input(context: HostContext) -> KeepalivedInput:
                     v,
                     context.host,
                     # the VIP's other holders: hosts that run one of its daemons
-                    [h for h in holders if tracked_units(v.services, h.roles, vhosts)],
+                    vip_holders(env, v),
                 ),
             )
             for v in env.vips_in(dc.name)

@@ -10,16 +10,15 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass
 from io import StringIO
-from urllib.parse import urlsplit
 
 from pyinfra import host as current_host
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.operations import files, server, systemd
 
-from operations.base import proxy_endpoint
 from operations.checked import checked_file
-from plinth.model import Environment, Host, PackageSources, Role, SquidSettings
+from plinth.model import Environment, Host, SquidSettings
 from plinth.render import render_template
+from plinth.topology.squid import allowed_domains, client_proxies
 
 CONFIG = "/etc/squid/squid.conf"
 
@@ -32,24 +31,6 @@ class SquidInput:
     settings: SquidSettings
     client_networks: tuple[str, ...]
     allowed_domains: tuple[str, ...]
-
-
-def allowed_domains(sources: PackageSources, settings: SquidSettings) -> tuple[str, ...]:
-    """Destinations the proxy lets through: the package sources, then the extra ones.
-
-    A PyPI index on pypi.org also needs files.pythonhosted.org, where the wheels live.
-    """
-    domains: list[str] = []
-    for url in (sources.apt_mirror, sources.apt_security_mirror, sources.pypi_index):
-        host = urlsplit(url).hostname
-        if host and host not in domains:
-            domains.append(host)
-    if "pypi.org" in domains and "files.pythonhosted.org" not in domains:
-        domains.append("files.pythonhosted.org")
-    for domain in settings.allowed_domains:
-        if domain not in domains:
-            domains.append(domain)
-    return tuple(domains)
 
 
 def squid_input(env: Environment, host: Host) -> SquidInput:
@@ -109,32 +90,6 @@ def squid(spec: SquidInput) -> None:
     )
 
 
-def client_proxies(env: Environment, host: Host) -> tuple[str, ...]:
-    """The egress proxies ``host``'s apt tries, in order; empty: apt goes direct.
-
-    A squid host goes direct (it *is* the way out, and must not depend on itself).
-    Any other host uses its DC's ``package_sources.http_proxy``; when that names a VIP
-    carrying ``squid``, the squid hosts behind that VIP follow it: the VIP exists only
-    once keepalived runs, at the end of the first deploy, long after every host
-    installed its packages.
-    """
-    if Role.SQUID in host.roles:
-        return ()
-    proxy = env.package_sources_for(host.datacenter).http_proxy
-    if not proxy:
-        return ()
-    _, name, port = proxy_endpoint(proxy)
-    proxies = [proxy]
-    for vip in env.vips:
-        if "squid" not in vip.services or name not in (env.vip_fqdn(vip), str(vip.address)):
-            continue
-        for member in env.hosts_with(Role.SQUID, vip.datacenter):
-            candidate = f"http://{env.fqdn(member)}:{port}"
-            if candidate not in proxies:
-                proxies.append(candidate)
-    return tuple(proxies)
-
-
 @operation()
 def egress_ordering_point(is_squid_host: bool) -> Generator[StringCommand, None, None]:
     """Run by every host at the same place in deploy.py: pyinfra orders operations by a
@@ -148,3 +103,14 @@ def egress_ordering_point(is_squid_host: bool) -> Generator[StringCommand, None,
     else:
         current_host.noop("the DC's squid hosts are deployed: packages may go through them")
     yield from ()
+
+
+__all__ = [
+    "SquidInput",
+    "allowed_domains",
+    "client_proxies",
+    "egress_ordering_point",
+    "render_config",
+    "squid",
+    "squid_input",
+]

@@ -4,8 +4,10 @@
 ``plinth.topology``) and returns a :class:`Diagram`: each datacenter is a :class:`Site`,
 its hosts are grouped by tier (hosts whose roles span several tiers form one co-located
 group), each cell (the PostgreSQL/Patroni/etcd cell, Redis + Sentinel, RabbitMQ, the edge
-daemons, the registry, Airflow) is one node inside the group of its hosts, and every
-flow is an :class:`Edge` with its ports and how it is secured. :func:`render_dot`
+daemons, the registry, Airflow) is one node inside the group of its hosts, and the
+network flows of :mod:`plinth.topology.flows` (the one statement of what talks to what)
+are drawn between them as :class:`Edge`: one per pair of nodes, with its ports and how it
+is secured. :func:`render_dot`
 writes Graphviz DOT, :func:`render_drawio` the uncompressed mxfile XML draw.io opens.
 
 Pure: no file, host or program is touched here (``plinth.diagram_files`` runs Graphviz's
@@ -23,6 +25,9 @@ from html import escape
 from urllib.parse import urlsplit
 
 from plinth.model import AIRFLOW_ROLES, ROLE_COMPONENT, Environment, Host, Role, Tier
+from plinth.topology.flows import FlowKind as FlowKind
+from plinth.topology.flows import Listener, egress, flows, vip_listeners
+from plinth.topology.flows import Security as Security
 from plinth.topology.redis import sentinel_master_name, upstream_of
 
 # Top to bottom in a site: requests enter at the edge and end in persistence.
@@ -36,27 +41,6 @@ class NodeKind(StrEnum):
     VIP = "vip"
     EXTERNAL = "external"
     """Outside the platform: its clients, the package sources squid lets hosts reach."""
-
-
-class FlowKind(StrEnum):
-    CLIENT = "client"
-    """Applications and operators into the platform."""
-    SERVICE = "service"
-    """One component to another inside a datacenter."""
-    EGRESS = "egress"
-    """Out of the isolated network, only through squid."""
-    CROSS_SITE = "cross-site"
-    """A standby datacenter following the active one."""
-
-
-class Security(StrEnum):
-    MUTUAL_TLS = "mTLS"
-    """TLS, and the client presents a certificate of the platform PKI."""
-    TLS = "TLS"
-    """TLS, the client needs no certificate."""
-    PLAIN = "not TLS"
-    """squid's HTTP proxy port (CONNECT carries the TLS of the destination), the
-    controller's SSH."""
 
 
 @dataclass(frozen=True)
@@ -349,145 +333,130 @@ def _vip_nodes(env: Environment, dc: str) -> tuple[Node, ...]:
     )
 
 
-def _routed_vhosts(env: Environment, dc: str, service_names: tuple[str, ...]) -> list[str]:
-    """nginx's virtual hosts in ``dc`` reachable behind a VIP listing ``service_names``."""
+def _cell_of(component: str | None) -> str | None:
+    """The diagram's cell of a component of the flows (etcd and Patroni share the
+    PostgreSQL cell; keepalived has none: its VIPs are nodes of their own)."""
+    if component in ("etcd", "patroni"):
+        return "postgresql"
+    return component if component in _ROLES else None
+
+
+def _weakest(listeners: Iterable[Listener]) -> Security:
+    """How an edge is drawn: as its least protected port."""
+    found = {item.security for item in listeners}
+    for security in (Security.NONE, Security.PLAIN, Security.SSH, Security.TLS):
+        if security in found:
+            return security
+    return Security.MUTUAL_TLS
+
+
+def _label(listeners: list[Listener]) -> str:
+    return " · ".join(f":{item.port} {item.name}" for item in listeners)
+
+
+def _flow_edges(env: Environment, cells: set[str]) -> list[Edge]:
+    """The edges of the network flows (``plinth.topology.flows``), one per pair of nodes and
+    kind, labelled with their ports: clients to the VIPs and the cells they dial, one cell
+    to another, a standby site to the active one. Flows inside one cell (peers), the
+    controller's and the VIP checks' are not drawn; a host's Docker and apt (any host of
+    the DC) are drawn as the VIP's own edges below."""
+    vips = {str(v.address): v for v in env.vips}
+    grouped: dict[tuple[str, str, FlowKind], list[Listener]] = {}
+    for flow in flows(env):
+        if flow.kind not in (FlowKind.CLIENT, FlowKind.SERVICE, FlowKind.CROSS_SITE):
+            continue
+        target_dc = flow.listener.datacenter
+        vip = vips.get(flow.address)
+        cell = _cell_of(flow.component)
+        if vip is not None:
+            target = vip_id(vip.datacenter, vip.name)
+        elif cell is not None:
+            target = cell_id(target_dc, cell)
+        else:
+            continue
+        source_dc = flow.sources.datacenter or target_dc
+        if flow.kind is FlowKind.CLIENT:
+            source = clients_id(target_dc)
+        else:
+            source_cell = _cell_of(flow.sources.component)
+            if source_cell is None or flow.sources.datacenter is None:
+                continue
+            source = cell_id(source_dc, source_cell)
+            if source not in cells:
+                continue
+        if source == target or (target not in cells and vip is None):
+            continue
+        kind = FlowKind.CROSS_SITE if source_dc != target_dc else flow.kind
+        if kind is FlowKind.CROSS_SITE and source_dc == env.active_site:
+            # drawn from the following site to the active one only: the active site's
+            # Sentinels watching the other's nodes stay in `plinth flows` (an edge back
+            # between the two sites' clusters sends Graphviz's layout into a loop)
+            continue
+        ports = grouped.setdefault((source, target, kind), [])
+        if all(item.port != flow.port for item in ports):
+            ports.append(flow.listener)
     return [
-        v.name
-        for v in env.components.nginx.virtual_hosts
-        if v.name in service_names and env.hosts_with(v.upstream_role, dc)
+        Edge(
+            source,
+            target,
+            _label(items),
+            kind,
+            _weakest(items),
+            tuple(item.port for item in items if item.port is not None),
+        )
+        for (source, target, kind), items in grouped.items()
     ]
 
 
-def _site_edges(env: Environment, dc: str, cells: set[str]) -> Iterator[Edge]:
-    c = env.components
-
-    def has(component: str) -> bool:
-        return cell_id(dc, component) in cells
-
-    clients = clients_id(dc)
-    vhosts = {v.name: v for v in c.nginx.virtual_hosts}
-
-    for vip in env.vips_in(dc):
-        vip_node = vip_id(dc, vip.name)
-        if "postgresql" in vip.services and has("haproxy") and has("postgresql"):
-            ports: tuple[int, ...] = (c.haproxy.primary_port, c.haproxy.replica_port)
+def _vip_edges(env: Environment, cells: set[str]) -> Iterator[Edge]:
+    """Each VIP to the cells whose daemons serve it (haproxy, nginx, squid). squid's
+    is labelled with its port: the hosts' apt goes out there, no client edge shows it."""
+    for vip in env.vips:
+        by_cell: dict[str, list[Listener]] = {}
+        for item in vip_listeners(env, vip):
+            ports = by_cell.setdefault(item.component, [])
+            if all(p.port != item.port for p in ports):
+                ports.append(item)
+        for component, items in by_cell.items():
+            if cell_id(vip.datacenter, component) not in cells:
+                continue
+            egress = component == "squid"
             yield Edge(
-                clients, vip_node, f":{ports[0]} rw · :{ports[1]} ro", FlowKind.CLIENT, ports=ports
+                vip_id(vip.datacenter, vip.name),
+                cell_id(vip.datacenter, component),
+                _label(items) if egress else "",
+                FlowKind.EGRESS if egress else FlowKind.SERVICE,
+                _weakest(items) if egress else Security.MUTUAL_TLS,
+                tuple(item.port for item in items if item.port is not None) if egress else (),
             )
-            yield Edge(vip_node, cell_id(dc, "haproxy"), "")
-        routed = _routed_vhosts(env, dc, vip.services) if has("nginx") else []
-        if routed:
-            ports = tuple(vhosts[name].port for name in routed)
-            label = " · ".join(f":{vhosts[name].port} {name}" for name in routed)
-            optional = any(vhosts[name].client_certificates != "required" for name in routed)
-            yield Edge(
-                clients,
-                vip_node,
-                label,
-                FlowKind.CLIENT,
-                Security.TLS if optional else Security.MUTUAL_TLS,
-                ports,
-            )
-            yield Edge(vip_node, cell_id(dc, "nginx"), "")
-        if "squid" in vip.services and has("squid"):
-            port = c.squid.port
-            users = " hosts' apt, pip" if env.package_sources_for(dc).http_proxy else ""
-            yield Edge(
-                vip_node,
-                cell_id(dc, "squid"),
-                f":{port}{users}",
-                FlowKind.EGRESS,
-                Security.PLAIN,
-                (port,),
-            )
-    if has("haproxy") and has("postgresql"):
-        p = c.patroni
-        yield Edge(
-            cell_id(dc, "haproxy"),
-            cell_id(dc, "postgresql"),
-            f":{p.postgresql_port} · checks :{p.rest_api_port}",
-            ports=(p.postgresql_port, p.rest_api_port),
-        )
-    if has("nginx"):
-        for vhost in c.nginx.virtual_hosts:
-            target = _component_of(vhost.upstream_role)
-            if has(target) and env.hosts_with(vhost.upstream_role, dc):
-                yield Edge(
-                    cell_id(dc, "nginx"),
-                    cell_id(dc, target),
-                    f":{vhost.upstream_port}",
-                    ports=(vhost.upstream_port,),
-                )
-    if has("redis"):
-        r = c.redis
-        yield Edge(
-            clients,
-            cell_id(dc, "redis"),
-            f":{r.sentinel_port} Sentinel · :{r.port}",
-            FlowKind.CLIENT,
-            ports=(r.sentinel_port, r.port),
-        )
-    if has("rabbitmq"):
-        port = c.rabbitmq.amqps_port
-        yield Edge(
-            clients, cell_id(dc, "rabbitmq"), f":{port} AMQPS", FlowKind.CLIENT, ports=(port,)
-        )
-    # Airflow's flows only where it runs (the active site; a standby keeps it stopped).
-    if has("airflow") and c.airflow.services and dc == env.active_site:
-        pg_vip = env.vip_serving("postgresql", dc)
-        if pg_vip is not None:
-            port = c.haproxy.primary_port
-            yield Edge(
-                cell_id(dc, "airflow"), vip_id(dc, pg_vip.name), f":{port} metadata", ports=(port,)
-            )
-        if has("rabbitmq"):
-            port = c.rabbitmq.amqps_port
-            yield Edge(
-                cell_id(dc, "airflow"), cell_id(dc, "rabbitmq"), f":{port} Celery", ports=(port,)
-            )
-    if has("squid"):
-        yield Edge(
-            cell_id(dc, "squid"), package_sources_id(dc), "allowlist", FlowKind.EGRESS, Security.TLS
-        )
 
 
-def _component_of(role: Role) -> str:
-    return next(component for component, roles in _ROLES.items() if role in roles)
-
-
-def _cross_site_edges(env: Environment, cells: set[str]) -> Iterator[Edge]:
-    """Each standby datacenter following the active one (none with a single datacenter)."""
-    active = env.active_site
-    c = env.components
+def _outside_edges(env: Environment, cells: set[str]) -> Iterator[Edge]:
+    """squid to the package sources it lets the hosts reach (its external egress), and
+    the controller copying RabbitMQ's definitions from the active site to the others (not
+    a flow between the cells: it reads one and writes the other over SSH)."""
+    squid_out = {e.datacenter for e in egress(env) if e.external and e.component == "squid"}
     for dc in env.datacenters:
-        if dc.name == active:
-            continue
-        source_vip = env.vip_serving("postgresql", active)
-        if cell_id(dc.name, "postgresql") in cells and source_vip is not None:
-            port = c.haproxy.primary_port
+        if dc.name in squid_out and cell_id(dc.name, "squid") in cells:
             yield Edge(
-                cell_id(dc.name, "postgresql"),
-                vip_id(active, source_vip.name),
-                f"standby cluster streams :{port}",
-                FlowKind.CROSS_SITE,
-                ports=(port,),
+                cell_id(dc.name, "squid"),
+                package_sources_id(dc.name),
+                "allowlist",
+                FlowKind.EGRESS,
+                Security.TLS,
             )
-        if upstream_of(env, dc.name) is not None:
-            port = c.redis.port
-            yield Edge(
-                cell_id(dc.name, "redis"),
-                cell_id(active, "redis"),
-                f"replicaof :{port}",
-                FlowKind.CROSS_SITE,
-                ports=(port,),
-            )
-        if {cell_id(active, "rabbitmq"), cell_id(dc.name, "rabbitmq")} <= cells:
+    active = env.active_site
+    for dc in env.datacenters:
+        if (
+            dc.name != active
+            and {cell_id(active, "rabbitmq"), cell_id(dc.name, "rabbitmq")} <= cells
+        ):
             yield Edge(
                 cell_id(active, "rabbitmq"),
                 cell_id(dc.name, "rabbitmq"),
                 "definitions sync (controller, SSH)",
                 FlowKind.CROSS_SITE,
-                Security.PLAIN,
+                Security.SSH,
             )
 
 
@@ -534,8 +503,7 @@ def build(env: Environment) -> Diagram:
             )
         )
     cells = {cell.id for site in sites for group in site.groups for cell in group.cells}
-    edges = [e for dc in env.datacenters for e in _site_edges(env, dc.name, cells)]
-    edges += _cross_site_edges(env, cells)
+    edges = [*_flow_edges(env, cells), *_vip_edges(env, cells), *_outside_edges(env, cells)]
     return Diagram(
         name=env.name,
         title=f"{env.name}: {len(env.datacenters)} datacenter(s), {len(env.hosts)} hosts, "
@@ -636,7 +604,13 @@ def _dot_node(node: Node, indent: str) -> str:
     return f"{indent}{_dot_id(node.id)} [{', '.join(attrs)}];"
 
 
-_DOT_STYLE = {Security.MUTUAL_TLS: "solid", Security.TLS: "dashed", Security.PLAIN: "dotted"}
+_DOT_STYLE = {
+    Security.MUTUAL_TLS: "solid",
+    Security.TLS: "dashed",
+    Security.PLAIN: "dotted",
+    Security.SSH: "dotted",
+    Security.NONE: "dotted",
+}
 
 
 def _dot_edge(edge: Edge, diagram: Diagram) -> str:
@@ -769,6 +743,8 @@ _DRAWIO_DASH = {
     Security.MUTUAL_TLS: "",
     Security.TLS: "dashed=1;",
     Security.PLAIN: "dashed=1;dashPattern=1 3;",
+    Security.SSH: "dashed=1;dashPattern=1 3;",
+    Security.NONE: "dashed=1;dashPattern=1 3;",
 }
 
 

@@ -7,6 +7,7 @@ derived from it (a test keeps it current: run ``python -m plinth.docgen``).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ def _type_name(annotation: Any) -> str:
     text = str(annotation) if generic else getattr(annotation, "__name__", str(annotation))
     for prefix in ("typing.", "ipaddress.", "plinth.model.", "pydantic.networks."):
         text = text.replace(prefix, "")
+    # Annotated[X, validators...] inside a container: the reader needs X (the validators'
+    # reprs carry memory addresses, which would change the page at every run)
+    text = re.sub(r"Annotated\[([\w.]+), [^\[\]]*\]", r"\1", text)
     # a "|" would end the markdown table cell
     return text.replace(" | ", " or ").replace("|", " or ")
 

@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -761,6 +762,48 @@ class ComponentSettings(Frozen):
     """Apache Airflow settings."""
 
 
+def _network_with_host_bits(value: object) -> object:
+    """Name an entry like ``10.0.0.5/24`` (host bits set) instead of pydantic's "not a valid
+    IPv4 network": the operator meant either the network or the one address."""
+    if isinstance(value, str):
+        try:
+            network = ipaddress.IPv4Network(value, strict=False)
+        except ValueError:
+            return value  # pydantic names it with its own message
+        if str(network.network_address) != value.split("/")[0]:
+            address = value.split("/")[0]
+            raise ValueError(
+                f"{value!r} has host bits set: write {network} for the network, or "
+                f"{address}/32 (or {address}) for the one address"
+            )
+    return value
+
+
+DeclaredNetwork = Annotated[ipaddress.IPv4Network, BeforeValidator(_network_with_host_bits)]
+
+
+class NetworkSettings(Frozen):
+    """Who, besides the platform's own hosts, opens connections to them (``network``).
+
+    The network flows (``plinth flows``, :mod:`plinth.topology.flows`) name these as the
+    sources of the controller's and the clients' flows, and the host firewall derived from
+    the flows admits them and nobody else. Addresses as the hosts see them (after any NAT
+    or bastion); an address alone is a ``/32``.
+    """
+
+    controllers: tuple[DeclaredNetwork, ...] = ()
+    """Where plinth runs (the controller, a CI runner, a bastion's address): SSH to every
+    host (``ssh.port``), ICMP echo, operators' reads of Patroni's REST API. Empty: not
+    declared; ``plinth flows`` shows those flows with no source, and a firewall built
+    from them would lock the controller out, so declare it before one is installed."""
+    clients: tuple[DeclaredNetwork, ...] = ()
+    """Networks of the platform's clients, applications and operators: they reach the
+    VIPs' published ports (haproxy's PostgreSQL ports, nginx's virtual hosts), the Redis
+    nodes and Sentinels, RabbitMQ's AMQPS and management ports. Empty: no client outside
+    the platform's hosts (the flows are shown with no source). ``0.0.0.0/0`` publishes
+    those ports to every network that routes to the DC."""
+
+
 class Environment(Frozen):
     """One environment: everything deployed from one description."""
 
@@ -787,6 +830,8 @@ class Environment(Frozen):
     """Floating addresses, one or more per DC."""
     ssh: SshSettings = SshSettings()
     """How the controller reaches the hosts."""
+    network: NetworkSettings = NetworkSettings()
+    """Who besides the platform's hosts connects to them: the controller, the clients."""
     package_sources: PackageSources = PackageSources()
     """Where hosts get packages from."""
     base: BaseSettings = BaseSettings()
@@ -1041,8 +1086,27 @@ def _rule_problems(env: Environment) -> Iterator[str]:
                 " (the command is in docs/components/postgresql.md)"
             )
 
+    yield from _network_problems(env)
+
     if env.ssh.user != "root" and not re.fullmatch(r"[a-z_][a-z0-9_-]*", env.ssh.user):
         yield f"ssh.user: {env.ssh.user!r} is not a valid user name"
+
+
+def _network_problems(env: Environment) -> Iterator[str]:
+    """``network``: no entry twice, and the controller not "anywhere"."""
+    for field in ("controllers", "clients"):
+        entries: list[ipaddress.IPv4Network] = list(getattr(env.network, field))
+        for i, entry in enumerate(entries):
+            if entry in entries[:i]:
+                yield (
+                    f"network.{field}[{i}]: {entry} is also network.{field}[{entries.index(entry)}]"
+                )
+    for i, entry in enumerate(env.network.controllers):
+        if entry.prefixlen == 0:
+            yield (
+                f"network.controllers[{i}]: {entry} would let every address in as the "
+                "controller (SSH to every host); name the controller's addresses"
+            )
 
 
 def _airflow_problems(env: Environment) -> Iterator[str]:

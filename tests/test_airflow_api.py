@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from plinth import rolling
 from plinth.airflow_api import AirflowApi, AirflowApiError
 
 
@@ -27,7 +27,7 @@ class ScriptedApi(AirflowApi):
 
 @pytest.fixture(autouse=True)
 def _no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rolling.time, "sleep", lambda _: None)
+    monkeypatch.setattr(time, "sleep", lambda _: None)
 
 
 def test_a_run_polled_through_a_database_failover_is_waited_for() -> None:

@@ -105,11 +105,12 @@ def test_ports_are_the_models_settings() -> None:
     edges = {(e.source, e.target): e for e in build(env).edges}
     assert edges["dc1.clients", vip_id("dc1", "pg")].ports == (6100, 6101)
     assert edges[cell_id("dc1", "haproxy"), cell_id("dc1", "postgresql")].ports == (6432, 9008)
-    assert edges["dc1.clients", cell_id("dc1", "redis")].ports == (27379, 7379)
-    assert edges["dc1.clients", cell_id("dc1", "rabbitmq")].ports == (5999,)
+    assert edges["dc1.clients", cell_id("dc1", "redis")].ports == (7379, 27379)
+    assert edges["dc1.clients", cell_id("dc1", "rabbitmq")].ports == (5999, 15671)
     assert edges[vip_id("dc1", "edge"), cell_id("dc1", "squid")].ports == (8128,)
     assert edges[cell_id("dc2", "postgresql"), vip_id("dc1", "pg")].ports == (6100,)
-    assert edges[cell_id("dc2", "redis"), cell_id("dc1", "redis")].ports == (7379,)
+    # dc2's nodes replicate from dc1's master and ask dc1's Sentinels for it at bootstrap
+    assert edges[cell_id("dc2", "redis"), cell_id("dc1", "redis")].ports == (7379, 27379)
     registry = env.components.nginx.virtual_hosts[0]
     assert edges["dc1.clients", vip_id("dc1", "edge")].ports == (registry.port,)
     assert edges[cell_id("dc1", "nginx"), cell_id("dc1", "registry")].ports == (
@@ -214,3 +215,20 @@ def test_cli_names_the_missing_dot_and_its_package(
     assert result.exit_code == 1
     assert "`dot`" in result.output and "graphviz" in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("stem", list(diagram_files.DOCUMENTED))
+def test_every_port_drawn_is_a_flow_between_the_nodes_it_joins(stem: str) -> None:
+    """The edges are the flows of plinth.topology.flows, grouped by node: nothing drawn
+    that `plinth flows` does not list."""
+    from plinth.topology.flows import flows, listeners
+
+    env = diagram_files.DOCUMENTED[stem]()
+    listened = {(item.datacenter, item.port) for item in listeners(env)}
+    reached = {(f.listener.datacenter, f.port) for f in flows(env)}
+    for edge in build(env).edges:
+        dc = edge.target.split(".")[0]
+        for port in edge.ports:
+            assert (dc, port) in reached, edge
+            # a port nothing listens on is drawn only as such
+            assert (dc, port) in listened or "not running" in edge.label, edge

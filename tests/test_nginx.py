@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from operations.keepalived import tracked_units
 from operations.nginx import NginxInput, NginxModelError, nginx_input, virtual_hosts
 from plinth.certificates import host_certificates
 from plinth.context import HostContext
 from plinth.model import Environment, ModelError, Role, load_environment, parse_environment
+from plinth.topology.keepalived import tracked_units
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "inventory" / "example-prod.yaml"

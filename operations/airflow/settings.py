@@ -17,7 +17,7 @@ from plinth.certificates import CertificateSpec
 from plinth.context import HostContext
 from plinth.context import read_secrets as read_environment_secrets
 from plinth.model import AIRFLOW_ROLES, AirflowSettings, Role
-from plinth.topology.airflow import COMPONENTS
+from plinth.topology.airflow import COMPONENTS, execution_api_server
 
 CONFIG_HOME = "/etc/airflow"
 # Touched when an input of the running units changed, removed once the roll restarted
@@ -134,14 +134,7 @@ def airflow_config(context: HostContext, certificates: dict[str, CertificateSpec
     vip = env.vip_serving("postgresql", dc)
     if vip is None:  # the model's rules refuse this environment before any deploy
         raise ValueError(f"datacenter {dc!r} has no PostgreSQL VIP for Airflow")
-    api_hosts = env.hosts_with(Role.AIRFLOW_API, dc)
-    if not api_hosts:  # idem
-        raise ValueError(f"datacenter {dc!r} has no airflow-api host")
-    if Role.AIRFLOW_API in host_.roles:
-        execution_api = env.fqdn(host_)
-    else:
-        position = [h.name for h in env.hosts_in(dc)].index(host_.name)
-        execution_api = env.fqdn(api_hosts[position % len(api_hosts)])
+    execution_api = env.fqdn(execution_api_server(env, host_))  # idem: an api-server
     active = dc == env.active_site
     migrators = [
         h

@@ -5,7 +5,8 @@ Pure (no Docker, no I/O) so it is unit-tested; ``containers`` turns it into cont
 Address plan, per DC /24 (``10.231.<n>.0/24``, a range Docker's default pools and typical
 home/office networks do not use):
 
-    .1         Docker's bridge gateway (the controller's side; default route to outside)
+    .1         Docker's bridge gateway (the controller's side; default route to outside):
+               the model's ``network.controllers`` and ``network.clients``
     .11-.13    small: all-roles nodes ``<dc>-n1..3``; full: persistence ``<dc>-db1..3``
     .21-.22    full: edge hosts ``<dc>-edge1..2``
     .31-.32    full: stateless hosts ``<dc>-app1..2``
@@ -237,6 +238,9 @@ def build_environment(
         for entry in datacenters:
             proxy = f"http://edge.{entry['domain']}:{SQUID_PORT}"
             entry["package_sources"] = {**package_sources, "http_proxy": proxy}
+    # The controller reaches each DC's containers from Docker's bridge gateway there, and
+    # the lab tests are the clients (they dial the VIPs, nodes and Sentinels from it).
+    controller = [f"{docker_gateway(dc)}/32" for dc in dcs]
     document: dict[str, Any] = {
         "name": "lab",
         "kind": "lab",
@@ -244,6 +248,7 @@ def build_environment(
         "hosts": hosts,
         "vips": vips,
         "ssh": dict(SSH_SETTINGS),
+        "network": {"controllers": controller, "clients": list(controller)},
         "package_sources": package_sources,
     }
     components = lab_components(profile)

@@ -310,3 +310,40 @@ def test_standby_site_needs_a_postgresql_vip_at_the_active_site() -> None:
     # Making dc2 active moves the requirement there.
     data["active_datacenter"] = "dc2"
     assert "active datacenter 'dc2'" in single_problem(data)
+
+
+def test_network_defaults_declare_nobody() -> None:
+    env = parse_environment(base_environment())
+    assert env.network.controllers == () and env.network.clients == ()
+
+
+def test_network_entries_are_addresses_or_networks() -> None:
+    data = base_environment()
+    data["network"] = {"controllers": ["10.9.0.5"], "clients": ["10.50.0.0/16", "0.0.0.0/0"]}
+    env = parse_environment(data)
+    assert [str(n) for n in env.network.controllers] == ["10.9.0.5/32"]
+    assert [str(n) for n in env.network.clients] == ["10.50.0.0/16", "0.0.0.0/0"]
+
+
+def test_network_entry_with_host_bits_names_both_readings() -> None:
+    data = base_environment()
+    data["network"] = {"controllers": ["10.9.0.0/24", "10.9.0.5/24"]}
+    assert single_problem(data) == (
+        "network.controllers[1]: '10.9.0.5/24' has host bits set: write 10.9.0.0/24 for the "
+        "network, or 10.9.0.5/32 (or 10.9.0.5) for the one address"
+    )
+    data["network"] = {"clients": ["10.50.0.0/16", "nowhere"]}
+    assert single_problem(data) == "network.clients[1]: Input is not a valid IPv4 network"
+
+
+def test_network_entries_once_and_the_controller_never_anywhere() -> None:
+    data = base_environment()
+    data["network"] = {
+        "controllers": ["0.0.0.0/0"],
+        "clients": ["10.50.0.0/16", "10.60.0.0/16", "10.50.0.0/16"],
+    }
+    assert sorted(problems_of(data)) == [
+        "network.clients[2]: 10.50.0.0/16 is also network.clients[0]",
+        "network.controllers[0]: 0.0.0.0/0 would let every address in as the controller "
+        "(SSH to every host); name the controller's addresses",
+    ]
