@@ -266,6 +266,20 @@ def test_switchover_syncs_rabbitmq_definitions_before_airflow_starts() -> None:
     assert plan.steps[sync].source == "dc1" and "missing: unknown" in plan.steps[sync].why
 
 
+@pytest.mark.parametrize("messages", [None, 12])
+def test_stale_task_messages_are_purged_before_airflow_starts(messages: int | None) -> None:
+    stale = site_change(HEALTHY, "dc2", rabbitmq_messages=messages)
+    for plan in (
+        plan_of(plan_switchover(stale, "dc2")),
+        plan_of(plan_failover(ex.unreachable(stale, "dc1"), "dc2", "dc1")),
+    ):
+        purge = at(plan, "dc2", Action.PURGE_RABBITMQ)
+        assert purge < at(plan, "dc2", Action.START_AIRFLOW)
+        assert plan.steps[purge].hosts == ("dc2-db1", "dc2-db2", "dc2-db3")
+        assert "run tasks twice" in plan.steps[purge].why
+    assert Action.PURGE_RABBITMQ not in {a for _, a in steps(SWITCH)}
+
+
 # ---- dc-failover ----
 
 

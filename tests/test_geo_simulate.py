@@ -49,6 +49,10 @@ def starts() -> Iterator[tuple[str, Observed]]:
         "RabbitMQ definitions unread",
         ex.change(HEALTHY, "dc2", lambda s: replace(s, rabbitmq_missing=None)),
     )
+    yield (
+        "stale task messages in dc2",
+        ex.change(HEALTHY, "dc2", lambda s: replace(s, rabbitmq_messages=None)),
+    )
     for i in range(1, len(SWITCH.steps)):
         yield f"switchover after step {i}", apply_all(HEALTHY, SWITCH.steps[:i])
     ahead = ex.change(

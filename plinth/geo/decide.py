@@ -56,6 +56,9 @@ class Action(StrEnum):
 
     SYNC_RABBITMQ = "sync-rabbitmq-definitions"
     """``plinth rabbitmq sync-definitions`` from ``source`` into ``site`` (no messages)."""
+    PURGE_RABBITMQ = "purge-rabbitmq"
+    """Purge every queue of ``site``'s RabbitMQ (messages only): task messages queued
+    before the site stopped; the scheduler re-derives what to run from the database."""
     STOP_AIRFLOW = "stop-airflow"
     """Stop and disable every Airflow unit on ``hosts``: the scheduler first (no new
     task), then the rest (workers warm-shutdown: running tasks finish)."""
@@ -457,6 +460,7 @@ def plan_switchover(
         if h not in tgt.airflow_units or not all(tgt.airflow_units[h].values())
     )
     if idle:
+        after += _purge(observed, tgt)
         after.append(
             Step(
                 target,
@@ -476,6 +480,25 @@ def plan_switchover(
     if not steps:
         found = f"{target} is already the active site and {src.name} follows it. {found}"
     return Plan(command, target, found, tuple(steps), notes=tuple(pg_notes + redis_notes))
+
+
+def _purge(observed: Observed, site: SiteObservation) -> list[Step]:
+    """The purge of ``site``'s queued messages, before its Airflow starts (none when it
+    holds none)."""
+    if site.rabbitmq_messages == 0 or not observed.layout(site.name).rabbitmq:
+        return []
+    count = "an unknown number of" if site.rabbitmq_messages is None else site.rabbitmq_messages
+    return [
+        Step(
+            site.name,
+            Action.PURGE_RABBITMQ,
+            observed.layout(site.name).rabbitmq,
+            "every queue of the site holds no message",
+            f"{count} message(s) queued before {site.name}'s Airflow stopped: run again "
+            f"they would run tasks twice (the scheduler re-derives what to run from the "
+            f"database)",
+        )
+    ]
 
 
 def _write_model(observed: Observed, target: str) -> Step:
@@ -873,6 +896,7 @@ def plan_failover(
         if h in tgt.reachable and not all(tgt.airflow_units.get(h, {"?": False}).values())
     )
     if idle:
+        steps += _purge(observed, tgt)
         steps.append(
             Step(
                 target,

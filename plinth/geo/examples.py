@@ -217,13 +217,15 @@ def scenarios() -> dict[str, Plan | Refusal]:
     lost = unreachable(healthy(), "dc1")
     failed_over = plan_failover(lost, "dc2", "dc1")
     assert isinstance(failed_over, Plan)
-    # dc1 kept writing 1 MiB that dc2 never received before the link went; then it
-    # comes back, is fenced by the failback's first reading, and rejoins.
+    # dc1 kept writing 1 MiB that dc2 never received before the link went, with 37 task
+    # messages queued; it comes back still writable, a second dc-failover fences it, and
+    # dc-failback brings it back.
     ahead = change(
         healthy(),
         "dc1",
         lambda s: replace(
             s,
+            rabbitmq_messages=37,
             postgresql=replace(
                 s.postgresql,
                 members=tuple(

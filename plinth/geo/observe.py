@@ -216,6 +216,10 @@ class SiteObservation:
     rabbitmq_missing: int | None = 0
     """Queues, exchanges and bindings of the live-active site's RabbitMQ this site's
     lacks (:mod:`plinth.rabbitmq_sync`'s diff); None: not read."""
+    rabbitmq_messages: int | None = 0
+    """Messages queued in the site's RabbitMQ (``rabbitmqctl list_queues messages``,
+    summed); None: not read. A site about to start Airflow must hold none: they were
+    queued before the site stopped, and running them would run tasks a second time."""
 
     @property
     def answers(self) -> bool:

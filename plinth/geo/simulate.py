@@ -282,6 +282,8 @@ def apply(observed: Observed, step: Step) -> Observed:
         return _site(observed, replace(site, applied_active=observed.model_active))
     if action is Action.SYNC_RABBITMQ:
         return _site(observed, replace(site, rabbitmq_missing=0))
+    if action is Action.PURGE_RABBITMQ:
+        return _site(observed, replace(site, rabbitmq_messages=0))
     if action in (Action.STOP_AIRFLOW, Action.START_AIRFLOW):
         on = action is Action.START_AIRFLOW
         units = _units(site, step.hosts, on, layout.schedulers)
