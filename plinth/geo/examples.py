@@ -252,7 +252,10 @@ def render(name: str, plan: Plan | Refusal) -> str:
     return "\n".join([f"<!-- generated: {name} -->", "```text", *plan.lines(), "```"])
 
 
-BLOCK = re.compile(r"<!-- generated: (?P<name>[a-z-]+) -->\n```text\n.*?\n```", re.DOTALL)
+BLOCK = re.compile(
+    r"<!-- generated: (?P<name>[a-z-]+) -->\n```text\n(?:(?:(?!```).)*\n)?```", re.DOTALL
+)
+"""A generated block: its marker, then a text fence whose lines hold no fence."""
 
 
 def rewrite(text: str) -> str:
