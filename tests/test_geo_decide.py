@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -55,19 +56,18 @@ def after(start: Observed, plan: Plan, site: str, action: Action) -> Observed:
     return apply_all(start, plan.steps[: at(plan, site, action) + 1])
 
 
-def site_change(observed: Observed, name: str, **changes: object) -> Observed:
-    return ex.change(observed, name, lambda s: replace(s, **changes))  # type: ignore[arg-type]
+def site_change(observed: Observed, name: str, **changes: Any) -> Observed:
+    return ex.change(observed, name, lambda s: replace(s, **changes))
 
 
-def leader_change(observed: Observed, name: str, **changes: object) -> Observed:
+def leader_change(observed: Observed, name: str, **changes: Any) -> Observed:
     """The site's leader (primary or standby leader) with ``changes``."""
 
     def how(site: SiteObservation) -> SiteObservation:
         leader = site.postgresql.leader
         assert leader is not None
         members = tuple(
-            replace(m, **changes) if m.name == leader.name else m  # type: ignore[arg-type]
-            for m in site.postgresql.members
+            replace(m, **changes) if m.name == leader.name else m for m in site.postgresql.members
         )
         return replace(site, postgresql=replace(site.postgresql, members=members))
 
