@@ -1,6 +1,7 @@
 """The layers import one way (issue 13): ``plinth.model`` and ``plinth.topology`` (derived
 from the model alone) → ``facts`` (live reads, pure parsers) → ``operations`` (converge,
-roll) → ``deploy.py`` → ``plinth.status``, ``plinth.outputs`` → ``plinth.cli``.
+roll) → ``deploy.py`` → ``plinth.status``, ``plinth.outputs`` → ``plinth.cli``. The DC
+commands' decisions (``plinth.geo``) read the facts' types and nothing above them.
 
 Every import counts, at module level or inside a function (the status layer imports the
 facts lazily) or under ``TYPE_CHECKING``, and so does what the imported repo modules
@@ -27,6 +28,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "plinth.outputs": ("operations", "deploy", "plinth.cli"),
     # the diagram is drawn from the model alone, like the outputs
     "plinth.diagram": ("facts", *HIGHER_THAN_FACTS),
+    # the DC commands' decisions: pure, over the facts' types; the commands that perform
+    # them sit above (issue 14)
+    "plinth.geo": HIGHER_THAN_FACTS,
 }
 
 # (importing module, module it must not import) -> why it stays for now. Keep it short: an

@@ -28,12 +28,12 @@ from operations.patroni.settings import (
     dynamic_settings,
     flatten,
     render,
-    standby_slot,
 )
 from plinth.certificates import CertificateSpec
 from plinth.model import PatroniSettings, Role
 from plinth.pki import Profile
 from plinth.releases import BOOKWORM, TRIXIE
+from plinth.topology.patroni import standby_slot
 
 
 def cluster_output(members: list[dict[str, object]], local_role: str = "master") -> list[str]:

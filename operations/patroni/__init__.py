@@ -59,8 +59,8 @@ from operations.patroni.settings import (
     patroni_input,
     read_passwords,
     render,
-    standby_slot,
 )
+from plinth.topology.patroni import standby_slot
 
 # What deploy.py and the tests imported from operations.patroni before it became a package.
 __all__ = [

@@ -6,7 +6,6 @@ The paths and timings on the hosts are named here once, for every module of the 
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 from ipaddress import ip_network
@@ -17,7 +16,7 @@ from plinth.certificates import CertificateSpec
 from plinth.context import HostContext, read_secrets
 from plinth.model import PatroniSettings, Role
 from plinth.render import render_template
-from plinth.topology.patroni import RESTAPI_USER
+from plinth.topology.patroni import RESTAPI_USER, standby_slot
 
 CONFIG_DIR = "/etc/patroni"
 CONFIG = f"{CONFIG_DIR}/config.yml"
@@ -52,11 +51,6 @@ class StandbySource:
     port: int
     slot: str
     """Physical slot the active site keeps for this standby (WAL is retained for it)."""
-
-
-def standby_slot(datacenter: str) -> str:
-    """Replication slot name the active site keeps for ``datacenter``'s standby cluster."""
-    return "standby_" + re.sub(r"[^a-z0-9_]", "_", datacenter.lower())
 
 
 @dataclass(frozen=True)

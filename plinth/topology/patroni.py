@@ -13,6 +13,7 @@ handshake accepts, and the endpoints that change state (``PATCH``, ``PUT``, ``PO
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -92,3 +93,9 @@ def unsafe_call(
         q(url),
     ]
     return " ".join(words)
+
+
+def standby_slot(datacenter: str) -> str:
+    """Replication slot name the active site keeps for ``datacenter``'s standby cluster
+    (the deploy's ``slots``; a DC switchover or failover adds it on the new active site)."""
+    return "standby_" + re.sub(r"[^a-z0-9_]", "_", datacenter.lower())
