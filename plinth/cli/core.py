@@ -16,6 +16,7 @@ from plinth import plan as plan_module
 from plinth import progress
 from plinth.at_rest import weak_protection
 from plinth.cli.completion import complete_environments, complete_stacks
+from plinth.cli.options import progress_option
 from plinth.model import ModelError, load_environment
 from plinth.passphrase import PassphraseMissing, WeakPassphrase
 from plinth.pki import PkiError, PkiStore, crl_warnings
@@ -121,15 +122,7 @@ def _print_plan(plan: plan_module.StackPlan) -> None:
     click.echo(_plan_lines(plan), nl=False)
 
 
-PROGRESS_OPTION = click.option(
-    "--progress",
-    "progress_mode",
-    type=click.Choice(["auto", "plain", "json", "off"]),
-    default="auto",
-    show_default=True,
-    help="Progress on stderr while pyinfra runs: a live line on a terminal (auto), a line "
-    "per operation (plain, for CI logs; auto when not a terminal), JSON events, or none.",
-)
+PROGRESS_OPTION = progress_option("each operation while pyinfra runs, and what a roll waits for")
 
 
 def _print_applied(stack: str, result: plan_module.ApplyResult, preview_skipped: bool) -> None:

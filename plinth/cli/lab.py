@@ -16,6 +16,7 @@ from typing import Any, cast
 import click
 
 from plinth import progress
+from plinth.cli.options import progress_option
 
 
 class LabCommandError(click.ClickException):
@@ -63,16 +64,7 @@ def _lab_exclusive() -> Iterator[None]:
         yield
 
 
-PROGRESS_OPTION = click.option(
-    "--progress",
-    "progress_mode",
-    type=click.Choice(["auto", "plain", "json", "off"]),
-    default="auto",
-    show_default=True,
-    help="Progress on stderr: the phases, each container, what each host's boot waits "
-    "for. A live line on a terminal (auto), a line per step (plain, for CI logs; auto when "
-    "not a terminal), JSON events, or none.",
-)
+PROGRESS_OPTION = progress_option("the phases, each container, what each host's boot waits for")
 
 
 def _progress(mode: str) -> AbstractContextManager[None]:
