@@ -111,6 +111,16 @@ def read_json(remote: Any, tls: CertificateSpec, url: str) -> dict[str, Any]:
     return document
 
 
+def wait_for_setting(remote: Any, tls: CertificateSpec, url: str, value: int) -> None:
+    """Wait until ``GET /config`` shows ``SETTING`` at ``value``. The REST API answers
+    ``GET /config`` from the cluster view of Patroni's last loop (``dcs.cluster``), so an
+    accepted ``PATCH`` shows there only after the next loop (up to ``loop_wait``)."""
+    deadline = time.monotonic() + 30
+    while (seen := read_json(remote, tls, url)[SETTING]) != value:
+        assert time.monotonic() < deadline, (url, seen, value)
+        time.sleep(1)
+
+
 def certificate(lab: Lab, host: Host, service: str) -> CertificateSpec | None:
     return next((c for c in host_certificates(lab.environment, host) if c.service == service), None)
 
@@ -235,13 +245,13 @@ def test_root_on_a_member_changes_with_the_curlrc_and_patronictl_works(
         on_replica, replica_tls, "PATCH", api + "/config", {SETTING: wanted + 1}, curlrc=True
     )
     assert status == 200, body
-    assert read_json(on_leader, leader_tls, api + "/config")[SETTING] == wanted + 1
+    wait_for_setting(on_leader, leader_tls, api + "/config", wanted + 1)
     # ... and reset from the leader itself.
     status, body = on_member(
         on_leader, leader_tls, "PATCH", api + "/config", {SETTING: wanted}, curlrc=True
     )
     assert status == 200, body
-    assert read_json(on_leader, leader_tls, api + "/config")[SETTING] == wanted
+    wait_for_setting(on_leader, leader_tls, api + "/config", wanted)
 
     # patronictl authenticates from config.yml's ctl section (POST /reload to each member).
     scope = f"{lab.environment.components.patroni.scope_prefix}-dc1"
@@ -295,14 +305,14 @@ def test_a_cluster_without_authentication_is_upgraded_by_one_run(
             break
         assert time.monotonic() < deadline, (status, body)
         time.sleep(1)
-    assert read_json(on_leader, leader_tls, api + "/config")[SETTING] == drifted
+    wait_for_setting(on_leader, leader_tls, api + "/config", drifted)
 
     result = plinth(*DEPLOY)
     assert "stack lab-dc1: applied" in result.stdout, result.stdout[-3000:]
 
     # The PATCH of that run (sent with the curlrc, whether or not the reload had landed)
     # put the model's value back; the new rules are on: no password, no change.
-    assert read_json(on_leader, leader_tls, api + "/config")[SETTING] == wanted
+    wait_for_setting(on_leader, leader_tls, api + "/config", wanted)
     for host in members(lab):
         remote = lab.host(host.name, tmp_path)
         tls = certificate(lab, host, "patroni")
