@@ -20,7 +20,7 @@ from plinth.cli.options import progress_option
 from plinth.model import ModelError, load_environment
 from plinth.passphrase import PassphraseMissing, WeakPassphrase
 from plinth.pki import PkiError, PkiStore, crl_warnings
-from plinth.provision import ensure_pki, ensure_secrets
+from plinth.provision import ensure_pki, ensure_secrets, short_secrets
 from plinth.secrets import SecretsError
 from plinth.stacks import (
     Stack,
@@ -212,6 +212,8 @@ def up(stack: str, yes: bool, skip_preview: bool, progress_mode: str) -> None:
     stacks = _stacks(stack)
     for name in ensure_secrets(stacks[0].environment):
         click.echo(f"secrets: generated {name}", err=True)
+    for warning in short_secrets(stacks[0].environment):
+        click.echo(f"warning: {warning}", err=True)
     for current in stacks:
         if skip_preview:
             result = plan_module.apply(current, view=view)
