@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from plinth.cli import cluster, core, diagram, flows, imports, lab, pki, rabbitmq
+from plinth.cli import audit, cluster, core, diagram, flows, imports, lab, pki, rabbitmq
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,6 +17,7 @@ def main() -> None:
 
 
 core.register(main)
+main.add_command(audit.audit)
 main.add_command(cluster.status)
 main.add_command(cluster.switchover)
 main.add_command(diagram.diagram)
