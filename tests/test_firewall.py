@@ -590,3 +590,11 @@ def test_cli_prints_a_hosts_rules(project: Path) -> None:
     assert "network.firewall is off" in done.stderr
     unknown = runner.invoke(main, ["firewall", "example-prod", "--host", "nosuch"])
     assert unknown.exit_code != 0 and "not a host of" in unknown.output
+
+
+def test_the_lab_firewall_in_docs_security_md_is_current() -> None:
+    from plinth import flows_doc
+
+    committed = flows_doc.SECURITY_MD.read_text()
+    assert committed == flows_doc.rendered(committed), "run: python -m plinth.flows_doc"
+    assert "\tchain input {\n\t\ttype filter hook input priority filter; policy drop;" in committed
