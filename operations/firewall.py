@@ -92,19 +92,20 @@ def ssh_answers(address: str, port: int, timeout: float = PROBE_TIMEOUT_SECONDS)
     return None
 
 
-def _probe_ssh(state: Any, remote: Any, spec: FirewallInput) -> bool:
-    """Runs on the controller (a ``FunctionCommand``) right after the new rules loaded."""
+def _probe_ssh(state: Any, host: Any, spec: FirewallInput) -> bool:
+    """Runs on the controller (a ``FunctionCommand``) right after the new rules loaded.
+    The parameters must be called ``state`` and ``host``: pyinfra passes them only then."""
     del state
     problem: str | None = None
     for attempt in range(PROBE_ATTEMPTS):
         problem = ssh_answers(spec.ssh_address, spec.ssh_port)
         if problem is None:
-            note(remote, f"firewall applied: a new SSH connection to {spec.ssh_address} opens")
+            note(host, f"firewall applied: a new SSH connection to {spec.ssh_address} opens")
             return True
         if attempt + 1 < PROBE_ATTEMPTS:
             time.sleep(1)
     return refuse(
-        remote,
+        host,
         f"{spec.host}: the new firewall rules cut SSH: a new connection from the controller "
         f"to {spec.ssh_address}:{spec.ssh_port} failed ({problem}); the rollback timer "
         f"{ROLLBACK_UNIT} restores the previous rules within {ROLLBACK_AFTER_SECONDS} s of the "

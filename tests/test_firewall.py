@@ -598,3 +598,44 @@ def test_the_lab_firewall_in_docs_security_md_is_current() -> None:
     committed = flows_doc.SECURITY_MD.read_text()
     assert committed == flows_doc.rendered(committed), "run: python -m plinth.flows_doc"
     assert "\tchain input {\n\t\ttype filter hook input priority filter; policy drop;" in committed
+
+
+class ProbedHost:
+    """What the probe's callback uses of a pyinfra host: its name and its log."""
+
+    name = "dc1-n1"
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, message: str, log_func: Any = None) -> None:
+        self.lines.append(message)
+
+    def log_styled(self, message: str, **kwargs: Any) -> None:
+        self.lines.append(message)
+
+
+def probe_command(address: str, port: int) -> FunctionCommand:
+    spec = FirewallInput(host="dc1-n1", ruleset="", ssh_address=address, ssh_port=port)
+    done, _ = commands(spec, "0" * 40, LOADED)
+    probe = next(c for c in done if isinstance(c, FunctionCommand))
+    # the probe dials what the spec says, so point it at a local server
+    return FunctionCommand(probe.function, (spec,), {})
+
+
+def test_the_probe_runs_on_the_controller_and_fails_the_host_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As pyinfra runs it: ``FunctionCommand.execute`` passes state and host only to a
+    callback whose parameters are named so."""
+    monkeypatch.setattr("operations.firewall.time.sleep", lambda _: None)
+    with server(b"SSH-2.0-OpenSSH_9.2p1\r\n") as port:
+        fake = ProbedHost()
+        assert probe_command("127.0.0.1", port).execute(None, fake, {}) is True  # type: ignore[arg-type]
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    fake = ProbedHost()
+    assert probe_command("127.0.0.1", port).execute(None, fake, {}) is False  # type: ignore[arg-type]
+    assert "dc1-n1: the new firewall rules cut SSH" in fake.lines[-1]
+    assert "plinth-firewall-rollback" in fake.lines[-1]
