@@ -782,6 +782,11 @@ def _network_with_host_bits(value: object) -> object:
 DeclaredNetwork = Annotated[ipaddress.IPv4Network, BeforeValidator(_network_with_host_bits)]
 
 
+def _yaml_off(value: object) -> object:
+    """YAML 1.1 (PyYAML) reads a bare ``off`` as false: take it as the word written."""
+    return "off" if value is False else value
+
+
 class NetworkSettings(Frozen):
     """Who, besides the platform's own hosts, opens connections to them (``network``).
 
@@ -802,7 +807,7 @@ class NetworkSettings(Frozen):
     nodes and Sentinels, RabbitMQ's AMQPS and management ports. Empty: no client outside
     the platform's hosts (the flows are shown with no source). ``0.0.0.0/0`` publishes
     those ports to every network that routes to the DC."""
-    firewall: Literal["off", "enforce"] = "off"
+    firewall: Annotated[Literal["off", "enforce"], BeforeValidator(_yaml_off)] = "off"
     """The host firewall (:mod:`plinth.topology.firewall`, ``plinth firewall``): an
     nftables table ``inet plinth`` on every host whose input chain drops everything
     but the network flows (``plinth flows``), SSH from ``controllers`` first. ``off``:

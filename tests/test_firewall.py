@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand
 from pyinfra.context import ctx_host
@@ -434,9 +435,13 @@ def test_egress_enforce_needs_the_firewall() -> None:
         parse_environment(document, "lab.yaml")
 
 
-def test_off_is_the_default_and_the_lab_enforces_inbound_only() -> None:
+def test_off_is_the_default_the_lab_enforces_inbound_and_the_example_both() -> None:
+    document = lab_document("small")
+    del document["network"]["firewall"], document["network"]["egress"]
+    default = parse_environment(document)
+    assert not firewall_enforced(default) and default.network.egress == "open"
     prod = DOCUMENTED["example-prod"]()
-    assert not firewall_enforced(prod) and prod.network.egress == "open"
+    assert firewall_enforced(prod) and egress_enforced(prod)
     for stem in LAB_MODELS:
         env = DOCUMENTED[stem]()
         assert firewall_enforced(env) and not egress_enforced(env), stem
@@ -535,7 +540,7 @@ def test_a_pending_rollback_refuses_before_anything_changes() -> None:
 
 
 def test_firewall_off_removes_plinths_table_only_when_there_is_one() -> None:
-    env = DOCUMENTED["example-prod"]()
+    env = lab("small", firewall="off")
     spec = firewall_input(env, env.hosts[0])
     assert spec.ruleset is None
     done, fake = commands(spec, None, FirewallState(False, False, False))
@@ -586,8 +591,16 @@ def test_cli_prints_a_hosts_rules(project: Path) -> None:
     runner = CliRunner()
     done = runner.invoke(main, ["firewall", "example-prod", "--host", "dc1-db1"])
     assert done.exit_code == 0, done.output
-    assert "table inet plinth {" in done.stdout
-    assert "network.firewall is off" in done.stderr
+    assert "table inet plinth {" in done.stdout and "chain output {" in done.stdout
+    assert "network.firewall is off" not in done.stderr
+    path = project / "inventory" / "example-prod.yaml"
+    path.write_text(
+        path.read_text()
+        .replace("firewall: enforce", "firewall: off")
+        .replace("egress: enforce", "egress: open")
+    )
+    done = runner.invoke(main, ["firewall", "example-prod", "--host", "dc1-db1"])
+    assert done.exit_code == 0 and "network.firewall is off" in done.stderr
     unknown = runner.invoke(main, ["firewall", "example-prod", "--host", "nosuch"])
     assert unknown.exit_code != 0 and "not a host of" in unknown.output
 
@@ -639,3 +652,10 @@ def test_the_probe_runs_on_the_controller_and_fails_the_host_naming_it(
     assert probe_command("127.0.0.1", port).execute(None, fake, {}) is False  # type: ignore[arg-type]
     assert "dc1-n1: the new firewall rules cut SSH" in fake.lines[-1]
     assert "plinth-firewall-rollback" in fake.lines[-1]
+
+
+def test_a_bare_off_in_yaml_is_the_word_off() -> None:
+    """PyYAML reads ``firewall: off`` as false."""
+    document = lab_document("small")
+    document["network"] = yaml.safe_load("{controllers: [10.231.1.1/32], firewall: off}")
+    assert parse_environment(document).network.firewall == "off"
