@@ -8,8 +8,8 @@ whole file; :func:`input_rules` and :func:`output_rules` the same rules as data 
 tests and ``plinth firewall`` read them).
 
 The input chain drops by default. In order: replies and related ICMP errors of admitted
-connections, loopback, SSH from ``network.controllers`` (first, so no later rule can
-shadow the way plinth itself comes in), ICMPv6 neighbour discovery and ICMP
+connections, loopback, SSH from ``network.controllers`` at any of the host's addresses (first, so no
+later rule can shadow the way plinth itself comes in), ICMPv6 neighbour discovery and ICMP
 "fragmentation needed" (path MTU discovery; the other ICMP errors are ``related``), then
 one rule per inbound flow, then a rate-limited ``plinth-drop`` log line before the drop.
 The platform is IPv4: apart from loopback and neighbour discovery, no IPv6 packet is
@@ -143,29 +143,33 @@ def _declared_set(env: Environment, sources: F.Sources) -> str | None:
     return None
 
 
-def _input_rule(env: Environment, flow: F.Flow) -> Rule:
-    sources = flow.sources
-    peers = _sorted((*sources.addresses, *sources.networks))
-    peer_set = _declared_set(env, sources)
-    item = flow.listener
-    return Rule(
-        protocol=flow.protocol,
-        port=flow.port,
-        peers=peers,
-        peer_set=peer_set,
-        local=None if flow.protocol is F.Protocol.VRRP else flow.address,
-        reason=flow.reason,
-        comment=_comment(f"{item.name} from {sources.label}: {flow.reason}"),
-        nobody=peer_set is None and not peers,
-    )
-
-
 def _is_ssh(env: Environment, flow: F.Flow) -> bool:
     return (
         flow.component == "base"
         and flow.protocol is F.Protocol.TCP
         and flow.port == env.ssh.port
         and flow.kind is F.FlowKind.OPERATOR
+    )
+
+
+def _input_rule(env: Environment, flow: F.Flow) -> Rule:
+    sources = flow.sources
+    peers = _sorted((*sources.addresses, *sources.networks))
+    peer_set = _declared_set(env, sources)
+    item = flow.listener
+    # SSH is the way back in: admitted at every address of the host, since the
+    # controller may dial another one (hosts[].ssh_address, a management interface).
+    # VRRP adverts are addressed to the peer, whichever address keepalived picked.
+    anywhere = flow.protocol is F.Protocol.VRRP or _is_ssh(env, flow)
+    return Rule(
+        protocol=flow.protocol,
+        port=flow.port,
+        peers=peers,
+        peer_set=peer_set,
+        local=None if anywhere else flow.address,
+        reason=flow.reason,
+        comment=_comment(f"{item.name} from {sources.label}: {flow.reason}"),
+        nobody=peer_set is None and not peers,
     )
 
 
@@ -247,9 +251,10 @@ def _rule_lines(rules: list[Rule], direction: str) -> list[str]:
     for rule in rules:
         lines.append(f"\t\t# {rule.reason}")
         if rule.nobody:
+            at = f" at {rule.local}" if rule.local else ""
             lines.append(
                 f"\t\t# no rule: nobody is to reach {_protocol_match(rule.protocol, rule.port)}"
-                f" at {rule.local} ({rule.comment})"
+                f"{at} ({rule.comment})"
             )
             continue
         lines.append(f'\t\t{rule.match(direction)} accept comment "{rule.comment}"')
