@@ -28,7 +28,7 @@ import shlex
 import socket
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import StringIO
 from typing import Any
 
@@ -62,8 +62,9 @@ class FirewallInput:
     """The slice of the model the firewall deploy reads."""
 
     host: str
-    ruleset: str | None
-    """The rendered nftables file; None: ``network.firewall: off``."""
+    ruleset: str | None = field(repr=False)
+    """The rendered nftables file; None: ``network.firewall: off``. Left out of the repr:
+    pyinfra prints the probe's arguments in its logs."""
     ssh_address: str
     """What the controller dials for SSH (``ssh_address`` or the host's address)."""
     ssh_port: int
