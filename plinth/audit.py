@@ -22,12 +22,14 @@ daemons read (issue 15) and a certificate signed by a DC intermediate for the pu
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import socket
 import ssl
 import struct
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -41,8 +43,9 @@ from cryptography.x509.oid import NameOID
 
 from facts.sockets import Socket
 from plinth.model import Environment
-from plinth.topology.flows import Listener, Protocol, Security, listeners
+from plinth.topology.flows import Listener, Protocol, Security, flows, listeners
 
+PARALLEL_PROBES = 8
 PROBE_TIMEOUT = 3.0
 """Seconds to wait for a refusal after a handshake: a server that verifies clients
 answers a missing or foreign certificate at once (a TLS alert, an HTTP 400, a FATAL)."""
@@ -396,6 +399,29 @@ def served_certificate(
     return words, None
 
 
+def controller_admitted(env: Environment, address: str, port: int) -> bool:
+    """Whether a flow admits the controller (``network.controllers``) to ``address:port``
+    over TCP: its own flows (SSH, Patroni's reads) or the clients' where the controller
+    is among them."""
+    controllers = [ipaddress.ip_network(str(n)) for n in env.network.controllers]
+    for flow in flows(env):
+        if flow.address != address or flow.port != port or flow.protocol is not Protocol.TCP:
+            continue
+        for network in flow.sources.networks:
+            if any(ipaddress.ip_network(network).overlaps(c) for c in controllers):
+                return True
+    return False
+
+
+def filtered_answer(address: str, port: int) -> Answer:
+    """A TCP connect that the host firewall must drop: refused when it does not open."""
+    try:
+        with socket.create_connection((address, port), timeout=PROBE_TIMEOUT):
+            return Answer(Outcome.SERVED, "the connection opened")
+    except OSError as error:
+        return Answer(Outcome.REFUSED, f"no connection ({error.strerror or error})")
+
+
 def expected(listener: Listener, check: str) -> Outcome:
     """What a listener must do with each stranger."""
     if check == "no client certificate":
@@ -406,6 +432,10 @@ def expected(listener: Listener, check: str) -> Outcome:
 CHECKS = ("no client certificate", "foreign CA", "TLS 1.1", "plaintext")
 
 
+FILTERED = "firewall"
+"""The check of a listener the host firewall admits no flow of the controller to."""
+
+
 def probe(
     host: str,
     listener: Listener,
@@ -413,11 +443,28 @@ def probe(
     names: Sequence[str],
     trust: Path,
     foreign: tuple[Path, Path],
+    filtered: bool = False,
 ) -> ProbeResult:
+    """The stranger probes of one TLS listener; with ``filtered`` (the firewall is on and
+    no flow admits the controller) only that the controller cannot connect at all."""
     wire = wire_of(listener)
     result = ProbeResult(host, listener, address)
     assert listener.port is not None
     port = listener.port
+    if filtered:
+        answer = filtered_answer(address, port)
+        result.answers[FILTERED] = answer
+        result.certificate = "not read: the firewall admits no flow from the controller"
+        if answer.outcome is Outcome.SERVED:
+            result.findings.append(
+                Finding(
+                    host,
+                    result.subject,
+                    "the controller connects, but no flow admits it: the host firewall "
+                    "should have dropped it",
+                )
+            )
+        return result
     result.answers["no client certificate"] = tls_answer(address, port, wire, _client_context())
     if listener.security is Security.MUTUAL_TLS:
         result.answers["foreign CA"] = tls_answer(address, port, wire, _client_context(foreign))
@@ -479,10 +526,17 @@ def run_probes(
         trust = directory / "ca.crt"
         trust.write_bytes(trust_pem)
         foreign = foreign_client_certificate(directory)
-        return [
-            probe(host, listener, dial, names, trust, foreign)
-            for host, listener, dial, names in tls_targets(env, matched)
-        ]
+        enforced = env.network.firewall == "enforce"
+
+        def probe_target(target: tuple[str, Listener, str, tuple[str, ...]]) -> ProbeResult:
+            host, listener, dial, names = target
+            port = listener.port or 0
+            filtered = enforced and not controller_admitted(env, dial, port)
+            return probe(host, listener, dial, names, trust, foreign, filtered)
+
+        # Filtered dials wait out their timeout: in parallel, the audit takes seconds.
+        with ThreadPoolExecutor(max_workers=PARALLEL_PROBES) as pool:
+            return list(pool.map(probe_target, tls_targets(env, matched)))
 
 
 def to_json(findings: Sequence[Finding], probes: Sequence[ProbeResult]) -> dict[str, Any]:

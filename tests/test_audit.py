@@ -323,3 +323,16 @@ def test_the_postgresql_probe_speaks_ssl_request_first() -> None:
     startup = audit.FIRST_BYTES[Wire.POSTGRESQL]
     assert struct.unpack("!I", startup[:4])[0] == len(startup)
     assert struct.unpack("!I", startup[4:8])[0] == 3 << 16  # protocol 3.0
+
+
+def test_the_controller_is_admitted_only_where_a_flow_says_so() -> None:
+    env = DOCUMENTED["lab-small"]()
+    host = env.hosts[0]
+    address = str(host.address)
+    c = env.components
+    assert audit.controller_admitted(env, address, c.patroni.rest_api_port)  # its own reads
+    assert audit.controller_admitted(env, address, c.redis.port)  # the lab's client
+    assert not audit.controller_admitted(env, address, c.etcd.client_port)
+    assert not audit.controller_admitted(env, address, c.patroni.postgresql_port)
+    vip = str(env.vips_in("dc1")[0].address)
+    assert audit.controller_admitted(env, vip, c.haproxy.primary_port)

@@ -1,8 +1,9 @@
 """``plinth audit`` on the deployed small lab (issue 16): every listener of every host is
-one the model declares, and every TLS listener refuses a client without a certificate
-(where the model says mTLS), one from a foreign CA, TLS 1.1 and plaintext, serving a
-certificate of the platform that names the address or name clients dial. Then a listener
-nobody declared, opened on one host, is the one finding and makes the audit exit 1.
+one the model declares; every TLS listener the firewall admits the controller to refuses
+a client without a certificate (where the model says mTLS), one from a foreign CA, TLS 1.1
+and plaintext, serving a certificate of the platform that names the address or name
+clients dial; every other one cannot be reached from the controller at all. Then a
+listener nobody declared, opened on one host, is the one finding and makes the audit exit 1.
 """
 
 from __future__ import annotations
@@ -42,14 +43,24 @@ def test_the_deployed_lab_passes_the_audit(deployed_small_lab: Lab) -> None:
     probes = {p["listener"]: p for p in report["probes"]}
     # Nothing declared went unprobed (a daemon down would also be a finding above).
     assert set(probes) == declared_tls_listeners(deployed_small_lab)
+    filtered = 0
     for name, found in probes.items():
         answers = {check: a["outcome"] for check, a in found["answers"].items()}
+        if "firewall" in answers:
+            # No flow admits the controller here: the host firewall drops the connect.
+            assert answers == {"firewall": "refused"}, (name, found)
+            filtered += 1
+            continue
         assert answers["TLS 1.1"] == "refused", name
         assert answers["plaintext"] == "refused", name
         if found["security"] == str(Security.MUTUAL_TLS):
             assert answers["no client certificate"] == "refused", name
             assert answers["foreign CA"] == "refused", name
         assert "valid for" in found["certificate"], (name, found["certificate"])
+    if deployed_small_lab.environment.network.firewall == "enforce":
+        # etcd, the members' PostgreSQL, the registry instances, the api-servers and the
+        # Erlang distribution are for peers and upstream proxies only.
+        assert filtered > 0
 
 
 def test_a_listener_nobody_declared_is_a_finding(
