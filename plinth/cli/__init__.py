@@ -1,11 +1,11 @@
 """The ``plinth`` command line: validate, preview, up, outputs, flows, status, lab, pki,
-secrets, rabbitmq."""
+secrets, rabbitmq, dc-switchover."""
 
 from __future__ import annotations
 
 import click
 
-from plinth.cli import cluster, core, diagram, flows, imports, lab, pki, rabbitmq
+from plinth.cli import cluster, core, diagram, flows, geo, imports, lab, pki, rabbitmq
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,6 +19,7 @@ def main() -> None:
 core.register(main)
 main.add_command(cluster.status)
 main.add_command(cluster.switchover)
+main.add_command(geo.dc_switchover)
 main.add_command(diagram.diagram)
 main.add_command(flows.flows)
 main.add_command(lab.lab)
