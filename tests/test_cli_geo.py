@@ -24,7 +24,7 @@ class FakeSites:
 
     observed: Observed = ex.healthy()
 
-    def __init__(self, stacks: list[Any]) -> None:
+    def __init__(self, stacks: list[Any], target: str | None = None) -> None:
         self.stacks = stacks
 
     def __enter__(self) -> FakeSites:

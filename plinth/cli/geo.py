@@ -66,7 +66,7 @@ def dc_switchover(environment: str, target: str, yes: bool, dry: bool) -> None:
     def confirm(plan: Plan) -> bool:
         return click.confirm(f"Perform these {len(plan.steps)} step(s), one at a time?")
 
-    with LiveSites(stacks) as live:
+    with LiveSites(stacks, target) as live:
         outcome = run(
             lambda observed: plan_switchover(observed, target),
             HostExecutor(live, click.echo),

@@ -18,15 +18,18 @@ pyinfra (gevent) is imported only when a command connects, as in ``plinth status
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from plinth.geo.observe import (
     APPLIED_MARKER,
     FENCE_MARKER,
     Observed,
     PgMember,
+    PgSite,
     RedisSite,
     SiteObservation,
     airflow_units,
@@ -38,6 +41,15 @@ from plinth.geo.observe import (
 from plinth.model import Environment, Host, Role
 from plinth.stacks import Stack
 from plinth.topology.geo import GeoTopology, geo_topology
+
+T = TypeVar("T")
+
+MARKERS = (
+    f"printf 'applied=%s\\n' \"$(cat {APPLIED_MARKER} 2>/dev/null)\"; "
+    f"if [ -e {FENCE_MARKER} ]; then echo fenced; fi"
+)
+"""The markers plinth leaves on a host: the active datacenter its last deploy applied,
+and the fence of a failover (missing files are not errors: a host may have neither)."""
 
 RABBITMQ_MESSAGES = (
     "total=0; for v in $(rabbitmqctl -q list_vhosts --no-table-headers name); do "
@@ -51,8 +63,16 @@ class LiveSites:
     """Every host of every site of ``stacks`` (one environment), connected for the
     command; use as a context manager."""
 
-    def __init__(self, stacks: list[Stack], connect_timeout: int = 10) -> None:
+    def __init__(
+        self, stacks: list[Stack], target: str | None = None, connect_timeout: int = 10
+    ) -> None:
         self.stacks = stacks
+        self.target = target
+        """The site the command moves the active site to: its RabbitMQ is the only one
+        read (what the switchover decides from); the others' counts are None (not read)."""
+        self._rabbitmq_clean: set[str] = set()
+        """Sites whose RabbitMQ read 0 missing objects and 0 messages: not read again
+        during this command (nothing publishes there while its Airflow is stopped)."""
         self.env: Environment = stacks[0].environment
         self.environment_file: Path = stacks[0].environment_file
         self.connect_timeout = connect_timeout
@@ -73,8 +93,6 @@ class LiveSites:
 
     def reload(self) -> None:
         """Read the environment file again (a DC command rewrote ``active_datacenter``)."""
-        from dataclasses import replace
-
         from plinth.model import load_environment
 
         self.env = load_environment(self.environment_file)
@@ -141,28 +159,43 @@ class LiveSites:
         topology = self.topology()
         sites = tuple(self._site(topology, dc.name) for dc in self.env.datacenters)
         live_active = next((s.name for s in sites if s.postgresql.writable), None)
-        if live_active is not None:
-            sites = tuple(self._rabbitmq(s, live_active) for s in sites)
+        if live_active is not None and self.target is not None:
+            sites = tuple(
+                self._rabbitmq(s, live_active) if s.name == self.target else s for s in sites
+            )
         return Observed(topology, sites)
 
-    def _site(self, topology: GeoTopology, dc: str) -> SiteObservation:
-        from pyinfra.facts.files import File, FileContents
+    def _each(self, names: list[str], read: Callable[[str], T]) -> dict[str, T]:
+        """``read(name)`` for every name at once (gevent, as pyinfra reads facts): a
+        reading of a site costs its slowest host, not their sum."""
+        import gevent  # type: ignore[import-untyped]
+
+        jobs = {name: gevent.spawn(read, name) for name in names}
+        gevent.joinall(list(jobs.values()))
+        return {name: job.value for name, job in jobs.items()}
+
+    def _host_state(self, name: str) -> tuple[dict[str, bool | None], str | None, bool]:
+        """A host's units (``SystemdStatus``), the active datacenter its last deploy
+        applied (None: none recorded), and whether it carries the fence marker."""
         from pyinfra.facts.systemd import SystemdStatus
 
+        units = self.fact(name, SystemdStatus) or {}
+        ok, out, _ = self.run(name, MARKERS, timeout=30)
+        lines = [line.strip() for line in out] if ok else []
+        applied = next(
+            (line[len("applied=") :] for line in lines if line.startswith("applied=")), ""
+        )
+        return units, applied or None, "fenced" in lines
+
+    def _site(self, topology: GeoTopology, dc: str) -> SiteObservation:
         layout = topology.site(dc)
         hosts = self.env.hosts_in(dc)
-        reachable = frozenset(h.name for h in hosts if self.pyinfra_host(h.name) is not None)
-        systemd: dict[str, dict[str, bool | None]] = {}
-        applied: set[str | None] = set()
-        fenced = set()
-        for host in hosts:
-            if host.name not in reachable:
-                continue
-            systemd[host.name] = self.fact(host.name, SystemdStatus) or {}
-            contents = self.fact(host.name, FileContents, path=APPLIED_MARKER)
-            applied.add("".join(contents).strip() if contents else None)
-            if self.fact(host.name, File, path=FENCE_MARKER):
-                fenced.add(host.name)
+        answering = self._each([h.name for h in hosts], lambda n: self.pyinfra_host(n) is not None)
+        reachable = frozenset(n for n, ok in answering.items() if ok)
+        states = self._each(sorted(reachable), self._host_state)
+        systemd = {name: state[0] for name, state in states.items()}
+        applied = {state[1] for state in states.values()}
+        fenced = frozenset(name for name, state in states.items() if state[2])
         store = self.env.debian.key_value_store
         units = {
             h.name: airflow_units(h.roles, systemd[h.name])
@@ -170,7 +203,7 @@ class LiveSites:
             if h.name in layout.airflow and h.name in systemd
         }
         sentinel_unit = store.sentinel_unit.removesuffix(".service")
-        return SiteObservation(
+        site = SiteObservation(
             name=dc,
             reachable=reachable,
             unreachable=frozenset(h.name for h in hosts) - reachable,
@@ -186,12 +219,15 @@ class LiveSites:
             keepalived_running=running(
                 {h: s for h, s in systemd.items() if h in layout.keepalived}, "keepalived"
             ),
-            fenced=frozenset(fenced),
+            fenced=fenced,
             # every host that answered must have applied the same one
             applied_active=applied.pop() if len(applied) == 1 else None,
-            rabbitmq_missing=0,
-            rabbitmq_messages=self._rabbitmq_messages(dc, reachable),
+            rabbitmq_missing=None,
+            rabbitmq_messages=None,
         )
+        if not self.env.hosts_with(Role.RABBITMQ, dc) or dc in self._rabbitmq_clean:
+            return replace(site, rabbitmq_missing=0, rabbitmq_messages=0)
+        return site
 
     def _patroni_tls(self, host: Host) -> tuple[dict[str, str], str]:
         from plinth.status.collect import host_certificate, patroni_api
@@ -200,24 +236,25 @@ class LiveSites:
         files = {"ca": tls.ca_path, "cert": tls.chain_path, "key": tls.key_path}
         return files, patroni_api(self.env, host)
 
-    def _postgresql(self, topology: GeoTopology, dc: str, reachable: frozenset[str]) -> Any:
+    def _postgresql(self, topology: GeoTopology, dc: str, reachable: frozenset[str]) -> PgSite:
         from facts.patroni import PatroniDynamicConfig, PatroniSelf
         from facts.postgresql import PostgresTimeline
 
         port = self.env.components.patroni.postgresql_port
-        members: list[PgMember] = []
-        config = None
-        for host in self.env.hosts_with(Role.POSTGRESQL, dc):
-            if host.name not in reachable:
-                continue
-            tls, api = self._patroni_tls(host)
-            document = self.fact(host.name, PatroniSelf, api=api, **tls)
-            member = pg_member(host.name, document)
+
+        def read(name: str) -> tuple[PgMember, dict[str, Any] | None]:
+            tls, api = self._patroni_tls(self.model_host(name))
+            document = self.fact(name, PatroniSelf, api=api, **tls)
+            member = pg_member(name, document)
             if member.running:
-                member = with_lineage(member, self.fact(host.name, PostgresTimeline, port=port))
-            members.append(member)
-            if config is None and document is not None:
-                config = self.fact(host.name, PatroniDynamicConfig, api=api, **tls)
+                member = with_lineage(member, self.fact(name, PostgresTimeline, port=port))
+            config = self.fact(name, PatroniDynamicConfig, api=api, **tls) if document else None
+            return member, config
+
+        names = [h.name for h in self.env.hosts_with(Role.POSTGRESQL, dc) if h.name in reachable]
+        readings = self._each(names, read)
+        members = [member for member, _ in readings.values()]
+        config = next((c for _, c in readings.values() if c is not None), None)
         try:
             return pg_site(members, config, topology)
         except ValueError:
@@ -290,16 +327,20 @@ class LiveSites:
             return None
 
     def _rabbitmq(self, site: SiteObservation, live_active: str) -> SiteObservation:
-        """``site`` with what its RabbitMQ lacks of the live-active site's (0 there)."""
-        from dataclasses import replace
-
-        if site.name == live_active or not self.env.hosts_with(Role.RABBITMQ, site.name):
-            return site
-        try:
-            missing = self.rabbitmq_missing(live_active, site.name).created
-        except Exception:
-            missing = None
-        return replace(site, rabbitmq_missing=missing)
+        """``site`` with what its RabbitMQ lacks of the live-active site's (0 there) and
+        the messages queued in it."""
+        if site.rabbitmq_missing == 0 and site.rabbitmq_messages == 0:
+            return site  # no RabbitMQ, or read clean earlier in this command
+        missing: int | None = 0
+        if site.name != live_active:
+            try:
+                missing = self.rabbitmq_missing(live_active, site.name).created
+            except Exception:
+                missing = None
+        messages = self._rabbitmq_messages(site.name, site.reachable)
+        if missing == 0 and messages == 0:
+            self._rabbitmq_clean.add(site.name)
+        return replace(site, rabbitmq_missing=missing, rabbitmq_messages=messages)
 
     def rabbitmq_missing(self, source: str, target: str) -> Any:
         """:func:`plinth.rabbitmq_sync.plan_sync` of ``target``'s RabbitMQ against
