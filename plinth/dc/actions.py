@@ -32,7 +32,7 @@ start-sentinels      ``sentinel.conf`` written afresh monitoring the site's mast
 sync-rabbitmq-...    :mod:`plinth.rabbitmq_sync` through ``plinth rabbitmq sync-definitions``' code
 purge-rabbitmq       ``rabbitmqctl purge_queue`` of every queue of every vhost
 write-model          ``active_datacenter: <site>`` in ``inventory/<env>.yaml`` (that line only)
-converge             ``python -m plinth up <env>-<site> --yes`` (a subprocess: pyinfra's own run)
+converge             ``python -m plinth up <env>-<site> --yes --skip-preview`` (a subprocess)
 ===================  ==========================================================================
 
 The fence, rejoin and re-clone actions of ``dc-failover``/``dc-failback`` are not built:
@@ -435,8 +435,10 @@ class HostExecutor:
 
     def converge(self, step: Step, observed: Observed) -> str:
         stack = f"{self.live.env.name}-{step.site}"
-        command = [sys.executable, "-m", "plinth", "up", stack, "--yes"]
-        self.say(f"   running: plinth up {stack} --yes")
+        # No preview pass: it decides nothing (every gate is decided while applying) and
+        # costs a pass over every host; what changed is listed after the run.
+        command = [sys.executable, "-m", "plinth", "up", stack, "--yes", "--skip-preview"]
+        self.say(f"   running: plinth up {stack} --yes --skip-preview")
         environ = dict(os.environ, PLINTH_ROOT=str(project_root()))
         try:
             done = subprocess.run(
