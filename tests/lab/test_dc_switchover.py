@@ -130,11 +130,12 @@ def lab_model() -> Iterator[str]:
 
 
 def switch(
-    env: Environment, bundle: Path, source: str, target: str, original: str
+    env: Environment, bundles: tuple[Path, Path], source: str, target: str, original: str
 ) -> dict[str, float]:
     """``dc-switchover --to target`` under a writer through ``source``'s VIP (and one through
     ``target``'s, which succeeds once it is promoted); then every check of the module
     docstring. Returns the figures."""
+    bundle, redis_bundle = bundles  # PostgreSQL's probe role, Redis's probe client
     old, new = site_dsn(env, bundle, source), site_dsn(env, bundle, target)
     create_table(old)
     through_old = Writer(old).start()
@@ -172,7 +173,7 @@ def switch(
     assert "Leader" not in roles, roles
 
     # Redis: the master in the new site, the old site's nodes replicate it.
-    nodes = redis_roles(env, bundle)
+    nodes = redis_roles(env, redis_bundle)
     targets = {str(h.address) for h in env.hosts_with(Role.REDIS, target)}
     masters = [name for name, info in nodes.items() if info["role"] == "master"]
     assert len(masters) == 1 and masters[0].startswith(f"{target}-"), nodes
@@ -205,15 +206,15 @@ def test_switchover_to_dc2_and_back_loses_no_acknowledged_row(
     full_lab: Lab, tmp_path: Path, lab_model: str
 ) -> None:
     env = full_lab.environment
-    bundle = tmp_path / "client"
-    plinth("pki", "client-cert", "lab", "--cn", PROBE, "--out", str(bundle))
-    plinth("pki", "client-cert", "lab", "--cn", CLIENT_CN, "--out", str(bundle))
+    bundles = (tmp_path / "client", tmp_path / "redis-client")
+    plinth("pki", "client-cert", "lab", "--cn", PROBE, "--out", str(bundles[0]))
+    plinth("pki", "client-cert", "lab", "--cn", CLIENT_CN, "--out", str(bundles[1]))
     assert env.active_site == "dc1"
 
     dry = plinth("dc-switchover", "lab", "--to", "dc2", "--dry")
     assert "1. dc1: stop-airflow" in dry.stdout, dry.stdout
     assert LAB_ENV.read_text() == lab_model  # --dry changed nothing
 
-    there = switch(env, bundle, "dc1", "dc2", lab_model)
-    back = switch(load_environment(LAB_ENV), bundle, "dc2", "dc1", lab_model)
+    there = switch(env, bundles, "dc1", "dc2", lab_model)
+    back = switch(load_environment(LAB_ENV), bundles, "dc2", "dc1", lab_model)
     print(f"\nswitchover dc1 -> dc2: {there}\nswitchover dc2 -> dc1: {back}")
