@@ -51,8 +51,15 @@ class RecordingSites(LiveSites):
 
 
 LAGGING = ex.lagging(ex.healthy(), 3_200)
-PLAN = plan_switchover(LAGGING, "dc2")
-assert isinstance(PLAN, Plan)
+
+
+def _plan() -> Plan:
+    plan = plan_switchover(LAGGING, "dc2")
+    assert isinstance(plan, Plan), plan
+    return plan
+
+
+PLAN = _plan()
 
 
 def step_of(action: Action) -> tuple[Step, Any]:
