@@ -157,7 +157,9 @@ class LiveSites:
     def observe(self) -> Observed:
         """Every site, read once."""
         topology = self.topology()
-        sites = tuple(self._site(topology, dc.name) for dc in self.env.datacenters)
+        names = [dc.name for dc in self.env.datacenters]
+        read = self._each(names, lambda dc: self._site(topology, dc))  # both sites at once
+        sites = tuple(read[dc] for dc in names)
         live_active = next((s.name for s in sites if s.postgresql.writable), None)
         if live_active is not None and self.target is not None:
             sites = tuple(
