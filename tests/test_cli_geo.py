@@ -116,4 +116,5 @@ def test_with_yes_it_runs_to_the_goal(project: Path, fake_sites: None) -> None:
     result = CliRunner().invoke(main, ["dc-switchover", "example-prod", "--to", "dc2", "--yes"])
     assert result.exit_code == 0, result.output
     assert "done: dc2 is already the active site and dc1 follows it" in result.output
+    assert "it names dc2 active now" in result.output.splitlines()[-1]
     assert FakeExecutor.performed[0].action.value == "stop-airflow"

@@ -12,7 +12,7 @@ import click
 
 from plinth.cli.completion import complete_environments
 from plinth.cli.core import OperatorError, operator_errors
-from plinth.geo.decide import Plan, plan_switchover
+from plinth.geo.decide import Action, Plan, plan_switchover
 from plinth.geo.execute import run
 from plinth.stacks import Stack, resolve, write_inventory_files
 
@@ -73,5 +73,11 @@ def dc_switchover(environment: str, target: str, yes: bool, dry: bool) -> None:
             click.echo,
             dry=dry,
             confirm=None if yes else confirm,
+        )
+    if any(line.startswith(f"{target}: {Action.WRITE_MODEL.value}") for line in outcome.done):
+        path = stacks[0].environment_file
+        click.echo(
+            f"commit {path}: it names {target} active now; a checkout that still names the "
+            f"old site is stale"
         )
     sys.exit(outcome.exit_code)

@@ -149,7 +149,8 @@ def switch(
     time.sleep(5)
     through_old.finish()
     through_new.finish()
-    assert "done: " in run.stdout.splitlines()[-1], run.stdout
+    assert any(line.startswith("done: ") for line in run.stdout.splitlines()), run.stdout
+    assert f"it names {target} active now" in run.stdout, run.stdout
 
     # Zero loss: every row acknowledged through the old site is in the new one.
     assert through_old.acknowledged
