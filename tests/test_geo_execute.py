@@ -249,3 +249,27 @@ def test_failover_and_failback_loops_end_with_an_empty_plan() -> None:
     ok, lines = drive(world, lambda o: plan_failback(o, "dc1"))
     assert ok, "\n".join(lines)
     assert world.observed.model_active == "dc1"
+
+
+def test_a_plan_that_goes_as_expected_is_printed_once() -> None:
+    world = ModelWorld(ex.lagging(HEALTHY, 3_200))
+    ok, lines = drive(world, _switch)
+    assert ok and "plan now:" not in lines
+
+
+def test_a_reading_that_changes_the_plan_shows_the_new_plan() -> None:
+    # Someone starts dc2's Airflow while the command stops dc1's: the plan no longer
+    # starts it, and the operator sees the plan it follows now.
+    class Busy(ModelWorld):
+        def perform(self, step: Step, observed: Observed) -> str:
+            text = super().perform(step, observed)
+            if step.action is Action.STOP_AIRFLOW:
+                start = next(s for s in SWITCH.steps if s.action is Action.START_AIRFLOW)
+                self.observed = apply(self.observed, start)
+            return text
+
+    world = Busy(HEALTHY)
+    ok, lines = drive(world, _switch)
+    assert ok, "\n".join(lines)
+    assert "plan now:" in lines
+    assert Action.START_AIRFLOW not in [s.action for s in world.performed]

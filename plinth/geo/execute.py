@@ -119,6 +119,11 @@ class Outcome:
         return 0 if self.ok else 1
 
 
+def _shape(steps: tuple[Step, ...]) -> tuple[tuple[str, Action, tuple[str, ...]], ...]:
+    """What a plan will do (not why): two readings that agree give the same shape."""
+    return tuple((s.site, s.action, s.hosts) for s in steps)
+
+
 def _same(a: Step, b: Step) -> bool:
     return a.site == b.site and a.action is b.action
 
@@ -161,12 +166,18 @@ def run(
     # Each step is performed once per plan position; a plan that keeps asking for more
     # than this is not converging (a model and a world that disagree): stop, not spin.
     budget = 3 * len(result.steps) + 10
+    expected: tuple[tuple[str, Action, tuple[str, ...]], ...] = _shape(result.steps)
     while True:
         if isinstance(result, Refusal):
             return stop(result.lines(), result)
         if result.done:
             say(f"done: {result.found}")
             return Outcome(True, tuple(done), result)
+        if _shape(result.steps) != expected:
+            # The reading differs from what the last plan expected: show the new plan.
+            say("plan now:")
+            for line in result.lines()[1:]:
+                say(f"  {line}")
         budget -= 1
         if budget < 0:
             return stop(["stopped: the plan does not converge", *result.lines()], result)
@@ -178,6 +189,7 @@ def run(
         except StepFailed as failed:
             return stop([f"stopped at {step.site}: {step.action.value}: {failed}"], None)
         memory.performed(step, clock())
+        expected = _shape(result.steps[1:])
         done.append(f"{step.site}: {step.action.value}" + (f" ({what})" if what else ""))
         if what:
             say(f"   {what}")
