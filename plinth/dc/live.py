@@ -316,7 +316,7 @@ class LiveSites:
             None,
         )
 
-    def _rabbitmq_messages(self, dc: str, reachable: frozenset[str]) -> int | None:
+    def _rabbitmq_messages(self, dc: str) -> int | None:
         if not self.env.hosts_with(Role.RABBITMQ, dc):
             return 0
         host = self.rabbitmq_host(dc)
@@ -339,7 +339,7 @@ class LiveSites:
                 missing = self.rabbitmq_missing(live_active, site.name).created
             except Exception:
                 missing = None
-        messages = self._rabbitmq_messages(site.name, site.reachable)
+        messages = self._rabbitmq_messages(site.name)
         if missing == 0 and messages == 0:
             self._rabbitmq_clean.add(site.name)
         return replace(site, rabbitmq_missing=missing, rabbitmq_messages=messages)
