@@ -273,3 +273,46 @@ def test_a_reading_that_changes_the_plan_shows_the_new_plan() -> None:
     assert ok, "\n".join(lines)
     assert "plan now:" in lines
     assert Action.START_AIRFLOW not in [s.action for s in world.performed]
+
+
+def test_a_refusal_read_mid_change_is_read_again() -> None:
+    # One reading right after the demote sees dc1 without its standby configuration yet
+    # (a /config one Patroni loop old): the plan refuses that reading; the next is whole.
+    class Midway(ModelWorld):
+        glitch = False
+
+        def observe(self) -> Observed:
+            observed = super().observe()
+            last = self.performed[-1] if self.performed else None
+            if last is not None and last.action is Action.DEMOTE_POSTGRESQL and not self.glitch:
+                self.glitch = True
+                return ex.change(
+                    observed,
+                    "dc1",
+                    lambda s: replace(s, postgresql=replace(s.postgresql, standby_of=None)),
+                )
+            return observed
+
+    world = Midway(ex.lagging(HEALTHY, 3_200))
+    ok, lines = drive(world, _switch)
+    assert world.glitch and ok, "\n".join(lines)
+
+
+def test_a_refusal_that_lasts_stops_the_run_after_the_steps_time() -> None:
+    class Broken(ModelWorld):
+        def observe(self) -> Observed:
+            observed = super().observe()
+            if any(s.action is Action.DEMOTE_POSTGRESQL for s in self.performed):
+                return ex.change(
+                    observed,
+                    "dc1",
+                    lambda s: replace(s, postgresql=replace(s.postgresql, standby_of=None)),
+                )
+            return observed
+
+    world = Broken(HEALTHY)
+    ok, lines = drive(world, _switch)
+    assert not ok
+    assert lines[-3].startswith("dc-switchover refused: no writable primary"), lines[-3:]
+    assert lines[-1].endswith("dc1: demote-postgresql")
+    assert world.clock.now >= 120  # the demote's settle time

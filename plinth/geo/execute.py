@@ -198,11 +198,16 @@ def run(
         while True:
             observed = memory.recall(executor.observe(), clock())
             result = planner(observed)
-            if isinstance(result, Refusal) or result.done or not _same(result.steps[0], step):
+            if isinstance(result, Plan) and (result.done or not _same(result.steps[0], step)):
                 break
             if clock() >= deadline:
+                if isinstance(result, Refusal):
+                    break  # it lasted: printed as the refusal it is
                 reason = step.refusal or (
                     f"{step.waits_for}: not observed within {bound:.0f} s of the step"
                 )
                 return stop([f"stopped at {step.site}: {step.action.value}: {reason}"], result)
+            # A refusal right after a step may be a reading taken mid-change (a member
+            # between two roles, a configuration one Patroni loop old): read again
+            # within the step's time before taking it for an answer.
             sleep(poll)
