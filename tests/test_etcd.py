@@ -126,6 +126,7 @@ def test_rendered_config_is_tls_only_with_client_cert_auth() -> None:
         members=(("dc1-n1", "10.0.0.11"), ("dc1-n2", "10.0.0.12"), ("dc1-n3", "10.0.0.13")),
         token="lab-dc1-etcd",
         tls=tls,
+        datacenter="dc1",
     )
     text = spec.render()
     assert "http://" not in text
