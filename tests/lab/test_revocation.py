@@ -1,0 +1,131 @@
+"""Revocation that bites (issue 15, item 2): a client certificate revoked with `plinth pki
+revoke --apply` is refused by PostgreSQL, nginx and etcd, while an unrevoked one with the
+same identity keeps working, and the daemons reloaded rather than restarted.
+
+Two client certificates for the probe role (``plinth_probe``) are issued; both must work
+first, so a refusal afterwards can only come from the CRL. RabbitMQ and Patroni's REST API
+do not check CRLs (docs/pki.md, "Who checks the CRL"): they are not asked here.
+
+The revocation stays in the lab's PKI (a CRL cannot be taken back), which no other test
+minds: nothing else uses these two certificates. No model change, so no baseline repair.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from tests.lab.conftest import Lab, plinth
+from tests.lab.test_postgresql import PROBE, dsn, leader_of, psql
+
+pytestmark = pytest.mark.lab
+
+
+# ---- helpers: one client, one service each ----
+
+
+def issue(out: Path) -> Path:
+    """A client bundle for the probe role in ``out`` (as an application gets one)."""
+    plinth("pki", "client-cert", "lab", "--cn", PROBE, "--out", str(out))
+    return out
+
+
+def serial_of(bundle: Path) -> str:
+    """The serial as `plinth pki revoke` takes it (upper-case hex, as in issued.jsonl)."""
+    leaf = x509.load_pem_x509_certificates((bundle / f"{PROBE}.crt").read_bytes())[0]
+    return format(leaf.serial_number, "X")
+
+
+def curl(bundle: Path, url: str) -> tuple[int, str]:
+    """(HTTP status, body) of a GET with the bundle's certificate; status 0 when the
+    server closed the connection instead of answering."""
+    result = subprocess.run(
+        ["curl", "-sS", "-m", "10", "-w", "\n%{http_code}", "--cacert", str(bundle / "ca.crt"),
+         "--cert", str(bundle / f"{PROBE}.crt"), "--key", str(bundle / f"{PROBE}.key"), url],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    body, _, code = result.stdout.rpartition("\n")
+    return (int(code) if code.strip().isdigit() else 0), body + result.stderr
+
+
+def postgresql(lab: Lab, bundle: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
+    """``select pg_postmaster_start_time()`` on the leader with the bundle's certificate."""
+    env = lab.environment
+    leader = next(h for h in env.hosts if h.name == leader_of(lab, tmp))
+    return psql(
+        dsn(lab, bundle, env.fqdn(leader), str(leader.address)),
+        "select pg_postmaster_start_time()",
+    )
+
+
+def nginx(lab: Lab, bundle: Path) -> tuple[int, str]:
+    """The registry's virtual host (client certificates required) on the first node."""
+    host = lab.environment.hosts[0]
+    port = next(v.port for v in lab.environment.components.nginx.virtual_hosts)
+    # nginx's certificate names every node's address too: no DNS needed on the controller.
+    return curl(bundle, f"https://{host.address}:{port}/v2/")
+
+
+def etcd(lab: Lab, bundle: Path) -> tuple[int, str]:
+    """etcd's /version on the first node's client port (no etcd user needed)."""
+    host = lab.environment.hosts[0]
+    port = lab.environment.components.etcd.client_port
+    return curl(bundle, f"https://{host.address}:{port}/version")
+
+
+def nginx_main_pid(lab: Lab, tmp: Path) -> str:
+    result = lab.host(lab.environment.hosts[0].name, tmp).run(
+        "systemctl show -p MainPID --value nginx.service"
+    )
+    return str(result.stdout).strip()
+
+
+# ---- the test ----
+
+
+def test_a_revoked_client_is_refused_and_an_unrevoked_one_still_works(
+    deployed_small_lab: Lab, tmp_path: Path
+) -> None:
+    lab = deployed_small_lab
+    kept = issue(tmp_path / "kept")
+    revoked = issue(tmp_path / "revoked")
+
+    # 1. Before: both certificates work everywhere.
+    for bundle in (kept, revoked):
+        before = postgresql(lab, bundle, tmp_path)
+        assert before.returncode == 0, before.stderr
+        assert nginx(lab, bundle)[0] == 200, nginx(lab, bundle)
+        assert etcd(lab, bundle)[0] == 200, etcd(lab, bundle)
+    started = postgresql(lab, kept, tmp_path).stdout.strip()
+    nginx_pid = nginx_main_pid(lab, tmp_path)
+
+    # 2. Revoke one, and push the CRL with one deploy.
+    serial = serial_of(revoked)
+    result = plinth("pki", "revoke", "lab", serial, "--reason", "key_compromise", "--apply")
+    assert f"revoked {serial}" in result.stdout
+
+    # 3. The revoked one is refused by every daemon that checks CRLs...
+    refused = postgresql(lab, revoked, tmp_path)
+    assert refused.returncode != 0 and "revoked" in refused.stderr.lower(), refused.stderr
+    status, body = nginx(lab, revoked)
+    # nginx finishes the handshake and answers 400 "The SSL certificate error".
+    assert status == 400, (status, body)
+    status, body = etcd(lab, revoked)
+    # etcd closes the connection after the handshake when the serial is in its CRL.
+    assert status == 0, (status, body)
+
+    # 4. ...and the unrevoked one, same identity, still works.
+    after = postgresql(lab, kept, tmp_path)
+    assert after.returncode == 0, after.stderr
+    assert nginx(lab, kept)[0] == 200
+    assert etcd(lab, kept)[0] == 200
+
+    # 5. Reloaded, not restarted: same postmaster, same nginx master.
+    assert after.stdout.strip() == started
+    assert nginx_main_pid(lab, tmp_path) == nginx_pid
+
+    # 6. A second run with nothing new changes nothing (and so reloads nothing).
+    assert plinth("preview", "lab", "--expect-no-changes", check=False).returncode == 0
