@@ -32,7 +32,7 @@ from plinth.pki import (
 )
 from plinth.pki.crl import refresh_root_crl, revoke_intermediate, revoked_serials
 from plinth.pki.log import format_serial
-from plinth.provision import datacenter_trust, passphrase_for
+from plinth.provision import datacenter_trust, passphrase_for, refresh_due_crls
 from plinth.secrets import SecretStore
 from plinth.stacks import environment_file, resolve, state_dir
 
@@ -47,6 +47,15 @@ def _proven_passphrase(env: Environment) -> str:
     passphrase = passphrase_for(env)
     prove_passphrase(state_dir(env.name), env.name, passphrase)
     return passphrase
+
+
+def _refresh_due_crls(env: Environment) -> None:
+    """What `plinth up` does before a deploy: re-sign the CRLs that are due (or stop)."""
+    due = refresh_due_crls(env)
+    for path in due.refreshed:
+        click.echo(f"pki: re-signed {path} (inside its warning window): commit it", err=True)
+    for warning in due.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @click.group()
@@ -204,6 +213,8 @@ def pki_revoke(environment: str, serial: str, reason: str, apply_now: bool) -> N
         f"revoked {serial} ({revoked.subject}) in {revoked.dc}: CRL number {revoked.crl_number}"
     )
     if apply_now:
+        # As `plinth up` would: CRLs inside their warning window are re-signed first.
+        _refresh_due_crls(env)
         for stack in resolve(environment):
             result = plan_module.apply(stack)
             click.echo(f"stack {stack.name}: CRL pushed ({result.seconds:.1f} s)")
@@ -302,6 +313,7 @@ def pki_rotate(environment: str, service: str, keys: bool) -> None:
         raise OperatorError(
             f"unknown service {service!r}: certificates exist for {', '.join(sorted(known))}"
         )
+    _refresh_due_crls(env)
     data = {"plinth_rotate_service": service}
     if keys:
         data["plinth_rotate_keys"] = "1"
