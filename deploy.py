@@ -180,6 +180,7 @@ if Role.RABBITMQ in context.host.roles:
         rabbitmq_input(context, certificates["rabbitmq"], certificates["rabbitmq-client"]),
         read_rabbitmq_secrets(context),
         signer.store.ca_bundle_pem(intermediates=True).decode(),
+        crl_issuers=sorted(crls),
     )
 
 if has_airflow(context.host.roles):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import shlex
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.facts.files import File, Sha1File
 from pyinfra.operations import files
 
-from facts.pki import CertificateSigningRequest, DeployedCertificate
+from facts.pki import CertificateSigningRequest, CrlHashLinks, DeployedCertificate, HashedCrl
 from plinth.certificates import (
     ALL_CRLS,
     CRL_DIR,
@@ -267,6 +268,52 @@ def crl_file(dest: str, pem: bytes) -> Generator[Any, None, None]:
     yield FileUploadCommand(io.BytesIO(pem), tmp)
     yield StringCommand("chmod", "644", QuoteString(tmp))
     yield StringCommand("mv", "-f", QuoteString(tmp), QuoteString(dest))
+
+
+def unhashed_issuers(found: Sequence[HashedCrl], wanted: Sequence[str]) -> list[str]:
+    """The issuers of ``wanted`` whose CRL the directory does not serve correctly: its file
+    unreadable, ``<hash>.r0`` absent or elsewhere, or ``<issuer>.crl.pem`` not linked to the
+    live file."""
+    good = {
+        c.issuer
+        for c in found
+        if c.hash is not None
+        and c.hash_link == f"{c.issuer}.crl.pem"
+        and c.issuer_link == crl_path(c.issuer)
+    }
+    return sorted(set(wanted) - good)
+
+
+@operation()
+def crl_hash_directory(
+    directory: str, issuers: Sequence[str], group: str = "root"
+) -> Generator[StringCommand, None, None]:
+    """``directory`` as ``openssl rehash`` makes it for the CRLs of ``issuers``.
+
+    + directory: for Erlang's ``{crl_cache, {ssl_crl_hash_dir, {internal, [{dir, D}]}}}``,
+      which looks a CRL up as ``<issuer name hash>.r0`` at every handshake
+    + issuers: ``root`` and the datacenters, whose CRLs :func:`host_tls` keeps in
+      :data:`~plinth.certificates.CRL_DIR`
+    + group: may read the directory (the daemon's)
+
+    Each ``<issuer>.crl.pem`` here links to the live file in ``CRL_DIR``, so a re-signed CRL
+    is read at the next handshake without touching this directory; it is rebuilt only when
+    an issuer or its name hash (a new PKI) changes.
+    """
+    wanted = tuple(sorted(issuers))
+    found = host.get_fact(CrlHashLinks, directory=directory, crl_dir=CRL_DIR, issuers=wanted)
+    missing = unhashed_issuers(found, wanted)
+    if not missing:
+        host.noop(f"{directory} hashes the CRLs of {', '.join(wanted)}")
+        return
+    explain_change(f"{directory}: hash links missing for {', '.join(missing)}")
+    q = shlex.quote
+    links = " && ".join(f"ln -sfn {q(crl_path(i))} {q(f'{directory}/{i}.crl.pem')}" for i in wanted)
+    yield StringCommand(
+        f"set -e; install -d -m 750 -o root -g {q(group)} {q(directory)}; "
+        f"find {q(directory)} -maxdepth 1 -type l -delete; {links}; "
+        f"openssl rehash {q(directory)}"
+    )
 
 
 @dataclass(frozen=True)

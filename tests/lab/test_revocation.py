@@ -1,10 +1,10 @@
 """Revocation that bites (issue 15, item 2): a client certificate revoked with `plinth pki
-revoke --apply` is refused by PostgreSQL, nginx and etcd, while an unrevoked one with the
-same identity keeps working, and the daemons reloaded rather than restarted.
+revoke --apply` is refused by PostgreSQL, nginx, etcd and RabbitMQ, while an unrevoked one
+with the same identity keeps working, and the daemons reloaded rather than restarted.
 
 Two client certificates for the probe role (``plinth_probe``) are issued; both must work
-first, so a refusal afterwards can only come from the CRL. RabbitMQ and Patroni's REST API
-do not check CRLs (docs/pki.md, "Who checks the CRL"): they are not asked here.
+first, so a refusal afterwards can only come from the CRL. Patroni's REST API and Redis do
+not check CRLs (docs/pki.md, "Who checks the CRL"): they are not asked here.
 
 The revocation stays in the lab's PKI (a CRL cannot be taken back), which no other test
 minds: nothing else uses these two certificates. No model change, so no baseline repair.
@@ -12,6 +12,8 @@ minds: nothing else uses these two certificates. No model change, so no baseline
 
 from __future__ import annotations
 
+import socket
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -76,6 +78,28 @@ def etcd(lab: Lab, bundle: Path) -> tuple[int, str]:
     return curl(bundle, f"https://{host.address}:{port}/version")
 
 
+def rabbitmq(lab: Lab, bundle: Path) -> str:
+    """'accepted' when the first node's AMQPS listener answers the AMQP header with its
+    Connection.Start frame, else the TLS error. Only the handshake matters: the probe CN
+    need not be a RabbitMQ user."""
+    host = lab.environment.hosts[0]
+    context = ssl.create_default_context(cafile=str(bundle / "ca.crt"))
+    context.load_cert_chain(bundle / f"{PROBE}.crt", bundle / f"{PROBE}.key")
+    port = lab.environment.components.rabbitmq.amqps_port
+    try:
+        # RabbitMQ's certificate names the FQDN only (no IP SANs, docs/pki.md).
+        with (
+            socket.create_connection((str(host.address), port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=lab.environment.fqdn(host)) as tls,
+        ):
+            tls.sendall(b"AMQP\x00\x00\x09\x01")
+            # TLS 1.3: the server's verdict on the client arrives with the first read.
+            frame = tls.recv(1)
+            return "accepted" if frame == b"\x01" else f"unexpected {frame!r}"
+    except (ssl.SSLError, ConnectionError) as error:
+        return str(error)
+
+
 def nginx_main_pid(lab: Lab, tmp: Path) -> str:
     result = lab.host(lab.environment.hosts[0].name, tmp).run(
         "systemctl show -p MainPID --value nginx.service"
@@ -99,6 +123,7 @@ def test_a_revoked_client_is_refused_and_an_unrevoked_one_still_works(
         assert before.returncode == 0, before.stderr
         assert nginx(lab, bundle)[0] == 200, nginx(lab, bundle)
         assert etcd(lab, bundle)[0] == 200, etcd(lab, bundle)
+        assert rabbitmq(lab, bundle) == "accepted"
     started = postgresql(lab, kept, tmp_path).stdout.strip()
     nginx_pid = nginx_main_pid(lab, tmp_path)
 
@@ -116,12 +141,14 @@ def test_a_revoked_client_is_refused_and_an_unrevoked_one_still_works(
     status, body = etcd(lab, revoked)
     # etcd closes the connection after the handshake when the serial is in its CRL.
     assert status == 0, (status, body)
+    assert "CERTIFICATE_REVOKED" in rabbitmq(lab, revoked)
 
     # 4. ...and the unrevoked one, same identity, still works.
     after = postgresql(lab, kept, tmp_path)
     assert after.returncode == 0, after.stderr
     assert nginx(lab, kept)[0] == 200
     assert etcd(lab, kept)[0] == 200
+    assert rabbitmq(lab, kept) == "accepted"
 
     # 5. Reloaded, not restarted: same postmaster, same nginx master.
     assert after.stdout.strip() == started
