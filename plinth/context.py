@@ -134,9 +134,10 @@ def published_crls(store: Any) -> dict[str, bytes]:
 
     if not store.root_crl_path.exists():
         raise PkiError(
-            f"{store.rel(store.root_crl_path)} is missing: PostgreSQL, nginx and haproxy check "
-            "the CRL of every certificate of a chain and would refuse every client without "
-            "it. Run `plinth pki refresh-crl ENV` where the root key is, commit, then deploy"
+            f"{store.rel(store.root_crl_path)} is missing: PostgreSQL, nginx, haproxy and RabbitMQ "
+            "check the CRL of every certificate of a chain and would refuse every client "
+            "without it. Run `plinth pki refresh-crl ENV` where the root key is, commit, "
+            "then deploy"
         )
     crls = {ROOT: store.root_crl_path.read_bytes()}
     crls.update({name: store.crl_path(name).read_bytes() for name in store.datacenters()})

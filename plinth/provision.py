@@ -44,7 +44,7 @@ def ensure_pki(env: Environment) -> list[str]:
 def refresh_due_crls(env: Environment) -> DueRefresh:
     """Before ``plinth up`` touches a host: re-sign every CRL inside its warning window.
 
-    A CRL past its nextUpdate makes PostgreSQL, nginx and haproxy refuse every client, so
+    A CRL past its nextUpdate makes PostgreSQL, nginx, haproxy and RabbitMQ refuse every client, so
     ``up`` does not leave that to a calendar: it re-signs what is due (the intermediates'
     keys are here anyway, it signs leaves with them) and the deploy carries the new CRLs to
     the hosts. A root CRL that is missing or expired while the root key is offline stops it

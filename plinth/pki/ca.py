@@ -91,7 +91,7 @@ def init_pki(
             root_cert = _root_certificate(root_key, environment, now)
             staged.add(store.root_cert_path, _pem(root_cert))
             staged.add(store.root_key_path, encrypt_key(root_key, passphrase), 0o600)
-            # Whole-chain verifiers (PostgreSQL, nginx, haproxy) need the root's CRL too.
+            # Whole-chain verifiers (PostgreSQL, nginx, haproxy, RabbitMQ) need the root's CRL too.
             root_revocations = initial_revocations()
             staged.add(
                 store.root_crl_path,

@@ -392,9 +392,10 @@ def refresh_due(store: PkiStore, passphrase: str, now: dt.datetime | None = None
         elif state.expired(now):
             raise PkiError(
                 f"{state.shown} is {state.problem or 'expired'} and the root key is not here "
-                "(kept offline?): PostgreSQL, nginx and haproxy would refuse every client with "
-                f"it. Re-sign it on the offline machine (`plinth pki refresh-crl`), bring back "
-                f"{state.shown} and {store.rel(store.root_revoked_path)}; nothing was deployed"
+                "(kept offline?): PostgreSQL, nginx, haproxy and RabbitMQ would refuse every "
+                "client with it. Re-sign it on the offline machine (`plinth pki refresh-crl`), "
+                f"bring back {state.shown} and {store.rel(store.root_revoked_path)}; nothing "
+                "was deployed"
             )
         else:
             warnings.append(
