@@ -181,6 +181,7 @@ if Role.RABBITMQ in context.host.roles:
         read_rabbitmq_secrets(context),
         signer.store.ca_bundle_pem(intermediates=True).decode(),
         crl_issuers=sorted(crls),
+        certificates_changed=lambda: tls.certificate_changed("rabbitmq", "rabbitmq-client"),
     )
 
 if has_airflow(context.host.roles):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from io import StringIO
 
 from pyinfra import host
@@ -41,13 +41,21 @@ from plinth.render import sha1_text
 
 @deploy("RabbitMQ")
 def rabbitmq_node(
-    spec: RabbitmqInput, secrets: RabbitmqSecrets, ca_bundle: str, crl_issuers: Sequence[str]
+    spec: RabbitmqInput,
+    secrets: RabbitmqSecrets,
+    ca_bundle: str,
+    crl_issuers: Sequence[str],
+    certificates_changed: Callable[[], bool] = lambda: False,
 ) -> None:
     """One node of the DC's RabbitMQ cluster (see the module docstring).
 
     + ca_bundle: PEM of the platform root and every DC intermediate (see ``CA_BUNDLE``)
     + crl_issuers: ``root`` and every datacenter: their CRLs (written by host TLS) are
       hashed into ``CRL_HASH_DIR`` for the listeners' ``crl_check``
+    + certificates_changed: true at execute time when host TLS renewed the node's server or
+      client certificate. Erlang loads a listener's certificate when the listener opens
+      (``ssl:clear_pem_cache()`` does not change what it serves: checked on OTP 25), so a
+      renewal is a restart: marked like a configuration change and rolled, gated
     + secrets: passed through as file content only (``StringIO``), never as an operation
       argument that could reach a log or a plan
     """
@@ -125,8 +133,8 @@ def rabbitmq_node(
     pending_before = bool(host.get_fact(File, path=RESTART_MARKER))
     changed = (env, bundle, advanced, inter_node, plugins, config)
     marked = restart_marked(
-        name="RabbitMQ restart pending (configuration changed on a running node)",
-        _if=lambda: any(op.did_change() for op in changed),
+        name="RabbitMQ restart pending (configuration or certificate changed on a running node)",
+        _if=lambda: any(op.did_change() for op in changed) or certificates_changed(),
     )
     started = node_started(name="rabbitmq-server started, one node at a time", _serial=True)
     rolling_restart(
