@@ -4,7 +4,12 @@ Components are composed in dependency order; each reads only its slice of the
 typed model. The order, and why:
 
 1. base host: names, package sources, trust anchors, time. Everything after
-   installs packages, resolves platform names and trusts the platform root.
+   installs packages, resolves platform names and trusts the platform root. Then the
+   host firewall (``network.firewall``), before any daemon of a later step listens:
+   its rules come from the model's flows, not from what runs, so every port a later
+   step opens is already admitted from its sources and from nobody else; it needs the
+   package sources for nftables (squid hosts get theirs before squid, like the rest
+   of their base).
 2. the PostgreSQL cell's packages (etcd, Patroni/PostgreSQL, haproxy, keepalived by
    role), installed but not started: their service users must exist before host TLS
    makes the keys those users own.
@@ -46,6 +51,7 @@ from operations.airflow import (
 from operations.airflow import read_secrets as read_airflow_secrets
 from operations.base import BaseHostInput, base_host, read_extra_ca
 from operations.etcd import etcd_input, etcd_member
+from operations.firewall import firewall_input, host_firewall
 from operations.haproxy import haproxy_input, haproxy_node
 from operations.keepalived import keepalived_input, keepalived_node
 from operations.nginx import nginx_input, nginx_node
@@ -86,7 +92,8 @@ is_squid_host = Role.SQUID in context.host.roles
 
 
 def base_and_packages() -> None:
-    """The base host, then the packages of every role (installed, not started)."""
+    """The base host and its firewall, then the packages of every role (installed, not
+    started)."""
     base_host(
         BaseHostInput(
             hostname=context.host.name,
@@ -101,6 +108,7 @@ def base_and_packages() -> None:
             proxies=client_proxies(environment, context.host),
         )
     )
+    host_firewall(firewall_input(environment, context.host))
     cell_packages_installed(context.host.roles, context.environment.debian)
 
 

@@ -1,8 +1,9 @@
 """The base host deploy: identity, name resolution, package sources, trust, time,
 kernel settings and the journal. Every other component stands on it.
 
-It does *not* touch users, SSH daemon settings or firewall rules (they belong to
-the operator's hardening baseline), and it never removes packages.
+It does *not* touch users or SSH daemon settings (they belong to the operator's
+hardening baseline), nor the firewall (``operations/firewall.py``, right after it), and it
+never removes packages.
 """
 
 from __future__ import annotations

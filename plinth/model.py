@@ -793,6 +793,11 @@ def _network_with_host_bits(value: object) -> object:
 DeclaredNetwork = Annotated[ipaddress.IPv4Network, BeforeValidator(_network_with_host_bits)]
 
 
+def _yaml_off(value: object) -> object:
+    """YAML 1.1 (PyYAML) reads a bare ``off`` as false: take it as the word written."""
+    return "off" if value is False else value
+
+
 class NetworkSettings(Frozen):
     """Who, besides the platform's own hosts, opens connections to them (``network``).
 
@@ -813,6 +818,22 @@ class NetworkSettings(Frozen):
     nodes and Sentinels, RabbitMQ's AMQPS and management ports. Empty: no client outside
     the platform's hosts (the flows are shown with no source). ``0.0.0.0/0`` publishes
     those ports to every network that routes to the DC."""
+    firewall: Annotated[Literal["off", "enforce"], BeforeValidator(_yaml_off)] = "off"
+    """The host firewall (:mod:`plinth.topology.firewall`, ``plinth firewall``): an
+    nftables table ``inet plinth`` on every host whose input chain drops everything
+    but the network flows (``plinth flows``), SSH from ``controllers`` first. ``off``:
+    no table (one installed before is removed). ``off`` is the default because a model
+    written before its ``controllers`` and ``clients`` were declared would lock out
+    the controller and the applications; ``enforce`` needs ``controllers``."""
+    egress: Literal["open", "enforce"] = "open"
+    """The firewall's outbound side. ``enforce``: a host opens connections only to the
+    destinations of its egress flows (the platform's hosts and VIPs it is a source of,
+    its squid, and outside the platform the package sources, NTP, DNS and the registry's
+    object store, by port where the model names them by name); needs ``firewall:
+    enforce``. ``open``: outbound is not filtered. A field of its own, not a third
+    ``firewall`` mode, because it is rolled out after the inbound side: what a host must
+    reach outside the platform (resolvers, mirrors, time) is the site's, and is proven
+    on the site with inbound already enforced."""
 
 
 class Environment(Frozen):
@@ -1104,7 +1125,8 @@ def _rule_problems(env: Environment) -> Iterator[str]:
 
 
 def _network_problems(env: Environment) -> Iterator[str]:
-    """``network``: no entry twice, and the controller not "anywhere"."""
+    """``network``: no entry twice, the controller not "anywhere", and declared before a
+    firewall that admits SSH from it alone."""
     for field in ("controllers", "clients"):
         entries: list[ipaddress.IPv4Network] = list(getattr(env.network, field))
         for i, entry in enumerate(entries):
@@ -1112,6 +1134,18 @@ def _network_problems(env: Environment) -> Iterator[str]:
                 yield (
                     f"network.{field}[{i}]: {entry} is also network.{field}[{entries.index(entry)}]"
                 )
+    if env.network.firewall == "enforce" and not env.network.controllers:
+        yield (
+            "network.controllers: empty while network.firewall is enforce: the firewall "
+            "admits SSH only from the controllers, so the deploy would lock itself out; "
+            "declare the controller's addresses as the hosts see them, or set "
+            "network.firewall: off"
+        )
+    if env.network.egress == "enforce" and env.network.firewall != "enforce":
+        yield (
+            "network.egress: enforce needs network.firewall: enforce (the outbound rules "
+            "live in the firewall's table)"
+        )
     for i, entry in enumerate(env.network.controllers):
         if entry.prefixlen == 0:
             yield (

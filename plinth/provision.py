@@ -85,6 +85,12 @@ REQUIRED_SECRETS: dict[str, dict[str, str]] = {
 }
 
 
+SECRET_BYTES: dict[str, int] = {"airflow-jwt-secret": 64}
+"""Secrets that need more than the store's default 32 random bytes. Airflow signs its JWTs
+with HS512 and uses the secret's text as the key; RFC 7518 section 3.2 wants an HMAC key at
+least as long as the hash output, 64 bytes (PyJWT warns below that)."""
+
+
 def required_secrets(env: Environment) -> dict[str, str]:
     present = {role.value for host in env.hosts for role in host.roles}
     needed: dict[str, str] = {}
@@ -111,5 +117,23 @@ def ensure_secrets(env: Environment) -> list[str]:
     return [
         name
         for name, kind in sorted(required_secrets(env).items())
-        if store.ensure(name, kind)  # type: ignore[arg-type]
+        if store.ensure(name, kind, SECRET_BYTES.get(name, 32))  # type: ignore[arg-type]
     ]
+
+
+def short_secrets(env: Environment) -> list[str]:
+    """Warnings for stored secrets shorter than :data:`SECRET_BYTES` asks (generated before
+    that rule). Not replaced here: a new JWT secret invalidates the tokens of running
+    tasks, so the operator chooses when (``secrets generate --force``, then ``up``)."""
+    store = SecretStore(state_dir(env.name) / "secrets.json", passphrase_for(env))
+    warnings = []
+    for name, minimum in sorted(SECRET_BYTES.items()):
+        if name in required_secrets(env) and name in store:
+            length = len(store.get(name).reveal().encode())
+            if length < minimum:
+                warnings.append(
+                    f"secret {name} is {length} bytes, {minimum} wanted (HS512 key); replace "
+                    f"it when tasks may restart: plinth secrets generate {env.name} {name} "
+                    f"--force, then plinth up {env.name}"
+                )
+    return warnings

@@ -29,10 +29,12 @@ from operations.airflow import (
     render_unit,
     render_wrapper,
 )
+from plinth import provision
 from plinth.certificates import host_certificates
 from plinth.context import HostContext
 from plinth.model import Environment, ModelError, Role, parse_environment
 from plinth.provision import required_secrets
+from plinth.secrets import SecretStore
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "inventory" / "example-prod.yaml"
@@ -541,3 +543,24 @@ def test_roll_spec_from_the_model_skips_units_this_run_started() -> None:
     # two schedulers and triggerers in dc1 (gated), one dag-processor (no peer)
     assert spec.gated() == [("SchedulerJob", 2), ("TriggererJob", 2)]
     assert RollSpec.of(replace(config, api_tls=None), ()).health_command is None
+
+
+def test_the_jwt_secret_is_an_hs512_sized_key_and_an_older_short_one_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env = example()
+    monkeypatch.setattr(provision, "state_dir", lambda name: tmp_path)
+    monkeypatch.setattr(provision, "passphrase_for", lambda env: "correct horse battery staple")
+    monkeypatch.setattr(provision, "prove_passphrase", lambda *args: None)
+    assert "airflow-jwt-secret" in provision.ensure_secrets(env)
+    store = SecretStore(tmp_path / "secrets.json", "correct horse battery staple")
+    assert len(store.get("airflow-jwt-secret").reveal().encode()) >= 64
+    assert len(store.get("airflow-api-secret-key").reveal().encode()) < 64  # the default
+    assert provision.short_secrets(env) == []
+
+    # A store written before the rule: 32 random bytes, 43 characters.
+    store.set("airflow-jwt-secret", "x" * 43)
+    (warning,) = provision.short_secrets(env)
+    assert "airflow-jwt-secret is 43 bytes, 64 wanted" in warning
+    assert f"plinth secrets generate {env.name} airflow-jwt-secret --force" in warning
+    assert "x" * 43 not in warning

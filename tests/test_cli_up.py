@@ -54,6 +54,7 @@ def test_skip_preview_applies_without_a_preview_and_lists_what_changed(
 
     monkeypatch.setattr(core, "_stacks", lambda target, **_: stacks)
     monkeypatch.setattr(core, "ensure_secrets", lambda env: [])
+    monkeypatch.setattr(core, "short_secrets", lambda env: [])
     monkeypatch.setattr(plan_module, "preview", no_preview)
     monkeypatch.setattr(plan_module, "apply", apply)
     monkeypatch.setattr(outputs_module, "collect", lambda env, path: {})

@@ -1,11 +1,22 @@
-"""The ``plinth`` command line: validate, preview, up, outputs, flows, status, lab, pki,
+"""The ``plinth`` command line: validate, preview, up, outputs, flows, firewall, status, lab, pki,
 secrets, rabbitmq."""
 
 from __future__ import annotations
 
 import click
 
-from plinth.cli import cluster, core, diagram, flows, imports, lab, pki, rabbitmq
+from plinth.cli import (
+    audit,
+    cluster,
+    core,
+    diagram,
+    firewall,
+    flows,
+    imports,
+    lab,
+    pki,
+    rabbitmq,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,9 +28,11 @@ def main() -> None:
 
 
 core.register(main)
+main.add_command(audit.audit)
 main.add_command(cluster.status)
 main.add_command(cluster.switchover)
 main.add_command(diagram.diagram)
+main.add_command(firewall.firewall)
 main.add_command(flows.flows)
 main.add_command(lab.lab)
 main.add_command(pki.pki)

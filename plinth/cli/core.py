@@ -20,7 +20,7 @@ from plinth.cli.options import progress_option
 from plinth.model import ModelError, load_environment
 from plinth.passphrase import PassphraseMissing, WeakPassphrase
 from plinth.pki import PkiError, PkiStore, crl_warnings
-from plinth.provision import ensure_pki, ensure_secrets, refresh_due_crls
+from plinth.provision import ensure_pki, ensure_secrets, refresh_due_crls, short_secrets
 from plinth.secrets import SecretsError
 from plinth.stacks import (
     Stack,
@@ -220,6 +220,8 @@ def up(stack: str, yes: bool, skip_preview: bool, progress_mode: str) -> None:
     stacks = _stacks(stack, refresh_crls=True)
     for name in ensure_secrets(stacks[0].environment):
         click.echo(f"secrets: generated {name}", err=True)
+    for warning in short_secrets(stacks[0].environment):
+        click.echo(f"warning: {warning}", err=True)
     for current in stacks:
         if skip_preview:
             result = plan_module.apply(current, view=view)

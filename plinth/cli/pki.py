@@ -32,7 +32,7 @@ from plinth.pki import (
 )
 from plinth.pki.crl import refresh_root_crl, revoke_intermediate, revoked_serials
 from plinth.pki.log import format_serial
-from plinth.provision import datacenter_trust, passphrase_for, refresh_due_crls
+from plinth.provision import SECRET_BYTES, datacenter_trust, passphrase_for, refresh_due_crls
 from plinth.secrets import SecretStore
 from plinth.stacks import environment_file, resolve, state_dir
 
@@ -440,5 +440,6 @@ def secrets_generate(environment: str, name: str, kind: str, force: bool) -> Non
     store = _store(environment, writing=True)
     if name in store.names() and not force:
         raise OperatorError(f"{name} already exists: use --force to replace it")
-    store.generate(name, alphabet=kind)  # type: ignore[arg-type]
+    # A secret with a length rule (the JWT key) gets it; every other one the default.
+    store.generate(name, SECRET_BYTES.get(name, 32), alphabet=kind)  # type: ignore[arg-type]
     click.echo(f"generated {name}")

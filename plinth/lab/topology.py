@@ -241,6 +241,19 @@ def build_environment(
     # The controller reaches each DC's containers from Docker's bridge gateway there, and
     # the lab tests are the clients (they dial the VIPs, nodes and Sentinels from it).
     controller = [f"{docker_gateway(dc)}/32" for dc in dcs]
+    # The lab proves the host firewall: inbound is enforced (SSH and the tests' client
+    # traffic come from the gateways above). Egress stays open: the small lab's
+    # foundation test fetches https://pypi.org from a host directly to prove the extra
+    # CA bundle, a path no flow lists (hosts never use PyPI; wheelhouses come from the
+    # controller). Name resolution (Docker's 127.0.0.11, loopback) and the package path
+    # (the mirror on port 80 in small, the DC's squid in full) are in the flows, so
+    # egress enforce is a model change away once that test goes through squid.
+    network = {
+        "controllers": controller,
+        "clients": list(controller),
+        "firewall": "enforce",
+        "egress": "open",
+    }
     document: dict[str, Any] = {
         "name": "lab",
         "kind": "lab",
@@ -248,7 +261,7 @@ def build_environment(
         "hosts": hosts,
         "vips": vips,
         "ssh": dict(SSH_SETTINGS),
-        "network": {"controllers": controller, "clients": list(controller)},
+        "network": network,
         "package_sources": package_sources,
     }
     components = lab_components(profile)

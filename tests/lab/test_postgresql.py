@@ -138,8 +138,13 @@ def test_write_needs_verify_full_tls_and_a_client_certificate(
 ) -> None:
     lab = deployed_small_lab
     env = lab.environment
-    leader = next(h for h in env.hosts if h.name == leader_of(lab, tmp_path))
-    good = dsn(lab, client_bundle, env.fqdn(leader), str(leader.address))
+    # Through the PostgreSQL VIP (haproxy passes TLS through to the primary), as
+    # applications connect: the host firewall admits the clients to haproxy's ports on
+    # the VIP, not to a member's own PostgreSQL port (docs/security.md, "Host firewall").
+    vip = next(v for v in env.vips if "postgresql" in v.services)
+    name, address = env.vip_fqdn(vip), str(vip.address)
+    port = str(env.components.haproxy.primary_port)
+    good = dsn(lab, client_bundle, name, address, port=port)
     result = psql(
         good,
         "create table if not exists cert_write (id serial primary key, at timestamptz);"
@@ -150,7 +155,7 @@ def test_write_needs_verify_full_tls_and_a_client_certificate(
     assert result.stdout.strip().splitlines()[-1].startswith("t|TLSv1.")
 
     # no client certificate
-    no_cert = dsn(lab, None, env.fqdn(leader), str(leader.address))
+    no_cert = dsn(lab, None, name, address, port=port)
     no_cert += f" sslrootcert={client_bundle / 'ca.crt'}"
     refused = psql(no_cert, "select 1")
     assert refused.returncode != 0 and "certificate" in refused.stderr, refused.stderr
@@ -165,13 +170,13 @@ def test_write_needs_verify_full_tls_and_a_client_certificate(
         check=True, capture_output=True,
     )  # fmt: skip
     (other / "o.key").chmod(0o600)
-    foreign = dsn(lab, client_bundle, env.fqdn(leader), str(leader.address))
+    foreign = dsn(lab, client_bundle, name, address, port=port)
     foreign += f" sslcert={other / 'o.crt'} sslkey={other / 'o.key'}"
     refused = psql(foreign, "select 1")
     assert refused.returncode != 0 and "unknown ca" in refused.stderr, refused.stderr
 
     # plaintext: no pg_hba line accepts it
-    plain = dsn(lab, None, env.fqdn(leader), str(leader.address), sslmode="disable")
+    plain = dsn(lab, None, name, address, port=port, sslmode="disable")
     refused = psql(plain, "select 1")
     assert refused.returncode != 0 and "no encryption" in refused.stderr, refused.stderr
 
