@@ -49,7 +49,7 @@ from operations.airflow import (
     airflow_user,
 )
 from operations.airflow import read_secrets as read_airflow_secrets
-from operations.base import BaseHostInput, base_host, read_extra_ca
+from operations.base import BaseHostInput, applied_active_datacenter, base_host, read_extra_ca
 from operations.etcd import etcd_input, etcd_member
 from operations.firewall import firewall_input, host_firewall
 from operations.haproxy import haproxy_input, haproxy_node
@@ -201,3 +201,7 @@ if has_airflow(context.host.roles):
             read_airflow_secrets(context),
             airflow_install.venv,
         )
+
+# Last: a host records the active datacenter it applied only once everything above did
+# (pyinfra stops a host at its first failed operation); the DC commands read it.
+applied_active_datacenter(environment.active_site)

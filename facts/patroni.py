@@ -282,3 +282,29 @@ class PostgresDatabases(FactBase[dict[str, str] | None]):
             if name:
                 found[name] = owner
         return found
+
+
+class PatroniSelf(FactBase[dict[str, Any] | None]):
+    """This member's own ``GET /patroni`` document as Patroni sends it (role, state,
+    timeline, ``xlog`` positions, ``replication_state``...): what
+    :func:`plinth.geo.observe.pg_member` reads. None when Patroni does not answer.
+
+    + ca, cert, key: the client certificate files (``verify_client: required``)
+    + api: ``https://<address>:<port>``
+    """
+
+    def command(self, ca: str, cert: str, key: str, api: str) -> str:
+        return (
+            f"command -v curl >/dev/null 2>&1 && [ -f {shlex.quote(cert)} ] || "
+            f"{{ echo {MISSING}; exit 0; }}; {_curl(ca, cert, key, api + '/patroni')} "
+            f"|| echo {UNREACHABLE}"
+        )
+
+    @staticmethod
+    def default() -> dict[str, Any] | None:
+        return None
+
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        if output and output[0].strip() == MISSING:
+            return None
+        return _document(output, "/patroni")

@@ -293,6 +293,24 @@ def base_host(spec: BaseHostInput) -> None:
     )
 
 
+APPLIED_ACTIVE = "/etc/plinth/active-datacenter"
+"""The ``active_datacenter`` the host's last complete deploy applied
+(:data:`plinth.geo.observe.APPLIED_MARKER`): the DC commands read it to know whether a
+site's files already follow a move of the active site."""
+
+
+def applied_active_datacenter(active: str) -> None:
+    """Record ``active`` in :data:`APPLIED_ACTIVE`. Called last in ``deploy.py``: a host
+    whose deploy failed keeps the site it last applied completely."""
+    files.put(
+        name="Active datacenter this deploy applied",
+        src=StringIO(f"{active}\n"),
+        dest=APPLIED_ACTIVE,
+        mode="644",
+        create_remote_dir=True,
+    )
+
+
 def read_extra_ca(path: str | None, environment_file: Path) -> str | None:
     """Read the extra CA bundle named in the model (relative to the environment file)."""
     if not path:
@@ -308,7 +326,9 @@ def read_extra_ca(path: str | None, environment_file: Path) -> str | None:
 
 
 __all__ = [
+    "APPLIED_ACTIVE",
     "BaseHostInput",
+    "applied_active_datacenter",
     "base_host",
     "managed_block",
     "proxy_endpoint",

@@ -8,7 +8,7 @@ never a silently shorter table.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from pyinfra.api import Config, State
@@ -48,3 +48,22 @@ def fact_by_host(state: State, fact: Any, **kwargs: Any) -> dict[str, Any]:
     with ctx_state.use(state):
         results = get_facts(state, fact, kwargs=kwargs)  # type: ignore[no-untyped-call]
     return {host.name: value for host, value in results.items()}
+
+
+@contextmanager
+def connected_answering(stack: Stack, connect_timeout: int = 10) -> Iterator[State]:
+    """A pyinfra State of ``stack`` with every host that answers connected, for the
+    commands that must see a site with silent hosts (the DC commands): a host that does
+    not connect is in ``state.failed_hosts``, never dropped without a trace; callers
+    record it as not answering. No host answering at all is a State with none active."""
+    state = State()
+    with ctx_state.use(state):
+        inventory = make_inventory(str(stack.inventory_file), cwd=str(project_root()))
+    # No FAIL_PERCENT: a silent host is an observation here, not a reason to stop.
+    state.init(inventory, Config(FAIL_PERCENT=None, CONNECT_TIMEOUT=connect_timeout))  # type: ignore[no-untyped-call]
+    with suppress(PyinfraError):  # "No hosts remaining!": every host is in failed_hosts
+        connect_all(state)
+    try:
+        yield state
+    finally:
+        disconnect_all(state)

@@ -1,5 +1,5 @@
-"""The ``plinth`` command line: validate, preview, up, outputs, flows, firewall, status, lab, pki,
-secrets, rabbitmq."""
+"""The ``plinth`` command line: validate, preview, up, outputs, flows, firewall, audit,
+status, lab, pki, secrets, rabbitmq, dc-switchover."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from plinth.cli import (
     diagram,
     firewall,
     flows,
+    geo,
     imports,
     lab,
     pki,
@@ -31,6 +32,7 @@ core.register(main)
 main.add_command(audit.audit)
 main.add_command(cluster.status)
 main.add_command(cluster.switchover)
+main.add_command(geo.dc_switchover)
 main.add_command(diagram.diagram)
 main.add_command(firewall.firewall)
 main.add_command(flows.flows)

@@ -12,8 +12,12 @@ The decision layer, pure and unit-tested without hosts, in the style of the roll
 * :mod:`.simulate`: a tiny model of what each step does to an observation, which the
   tests use to prove that no plan ever has two writable primaries (and
   ``plan_failback`` uses to plan the switchover that follows a rejoin);
-* :mod:`.examples`: the observations the documentation's step lists are generated from.
+* :mod:`.examples`: the observations the documentation's step lists are generated from;
+* :mod:`.execute`: the loop that runs a plan one step at a time over an ``Executor``
+  (reading, performing), and :mod:`.model_file`, the one-line edit of the environment
+  file.
 
-The commands (``plinth dc-switchover``/``dc-failover``/``dc-failback``) and their lab
-drills are not built yet: docs/geo-redundancy.md says what they must provide.
+The executor over SSH is :mod:`plinth.dc` (above the facts); ``plinth dc-switchover`` is
+built on it. ``dc-failover`` and ``dc-failback`` are not built yet (their fence and
+rejoin steps have no execution): docs/geo-redundancy.md says what exists.
 """

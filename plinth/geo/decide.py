@@ -1,13 +1,14 @@
 """The DC commands' decisions, pure: from one observation of both sites, a refusal or an
 ordered plan.
 
-``plinth dc-switchover / dc-failover / dc-failback ENV --to DC`` (not built yet) will work
-the way the rolls do (ADR 0013): read every site (:class:`~plinth.geo.observe.Observed`),
-ask the plan function, perform the *first* step, read again and ask again, so a command
-interrupted anywhere resumes from what it finds, and a second run finds the goal and does
-nothing. Deciding lives here and reads nothing; ``tests/test_geo_decide.py`` is a table of
-observations and the plan or refusal each must give, and ``tests/test_geo_simulate.py``
-walks every plan over generated observations to prove its invariants.
+``plinth dc-switchover / dc-failover / dc-failback ENV --to DC`` (``dc-switchover`` is
+built, :mod:`plinth.geo.execute`; the others not yet) work the way the rolls do (ADR
+0013): read every site (:class:`~plinth.geo.observe.Observed`), ask the plan function,
+perform the *first* step, read again and ask again, so a command interrupted anywhere
+resumes from what it finds, and a second run finds the goal and does nothing. Deciding
+lives here and reads nothing; ``tests/test_geo_decide.py`` is a table of observations and
+the plan or refusal each must give, and ``tests/test_geo_simulate.py`` walks every plan
+over generated observations to prove its invariants.
 
 What every plan guarantees (the tests check each):
 

@@ -1,8 +1,8 @@
 """What a DC command observes, per site, before each decision: typed, read-only, and the
 parsers that build it from what the existing facts read.
 
-One :class:`Observed` is one reading of every site. The execution layer (the commands,
-not built yet) fills it from:
+One :class:`Observed` is one reading of every site. The execution layer
+(:mod:`plinth.dc.live`) fills it from:
 
 * SSH: which hosts answered at all (:attr:`SiteObservation.reachable`);
 * each PostgreSQL member's own Patroni ``/patroni`` (:func:`pg_member`), completed with
