@@ -14,7 +14,9 @@ typed model. The order, and why:
    role), installed but not started: their service users must exist before host TLS
    makes the keys those users own.
 3. host TLS: keys made on the host, certificates signed from CSRs, CRLs. Every
-   TLS-speaking component after this finds its certificate in place.
+   TLS-speaking component after this finds its certificate in place; what host TLS
+   changed (``TlsChanges``) makes nginx, haproxy and Patroni/PostgreSQL reload (etcd reads
+   its certificate and CRL at every handshake).
 4. etcd (Patroni's DCS), one member at a time when it restarts.
 5. Patroni/PostgreSQL (needs etcd), then haproxy (routes to its primary).
 6. the edge: the registry before nginx (its upstream); every host trusts the DC's
@@ -130,7 +132,7 @@ if airflow_services_on:
 
 certificates = {spec.service: spec for spec in host_certificates(environment, context.host)}
 signer, crls = tls_signer(context)
-host_tls(
+tls = host_tls(
     list(certificates.values()),
     signer,
     crls,
@@ -151,17 +153,22 @@ if Role.POSTGRESQL in context.host.roles:
         render(patroni, patroni_passwords),
         render_curlrc(patroni_passwords),
         PatroniInstall(patroni_wheelhouse(environment)),
+        # PostgreSQL serves the patroni certificate and checks clients against the CRLs.
+        tls_changed=lambda: tls.changed("patroni"),
     )
 
 if Role.HAPROXY in context.host.roles:
-    haproxy_node(haproxy_input(context, certificates["haproxy"]))
+    haproxy_node(haproxy_input(context, certificates["haproxy"]), tls_changed=tls.crl_changed)
 
 if Role.REGISTRY in context.host.roles:
     registry = registry_input(context, certificates["registry"])
     registry_instance(registry, render_registry(registry, read_registry_secrets(context)))
 
 if Role.NGINX in context.host.roles:
-    nginx_node(nginx_input(context, certificates["nginx"], certificates["nginx-upstream"]))
+    nginx_node(
+        nginx_input(context, certificates["nginx"], certificates["nginx-upstream"]),
+        tls_changed=lambda: tls.changed("nginx", "nginx-upstream"),
+    )
 
 registry_trust_directory = docker_trust_directory(environment, context.datacenter.name)
 if registry_trust_directory is not None:
@@ -181,6 +188,8 @@ if Role.RABBITMQ in context.host.roles:
         rabbitmq_input(context, certificates["rabbitmq"], certificates["rabbitmq-client"]),
         read_rabbitmq_secrets(context),
         signer.store.ca_bundle_pem(intermediates=True).decode(),
+        crl_issuers=sorted(crls),
+        certificates_changed=lambda: tls.certificate_changed("rabbitmq", "rabbitmq-client"),
     )
 
 if has_airflow(context.host.roles):

@@ -30,4 +30,5 @@ if Role.RABBITMQ in context.host.roles:
         rabbitmq_input(context, certificates["rabbitmq"], certificates["rabbitmq-client"]),
         read_rabbitmq_secrets(context),
         tls_signer(context)[0].store.ca_bundle_pem(intermediates=True).decode(),
+        crl_issuers=sorted(tls_signer(context)[1]),
     )

@@ -7,6 +7,7 @@ half, and the CSR fact prints only the request.
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,3 +156,52 @@ def _sections(output: list[str]) -> dict[str, list[str]]:
 
 def _pem(lines: list[str]) -> bytes:
     return ("\n".join(line for line in lines if line) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class HashedCrl:
+    """One issuer's CRL as a hashed CRL directory sees it (see :class:`CrlHashLinks`)."""
+
+    issuer: str
+    hash: str | None
+    """``openssl crl -hash`` of the host's CRL file; None when it is missing or unreadable."""
+    hash_link: str | None
+    """Where ``<hash>.r0`` in the directory points; None when absent."""
+    issuer_link: str | None
+    """Where ``<issuer>.crl.pem`` in the directory points; None when absent."""
+
+
+class CrlHashLinks(FactBase[list[HashedCrl]]):
+    """For each issuer, the hash of ``<crl_dir>/<issuer>.crl.pem`` and the links a directory
+    made by ``openssl rehash`` holds for it (Erlang's ``ssl_crl_hash_dir`` reads
+    ``<hash>.r0``)."""
+
+    def requires_command(self, *args: Any, **kwargs: Any) -> str:
+        return "openssl"
+
+    @staticmethod
+    def default() -> list[HashedCrl]:
+        return []
+
+    def command(self, directory: str, crl_dir: str, issuers: tuple[str, ...]) -> str:
+        d = shlex.quote(directory)
+        lines = []
+        for issuer in issuers:
+            source = shlex.quote(f"{crl_dir}/{issuer}.crl.pem")
+            link = shlex.quote(f"{directory}/{issuer}.crl.pem")
+            lines.append(
+                f'h=$(openssl crl -hash -noout -in {source} 2>/dev/null || echo -); echo "{issuer} '
+                f'$h $(readlink {d}/$h.r0 || echo -) $(readlink {link} || echo -)"'
+            )
+        return "; ".join(lines)
+
+    def process(self, output: list[str]) -> list[HashedCrl]:
+        found = []
+        for line in output:
+            parts = line.split()
+            if len(parts) != 4:
+                raise FactProcessError(f"unexpected CRL link line: {line!r}")
+            issuer, digest, hash_link, issuer_link = (None if p == "-" else p for p in parts)
+            assert issuer is not None
+            found.append(HashedCrl(issuer, digest, hash_link, issuer_link))
+        return found

@@ -12,7 +12,7 @@ before it replaces the live one; changes are applied by a reload (no dropped ses
 from __future__ import annotations
 
 import shlex
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from io import StringIO
 
@@ -24,7 +24,7 @@ from pyinfra.operations import systemd
 from facts.haproxy import ConcatenationMatches
 from operations.checked import checked_file
 from operations.keepalived import HAPROXY_STATS_SOCKET, SCRIPT_USER, script_user
-from plinth.certificates import CertificateSpec
+from plinth.certificates import ALL_CRLS, CertificateSpec
 from plinth.context import HostContext
 from plinth.model import HaproxySettings, PatroniSettings, Role
 from plinth.render import render_template
@@ -67,6 +67,7 @@ class HaproxyInput:
             postgresql_port=self.patroni.postgresql_port,
             rest_api_port=self.patroni.rest_api_port,
             ca_file=self.tls.ca_path,
+            crl_file=ALL_CRLS,
             client_pem=CLIENT_PEM,
             stats_socket=HAPROXY_STATS_SOCKET,
             stats_group=SCRIPT_USER,
@@ -117,7 +118,13 @@ def reloaded() -> Generator[StringCommand, None, None]:
 
 
 @deploy("haproxy")
-def haproxy_node(spec: HaproxyInput) -> None:
+def haproxy_node(spec: HaproxyInput, tls_changed: Callable[[], bool] = lambda: False) -> None:
+    """The DC's PostgreSQL entry (see the module docstring).
+
+    + tls_changed: true at execute time when host TLS wrote a CRL haproxy reads
+      (``TlsChanges.crl_changed``): haproxy loads CRLs only at start and reload. Its client
+      certificate is covered by the client PEM rebuilt here.
+    """
     # The read-only stats socket belongs to its group: it must exist before haproxy -c.
     script_user(name="keepalived script user (reader of haproxy's read-only stats socket)")
     pem = client_pem(
@@ -138,6 +145,8 @@ def haproxy_node(spec: HaproxyInput) -> None:
     )
     start = started(name="haproxy started")
     reloaded(
-        name="haproxy reloaded for its new configuration",
-        _if=lambda: (config.did_change() or pem.did_change()) and not start.did_change(),
+        name="haproxy reloaded for its new configuration, certificate or CRL",
+        _if=lambda: (
+            (config.did_change() or pem.did_change() or tls_changed()) and not start.did_change()
+        ),
     )

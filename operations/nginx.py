@@ -11,7 +11,7 @@ before it replaces the live one, and applied with a graceful reload.
 from __future__ import annotations
 
 import re
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from io import StringIO
 
@@ -21,7 +21,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import systemd
 
 from operations.checked import checked_file
-from plinth.certificates import CertificateSpec
+from plinth.certificates import ALL_CRLS, CertificateSpec
 from plinth.context import HostContext
 from plinth.model import Environment
 from plinth.render import render_template
@@ -70,6 +70,7 @@ class NginxInput:
             upstream_cert=self.upstream_tls.chain_path,
             upstream_key=self.upstream_tls.key_path,
             ca=self.tls.ca_path,
+            crl=ALL_CRLS,
         )
 
 
@@ -143,7 +144,13 @@ def reloaded() -> Generator[StringCommand, None, None]:
 
 
 @deploy("nginx")
-def nginx_node(spec: NginxInput) -> None:
+def nginx_node(spec: NginxInput, tls_changed: Callable[[], bool] = lambda: False) -> None:
+    """The DC's application load balancer (see the module docstring).
+
+    + tls_changed: true at execute time when host TLS wrote nginx's certificates or a CRL
+      (``TlsChanges.changed``): nginx reads both only at start and reload, so without a
+      reload it would serve a renewed certificate's predecessor and ignore a revocation.
+    """
     config = checked_file(
         name="nginx configuration",
         path=CONFIG,
@@ -156,6 +163,6 @@ def nginx_node(spec: NginxInput) -> None:
     )
     start = started(name="nginx started")
     reloaded(
-        name="nginx reloaded for its new configuration",
-        _if=lambda: config.did_change() and not start.did_change(),
+        name="nginx reloaded for its new configuration, certificates or CRL",
+        _if=lambda: (config.did_change() or tls_changed()) and not start.did_change(),
     )

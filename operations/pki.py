@@ -8,12 +8,16 @@ Nothing here touches CA keys on hosts; they never go there.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
+import shlex
 from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api import (
+    FileUploadCommand,
     FunctionCommand,
     OperationError,
     QuoteString,
@@ -22,11 +26,18 @@ from pyinfra.api import (
     operation,
 )
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
-from pyinfra.facts.files import File
+from pyinfra.facts.files import File, Sha1File
 from pyinfra.operations import files
 
-from facts.pki import CertificateSigningRequest, DeployedCertificate
-from plinth.certificates import TLS_ROOT, CertificateSpec, crl_path
+from facts.pki import CertificateSigningRequest, CrlHashLinks, DeployedCertificate, HashedCrl
+from plinth.certificates import (
+    ALL_CRLS,
+    CRL_DIR,
+    TLS_ROOT,
+    CertificateSpec,
+    all_crls_pem,
+    crl_path,
+)
 from plinth.pki import LeafSigner, Profile, reissue_reason
 from plinth.pki.crl import revoked_serials
 from plinth.pki.log import format_serial
@@ -237,6 +248,98 @@ def _sign_and_upload(
     return True
 
 
+@operation()
+def crl_file(dest: str, pem: bytes) -> Generator[Any, None, None]:
+    """``pem`` at ``dest``, mode 0644, replaced atomically when its content differs.
+
+    + dest: a file under :data:`~plinth.certificates.CRL_DIR`
+    + pem: one or more PEM CRLs
+
+    Uploaded beside it and renamed: etcd reads its CRL file at every handshake and must never
+    see half of one. Compared by sha1, so an unchanged CRL changes nothing and reloads nothing.
+    """
+    wanted = hashlib.sha1(pem).hexdigest()
+    info = host.get_fact(File, path=dest)
+    if host.get_fact(Sha1File, path=dest) == wanted and info and info.get("mode") == 644:
+        host.noop(f"{dest} up to date")
+        return
+    explain_change(f"{dest}: {'content differs' if info else 'missing'}")
+    tmp = dest + _NEW
+    yield FileUploadCommand(io.BytesIO(pem), tmp)
+    yield StringCommand("chmod", "644", QuoteString(tmp))
+    yield StringCommand("mv", "-f", QuoteString(tmp), QuoteString(dest))
+
+
+def unhashed_issuers(found: Sequence[HashedCrl], wanted: Sequence[str]) -> list[str]:
+    """The issuers of ``wanted`` whose CRL the directory does not serve correctly: its file
+    unreadable, ``<hash>.r0`` absent or elsewhere, or ``<issuer>.crl.pem`` not linked to the
+    live file."""
+    good = {
+        c.issuer
+        for c in found
+        if c.hash is not None
+        and c.hash_link == f"{c.issuer}.crl.pem"
+        and c.issuer_link == crl_path(c.issuer)
+    }
+    return sorted(set(wanted) - good)
+
+
+@operation()
+def crl_hash_directory(
+    directory: str, issuers: Sequence[str], group: str = "root"
+) -> Generator[StringCommand, None, None]:
+    """``directory`` as ``openssl rehash`` makes it for the CRLs of ``issuers``.
+
+    + directory: for Erlang's ``{crl_cache, {ssl_crl_hash_dir, {internal, [{dir, D}]}}}``,
+      which looks a CRL up as ``<issuer name hash>.r0`` at every handshake
+    + issuers: ``root`` and the datacenters, whose CRLs :func:`host_tls` keeps in
+      :data:`~plinth.certificates.CRL_DIR`
+    + group: may read the directory (the daemon's)
+
+    Each ``<issuer>.crl.pem`` here links to the live file in ``CRL_DIR``, so a re-signed CRL
+    is read at the next handshake without touching this directory; it is rebuilt only when
+    an issuer or its name hash (a new PKI) changes.
+    """
+    wanted = tuple(sorted(issuers))
+    found = host.get_fact(CrlHashLinks, directory=directory, crl_dir=CRL_DIR, issuers=wanted)
+    missing = unhashed_issuers(found, wanted)
+    if not missing:
+        host.noop(f"{directory} hashes the CRLs of {', '.join(wanted)}")
+        return
+    explain_change(f"{directory}: hash links missing for {', '.join(missing)}")
+    q = shlex.quote
+    links = " && ".join(f"ln -sfn {q(crl_path(i))} {q(f'{directory}/{i}.crl.pem')}" for i in wanted)
+    yield StringCommand(
+        f"set -e; install -d -m 750 -o root -g {q(group)} {q(directory)}; "
+        f"find {q(directory)} -maxdepth 1 -type l -delete; {links}; "
+        f"openssl rehash {q(directory)}"
+    )
+
+
+@dataclass(frozen=True)
+class TlsChanges:
+    """What :func:`host_tls` changed on this host, for the daemons that must reload then.
+
+    Read only from ``_if`` callables (pyinfra evaluates them at execute time, after these
+    operations ran): ``lambda: tls.changed("nginx", "nginx-upstream")``.
+    """
+
+    certificates: dict[str, Any]
+    """service -> the ``certificate`` operation (its ``did_change()``)."""
+    crls: tuple[Any, ...]
+    """The CRL file operations."""
+
+    def certificate_changed(self, *services: str) -> bool:
+        return any(self.certificates[s].did_change() for s in services if s in self.certificates)
+
+    def crl_changed(self) -> bool:
+        return any(op.did_change() for op in self.crls)
+
+    def changed(self, *services: str) -> bool:
+        """A certificate of ``services`` or any CRL was written in this run."""
+        return self.certificate_changed(*services) or self.crl_changed()
+
+
 @deploy("Host TLS")
 def host_tls(
     specs: Sequence[CertificateSpec],
@@ -244,17 +347,21 @@ def host_tls(
     crls: dict[str, bytes],
     rotate_service: str | None = None,
     rotate_keys: bool = False,
-) -> None:
+) -> TlsChanges:
     """Keys, certificates and CRLs a host carries (see :mod:`plinth.certificates`).
 
     + specs: the host's certificates, from ``plinth.certificates.host_certificates``
     + signer: the host's datacenter signer
-    + crls: datacenter name -> CRL PEM; every host gets every DC's CRL, because a
-      service may verify clients from the other DC (DC2 replicating from DC1)
+    + crls: issuer -> CRL PEM (``plinth.context.published_crls``): the root's and every
+      DC's, because a service may verify clients from the other DC (DC2 replicating from
+      DC1); each in ``<issuer>.crl.pem``, all of them in ``all.crl.pem``
     + rotate_service, rotate_keys: ``plinth pki rotate``: reissue that service's
       certificate now, and with ``rotate_keys`` make a new key first
+
+    Returns the :class:`TlsChanges` the component deploys reload on.
     """
     files.directory(name="TLS directory", path=TLS_ROOT, mode="755")
+    certificates: dict[str, Any] = {}
     # host.loop keeps operation order stable across hosts (pyinfra is untyped here)
     for spec in host.loop(specs):  # type: ignore[no-untyped-call]
         rotating = rotate_service in (spec.service, "all")
@@ -272,7 +379,7 @@ def host_tls(
             group=spec.group,
             rotate=rotating and rotate_keys,
         )
-        certificate(
+        certificates[spec.service] = certificate(
             name=f"{spec.service} certificate",
             service=spec.service,
             profile=spec.profile,
@@ -288,17 +395,15 @@ def host_tls(
             signer=signer,
             force_reason="rotation requested (plinth pki rotate)" if rotating else None,
         )
-    files.directory(name="CRL directory", path=f"{TLS_ROOT}/crl", mode="755")
-    for dc, pem in host.loop(sorted(crls.items())):  # type: ignore[no-untyped-call]
-        files.put(
-            name=f"CRL of {dc}",
-            src=io.BytesIO(pem),
-            dest=crl_path(dc),
-            mode="644",
+    files.directory(name="CRL directory", path=CRL_DIR, mode="755")
+    written = []
+    for issuer, pem in host.loop(sorted(crls.items())):  # type: ignore[no-untyped-call]
+        written.append(crl_file(name=f"CRL of {issuer}", dest=crl_path(issuer), pem=pem))
+    written.append(
+        crl_file(
+            name="CRLs of the root and every datacenter in one file",
+            dest=ALL_CRLS,
+            pem=all_crls_pem(crls),
         )
-    files.put(
-        name="CRLs of every datacenter in one file",
-        src=io.BytesIO(b"".join(pem for _, pem in sorted(crls.items()))),
-        dest=f"{TLS_ROOT}/crl/all.crl.pem",
-        mode="644",
     )
+    return TlsChanges(certificates, tuple(written))

@@ -24,6 +24,7 @@ from plinth.model import (
     Role,
 )
 from plinth.pki import Profile
+from plinth.pki.crl import ROOT
 
 TLS_ROOT = "/etc/plinth/tls"
 
@@ -237,6 +238,21 @@ def reserved_client_identities(env: Environment) -> dict[str, str]:
     return reserved
 
 
-def crl_path(datacenter: str) -> str:
-    """Where the hosts keep their datacenter's CRL for the services that check it."""
-    return f"{TLS_ROOT}/crl/{datacenter}.crl.pem"
+CRL_DIR = f"{TLS_ROOT}/crl"
+ALL_CRLS = f"{CRL_DIR}/all.crl.pem"
+"""The root's CRL and every datacenter's in one file: for OpenSSL verifiers (PostgreSQL
+``ssl_crl_file``, nginx ``ssl_crl``, haproxy ``crl-file``), which check every certificate of
+the chain (``X509_V_FLAG_CRL_CHECK_ALL``) and refuse a chain whose issuer has no CRL."""
+
+
+def crl_path(issuer: str) -> str:
+    """Where the hosts keep one issuer's CRL: a datacenter's (``dc1``) or the root's
+    (:data:`plinth.pki.crl.ROOT`). etcd reads its datacenter's: it checks serials against
+    the first CRL of its file only."""
+    return f"{CRL_DIR}/{issuer}.crl.pem"
+
+
+def all_crls_pem(crls: dict[str, bytes]) -> bytes:
+    """:data:`ALL_CRLS`' content: the root's CRL first, then the datacenters' by name."""
+    ordered = sorted(crls.items(), key=lambda item: (item[0] != ROOT, item[0]))
+    return b"".join(pem for _, pem in ordered)

@@ -105,7 +105,8 @@ def _checked_passphrase(environment: str, is_lab: bool, state_dir: str, dc: str)
 
 
 def tls_signer(context: HostContext) -> tuple[Any, dict[str, bytes]]:
-    """(LeafSigner for the host's DC, {dc: CRL PEM}) or a clear error naming what is missing."""
+    """(LeafSigner for the host's DC, :func:`published_crls`) or a clear error naming what
+    is missing."""
     from plinth.pki import LeafSigner, PkiError, PkiStore
 
     env = context.environment
@@ -118,8 +119,29 @@ def tls_signer(context: HostContext) -> tuple[Any, dict[str, bytes]]:
         )
     dc = context.datacenter.name
     passphrase = _checked_passphrase(env.name, env.kind == "lab", str(state), dc)
-    crls = {name: store.crl_path(name).read_bytes() for name in store.datacenters()}
-    return LeafSigner(store, dc, operator_name(), passphrase), crls
+    return LeafSigner(store, dc, operator_name(), passphrase), published_crls(store)
+
+
+def published_crls(store: Any) -> dict[str, bytes]:
+    """Every CRL the hosts get: ``{"root": ..., "dc1": ..., ...}`` (a datacenter's name or
+    :data:`plinth.pki.crl.ROOT` -> PEM).
+
+    A PKI without a root CRL (made before the root published one) is refused before any
+    host is touched: the whole-chain verifiers would refuse every client without it.
+    """
+    from plinth.pki import PkiError
+    from plinth.pki.crl import ROOT
+
+    if not store.root_crl_path.exists():
+        raise PkiError(
+            f"{store.rel(store.root_crl_path)} is missing: PostgreSQL, nginx, haproxy and RabbitMQ "
+            "check the CRL of every certificate of a chain and would refuse every client "
+            "without it. Run `plinth pki refresh-crl ENV` where the root key is, commit, "
+            "then deploy"
+        )
+    crls = {ROOT: store.root_crl_path.read_bytes()}
+    crls.update({name: store.crl_path(name).read_bytes() for name in store.datacenters()})
+    return crls
 
 
 def read_secrets(context: HostContext, names: Mapping[str, str], hint: str = "") -> dict[str, str]:

@@ -150,6 +150,17 @@ class Datacenter(Frozen):
     """Replaces the environment's package sources for this DC's hosts (its own mirror and
     squid proxy). None: the environment's."""
 
+    @field_validator("name")
+    @classmethod
+    def _not_a_crl_name(cls, value: str) -> str:
+        # Hosts keep /etc/plinth/tls/crl/<dc>.crl.pem beside root.crl.pem and all.crl.pem.
+        if value in ("root", "all"):
+            raise ValueError(
+                f"{value!r} is reserved: the hosts' CRL files root.crl.pem and all.crl.pem "
+                "would clash with this datacenter's"
+            )
+        return value
+
 
 class SshSettings(Frozen):
     user: str = "root"

@@ -6,10 +6,13 @@ components need, generated once and stored encrypted (never defaults in code).
 
 from __future__ import annotations
 
+import datetime as dt
+
 from plinth.at_rest import prove_passphrase
 from plinth.model import Environment
 from plinth.passphrase import get_passphrase
 from plinth.pki import DatacenterTrust, PkiError, PkiStore, init_pki
+from plinth.pki.crl import DueRefresh, crl_states, refresh_due
 from plinth.secrets import SecretStore
 from plinth.stacks import project_root, state_dir
 
@@ -36,6 +39,24 @@ def ensure_pki(env: Environment) -> list[str]:
     passphrase = passphrase_for(env)
     prove_passphrase(state_dir(env.name), env.name, passphrase)
     return init_pki(state_dir(env.name), env.name, datacenter_trust(env), passphrase)
+
+
+def refresh_due_crls(env: Environment) -> DueRefresh:
+    """Before ``plinth up`` touches a host: re-sign every CRL inside its warning window.
+
+    A CRL past its nextUpdate makes PostgreSQL, nginx, haproxy and RabbitMQ refuse every client, so
+    ``up`` does not leave that to a calendar: it re-signs what is due (the intermediates'
+    keys are here anyway, it signs leaves with them) and the deploy carries the new CRLs to
+    the hosts. A root CRL that is missing or expired while the root key is offline stops it
+    (:class:`PkiError`) before any host is touched. The passphrase is proven against every
+    CA key first, as for every write of CA material; nothing due, nothing opened.
+    """
+    store = PkiStore(state_dir(env.name))
+    if not any(state.due(dt.datetime.now(dt.UTC)) for state in crl_states(store)):
+        return DueRefresh((), ())
+    passphrase = passphrase_for(env)
+    prove_passphrase(state_dir(env.name), env.name, passphrase)
+    return refresh_due(store, passphrase)
 
 
 # Secrets each component needs, by the role that needs them: generated on the first

@@ -225,3 +225,23 @@ def test_reserved_identities_follow_the_model(project: Path) -> None:
     assert {"postgres", "replicator", "rewind_user", "airflow", "registry-push"} <= set(reserved)
     assert all(env.fqdn(h) in reserved and h.name in reserved for h in env.hosts)
     assert "grid-etl" not in reserved and "plinth_probe" not in reserved
+
+
+def test_refresh_crl_re_signs_the_root_crl_only_where_the_root_key_is(project: Path) -> None:
+    assert run("pki", "init", "example-prod")[0] == 0
+    pki = project / "inventory" / "example-prod" / "pki"
+    code, out, _ = run("pki", "refresh-crl", "example-prod")
+    assert code == 0
+    assert "root: CRL number 2" in out and "dc1: CRL number 2" in out
+    # The root key kept offline: the DC CRLs are re-signed, the root's is left and said so.
+    (pki / "root.key.enc").rename(project / "root.key.enc")
+    root_crl = (pki / "root.crl.pem").read_bytes()
+    code, out, err = run("pki", "refresh-crl", "example-prod")
+    assert code == 0 and "dc2: CRL number 3" in out
+    assert "root: not re-signed" in err and "offline" in err
+    assert (pki / "root.crl.pem").read_bytes() == root_crl
+    code, _, err = run("pki", "revoke-intermediate", "example-prod", "dc2")
+    assert code == 1 and "pki/root.key.enc is not here" in err
+    (project / "root.key.enc").rename(pki / "root.key.enc")
+    code, out, _ = run("pki", "revoke-intermediate", "example-prod", "dc2")
+    assert code == 0 and "revoked the intermediate of dc2" in out and "root CRL number 3" in out

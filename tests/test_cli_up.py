@@ -52,7 +52,7 @@ def test_skip_preview_applies_without_a_preview_and_lists_what_changed(
         changed = {"dc1-db1": ["Configure Patroni"]} if stack.name == "prod-dc1" else {}
         return plan_module.ApplyResult(stack.name, changed, [], 1.5)
 
-    monkeypatch.setattr(core, "_stacks", lambda target: stacks)
+    monkeypatch.setattr(core, "_stacks", lambda target, **_: stacks)
     monkeypatch.setattr(core, "ensure_secrets", lambda env: [])
     monkeypatch.setattr(core, "short_secrets", lambda env: [])
     monkeypatch.setattr(plan_module, "preview", no_preview)
@@ -98,7 +98,7 @@ def test_preview_writes_the_readable_plan_beside_the_json_from_one_pass(
             seconds=2.0,
         )
 
-    monkeypatch.setattr(core, "_stacks", lambda target: [_Stack("prod-dc1")])
+    monkeypatch.setattr(core, "_stacks", lambda target, **_: [_Stack("prod-dc1")])
     monkeypatch.setattr(plan_module, "preview", preview)
     summary = tmp_path / "plan.txt"
     result = CliRunner().invoke(

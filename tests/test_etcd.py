@@ -126,6 +126,7 @@ def test_rendered_config_is_tls_only_with_client_cert_auth() -> None:
         members=(("dc1-n1", "10.0.0.11"), ("dc1-n2", "10.0.0.12"), ("dc1-n3", "10.0.0.13")),
         token="lab-dc1-etcd",
         tls=tls,
+        datacenter="dc1",
     )
     text = spec.render()
     assert "http://" not in text
@@ -142,3 +143,21 @@ def test_rendered_config_is_tls_only_with_client_cert_auth() -> None:
 def test_election_timeout_rule_names_the_field() -> None:
     with pytest.raises(ValueError, match="election_timeout_ms"):
         EtcdSettings(heartbeat_interval_ms=500, election_timeout_ms=1000)
+
+
+def test_clients_and_peers_are_checked_against_the_crl_of_the_members_datacenter() -> None:
+    tls = CertificateSpec("etcd", Profile.PEER, "dc2-n1.x.internal", (), ("10.0.2.11",))
+    spec = EtcdInput(
+        name="dc2-n1",
+        address="10.0.2.11",
+        settings=EtcdSettings(),
+        members=(("dc2-n1", "10.0.2.11"),),
+        token="lab-dc2-etcd",
+        tls=tls,
+        datacenter="dc2",
+    )
+    text = spec.render()
+    # etcd reads only the first CRL of a file: the DC's own, not all.crl.pem.
+    assert 'ETCD_CLIENT_CRL_FILE="/etc/plinth/tls/crl/dc2.crl.pem"' in text
+    assert 'ETCD_PEER_CRL_FILE="/etc/plinth/tls/crl/dc2.crl.pem"' in text
+    assert "all.crl.pem" not in text

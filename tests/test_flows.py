@@ -154,8 +154,10 @@ def rendered_sockets(env: Environment, host: Host) -> set[Socket]:
     if Role.RABBITMQ in roles:
         rabbitmq = rabbitmq_input(context, certs["rabbitmq"], certs["rabbitmq-client"])
         text = rabbitmq.render_config()
-        for key in ("listeners.ssl.default", "management.ssl.port"):
-            add("*", int(re.findall(rf"^{re.escape(key)} = (\d+)$", text, re.M)[0]))
+        add("*", int(re.findall(r"^listeners\.ssl\.default = (\d+)$", text, re.M)[0]))
+        # The management listener's port sits with its TLS options in advanced.config.
+        advanced = rabbitmq.render_advanced_config()
+        add("*", int(re.findall(r"^\s*\{port, (\d+)\},$", advanced, re.M)[0]))
         # Erlang's distribution listens on every address
         add("*", int(re.findall(r"^DIST_PORT=(\d+)$", rabbitmq.render_env(), re.M)[0]))
     return found

@@ -22,7 +22,8 @@ def test_primary_and_replica_ports_checked_over_mutual_tls() -> None:
     assert "http-check send meth OPTIONS uri /primary" in text
     assert "http-check send meth OPTIONS uri /replica?lag=16MB" in text
     assert (
-        f"check-ssl verify required ca-file /etc/plinth/tls/haproxy/ca.crt crt {CLIENT_PEM}" in text
+        "check-ssl verify required ca-file /etc/plinth/tls/haproxy/ca.crt "
+        f"crl-file /etc/plinth/tls/crl/all.crl.pem crt {CLIENT_PEM}" in text
     )
     assert "on-marked-down shutdown-sessions" in text
     assert (

@@ -3,6 +3,7 @@ certificates and VIP tracking (no Docker)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,21 @@ def test_the_edge_vip_follows_nginx_and_squid_the_pg_vip_haproxy() -> None:
     assert tracked_units(("postgresql",), edge_roles, {"registry"}) == ("haproxy",)
     # a holder that runs none of the VIP's services does not hold it
     assert tracked_units(("registry",), (Role.KEEPALIVED,), {"registry"}) == ()
+
+
+def test_client_certificates_are_checked_against_every_crl_only_where_clients_are_verified() -> (
+    None
+):
+    env = example()
+    base = edge_input(env)
+    pulled = base.vhosts[0]
+    public = replace(pulled, name="public", port=8443, verify_client="off")
+    optional = replace(pulled, name="status", port=8444, verify_client="optional")
+    text = replace(base, vhosts=(pulled, public, optional)).render()
+    sections = {block.split(" ----", 1)[0]: block for block in text.split("# ---- ")[1:]}
+    crl = "ssl_crl /etc/plinth/tls/crl/all.crl.pem;"
+    assert crl in sections["registry"] and "ssl_verify_client on;" in sections["registry"]
+    assert crl in sections["status"]
+    assert "ssl_verify_client off;" in sections["public"] and "ssl_crl" not in sections["public"]
+    # Upstream certificates are always verified, so always against the CRLs.
+    assert "proxy_ssl_crl /etc/plinth/tls/crl/all.crl.pem;" in text.split("# ---- ")[0]

@@ -469,3 +469,11 @@ def test_patroni_3_master_and_4_primary_are_read_alike_mid_roll() -> None:
     new = parse_cluster_document(cluster, {"role": "primary", "patroni": {"version": V4}})
     assert old.local_role == new.local_role == "primary"
     assert (old.local_version, new.local_version) == (V3, V4)
+
+
+def test_postgresql_checks_client_certificates_against_the_root_and_every_dc_crl() -> None:
+    passwords = {"superuser": "s", "replication": "r", "rewind": "w", "restapi": "a"}
+    parameters = yaml.safe_load(render(spec(), passwords))["postgresql"]["parameters"]
+    # One file with the root's CRL and every DC's: PostgreSQL checks the whole chain.
+    assert parameters["ssl_crl_file"] == "/etc/plinth/tls/crl/all.crl.pem"
+    assert parameters["ssl_ca_file"] == "/etc/plinth/tls/patroni/ca.crt"

@@ -173,11 +173,21 @@ def test_definitions_hold_the_model_and_no_plaintext_password() -> None:
 def test_config_has_no_plaintext_listener_and_requires_client_certificates() -> None:
     config = spec().render_config()
     assert "listeners.tcp = none" in config
-    assert "ssl_options.verify = verify_peer" in config
-    assert "ssl_options.fail_if_no_peer_cert = true" in config
-    assert "management.ssl.fail_if_no_peer_cert = true" in config
     assert "management.tcp" not in config
-    assert f"ssl_options.cacertfile = {CA_BUNDLE}" in config
+    # The TLS options live in advanced.config, which would replace them here anyway.
+    assert "ssl_options." not in config and "management.ssl." not in config
+    advanced = spec().render_advanced_config()
+    rabbit, management = advanced.split("{rabbitmq_management, [")
+    for listener in (rabbit, management):
+        assert "{verify, verify_peer}" in listener
+        assert "{fail_if_no_peer_cert, true}" in listener
+        assert f'{{cacertfile, "{CA_BUNDLE}"}}' in listener
+        # Every certificate of the chain against the CRLs hashed in /etc/rabbitmq/crl.
+        assert "{crl_check, true}" in listener
+        assert (
+            '{crl_cache, {ssl_crl_hash_dir, {internal, [{dir, "/etc/rabbitmq/crl"}]}}}' in listener
+        )
+    assert "{port, 15671}" in management
     for i, node in enumerate(NODES, start=1):
         assert f"cluster_formation.classic_config.nodes.{i} = {node}" in config
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from facts.etcd import etcd_cluster_command, etcdctl_environment
-from plinth.certificates import CertificateSpec
+from plinth.certificates import CertificateSpec, crl_path
 from plinth.context import HostContext
 from plinth.model import EtcdSettings, Role
 from plinth.render import render_template
@@ -26,6 +26,14 @@ class EtcdInput:
     token: str
     """Initial cluster token: ``<env>-<dc>-etcd``, unique per cluster."""
     tls: CertificateSpec
+    datacenter: str
+    """The member's datacenter: its intermediate's CRL is the one etcd checks."""
+
+    @property
+    def crl_file(self) -> str:
+        """The DC's own CRL: etcd reads only the first CRL of a file, so not ``all.crl.pem``
+        (whose first is the root's); its clients and peers are this DC's identities."""
+        return crl_path(self.datacenter)
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -51,6 +59,7 @@ class EtcdInput:
             token=self.token,
             settings=self.settings,
             tls=self.tls,
+            crl_file=self.crl_file,
         )
 
     def etcdctl_env(self) -> str:
@@ -81,4 +90,5 @@ def etcd_input(context: HostContext, tls: CertificateSpec) -> EtcdInput:
         members=etcd_members(context),
         token=f"{env.name}-{context.datacenter.name}-etcd",
         tls=tls,
+        datacenter=context.datacenter.name,
     )

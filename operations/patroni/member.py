@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from io import StringIO
 
 from pyinfra.api import deploy
@@ -25,7 +26,11 @@ from plinth.topology.patroni import RESTAPI_CURLRC
 
 @deploy("Patroni")
 def patroni_member(
-    spec: PatroniInput, config_text: str, curlrc_text: str, install: PatroniInstall
+    spec: PatroniInput,
+    config_text: str,
+    curlrc_text: str,
+    install: PatroniInstall,
+    tls_changed: Callable[[], bool] = lambda: False,
 ) -> None:
     """One member of the DC's Patroni cluster (see the module docstring).
 
@@ -34,6 +39,10 @@ def patroni_member(
     + curlrc_text: the REST API credentials for plinth's own state-changing calls
       (:func:`render_curlrc`), passed as text for the same reason
     + install: the Patroni wheelhouse and where it goes (:class:`PatroniInstall`)
+    + tls_changed: true at execute time when host TLS wrote Patroni's certificate or a CRL
+      (``TlsChanges.changed``). Patroni's reload (SIGHUP) then reloads PostgreSQL, which
+      re-reads ``ssl_cert_file`` and ``ssl_crl_file``, and restarts the REST API's listener
+      when the certificate's serial changed: no restart, no failover.
     """
     patroni_installed(install=install, version=spec.settings.version)
     files.directory(
@@ -77,8 +86,8 @@ def patroni_member(
     )
     started = member_started(name="patroni started")
     reloaded(
-        name="patroni reloaded for its new configuration",
-        _if=lambda: config.did_change() and not started.did_change(),
+        name="patroni reloaded for its new configuration, certificate or CRL",
+        _if=lambda: (config.did_change() or tls_changed()) and not started.did_change(),
     )
     member_ready(name="PostgreSQL running under Patroni", spec=spec)
     release_rolled(

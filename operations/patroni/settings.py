@@ -12,7 +12,7 @@ from ipaddress import ip_network
 from typing import Any
 
 from facts.patroni import patroni_cluster_command
-from plinth.certificates import CertificateSpec
+from plinth.certificates import ALL_CRLS, CertificateSpec
 from plinth.context import HostContext, read_secrets
 from plinth.model import PatroniSettings, Role
 from plinth.render import render_template
@@ -247,6 +247,7 @@ def render(spec: PatroniInput, passwords: dict[str, str]) -> str:
         address=spec.address,
         settings=spec.settings,
         tls=spec.tls,
+        crl_file=ALL_CRLS,
         replication=spec.replication,
         rewind=spec.rewind,
         etcd_hosts=list(spec.etcd_hosts),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from io import StringIO
 
 from pyinfra import host
@@ -10,6 +11,7 @@ from pyinfra.facts.files import File, Sha1File
 from pyinfra.operations import files, systemd
 
 from operations.checked import checked_file
+from operations.pki import crl_hash_directory
 from operations.rabbitmq.converge import (
     cluster_joined,
     definitions_imported,
@@ -20,8 +22,10 @@ from operations.rabbitmq.converge import (
 from operations.rabbitmq.definitions import render_definitions
 from operations.rabbitmq.roll import queues_rebalanced, restarted_in_this_run, rolling_restart
 from operations.rabbitmq.settings import (
+    ADVANCED_CONFIG,
     CA_BUNDLE,
     CONFIG_DIR,
+    CRL_HASH_DIR,
     DATA_DIR,
     DEFINITIONS,
     ERLANG_TERMS_CHECK,
@@ -36,10 +40,22 @@ from plinth.render import sha1_text
 
 
 @deploy("RabbitMQ")
-def rabbitmq_node(spec: RabbitmqInput, secrets: RabbitmqSecrets, ca_bundle: str) -> None:
+def rabbitmq_node(
+    spec: RabbitmqInput,
+    secrets: RabbitmqSecrets,
+    ca_bundle: str,
+    crl_issuers: Sequence[str],
+    certificates_changed: Callable[[], bool] = lambda: False,
+) -> None:
     """One node of the DC's RabbitMQ cluster (see the module docstring).
 
     + ca_bundle: PEM of the platform root and every DC intermediate (see ``CA_BUNDLE``)
+    + crl_issuers: ``root`` and every datacenter: their CRLs (written by host TLS) are
+      hashed into ``CRL_HASH_DIR`` for the listeners' ``crl_check``
+    + certificates_changed: true at execute time when host TLS renewed the node's server or
+      client certificate. Erlang loads a listener's certificate when the listener opens
+      (``ssl:clear_pem_cache()`` does not change what it serves: checked on OTP 25), so a
+      renewal is a restart: marked like a configuration change and rolled, gated
     + secrets: passed through as file content only (``StringIO``), never as an operation
       argument that could reach a log or a plan
     """
@@ -60,6 +76,21 @@ def rabbitmq_node(spec: RabbitmqInput, secrets: RabbitmqSecrets, ca_bundle: str)
         path=CA_BUNDLE,
         src=StringIO(ca_bundle),
         check="openssl crl2pkcs7 -nocrl -certfile {path} >/dev/null",
+        mode="644",
+    )
+    # Before the configuration that names it: a listener checking CRLs without them would
+    # refuse every client. Re-signed CRLs need nothing here (links to the live files).
+    crl_hash_directory(
+        name="RabbitMQ CRL directory (hashed: the root's and every DC's CRL)",
+        directory=CRL_HASH_DIR,
+        issuers=list(crl_issuers),
+        group="rabbitmq",
+    )
+    advanced = checked_file(
+        name="RabbitMQ listeners' TLS options with CRL checking (advanced.config)",
+        path=ADVANCED_CONFIG,
+        src=StringIO(spec.render_advanced_config()),
+        check=ERLANG_TERMS_CHECK,
         mode="644",
     )
     inter_node = checked_file(
@@ -100,10 +131,10 @@ def rabbitmq_node(spec: RabbitmqInput, secrets: RabbitmqSecrets, ca_bundle: str)
     systemd.service(name="rabbitmq-server enabled at boot", service=SERVICE, running=None,
                     enabled=True)  # fmt: skip
     pending_before = bool(host.get_fact(File, path=RESTART_MARKER))
-    changed = (env, bundle, inter_node, plugins, config)
+    changed = (env, bundle, advanced, inter_node, plugins, config)
     marked = restart_marked(
-        name="RabbitMQ restart pending (configuration changed on a running node)",
-        _if=lambda: any(op.did_change() for op in changed),
+        name="RabbitMQ restart pending (configuration or certificate changed on a running node)",
+        _if=lambda: any(op.did_change() for op in changed) or certificates_changed(),
     )
     started = node_started(name="rabbitmq-server started, one node at a time", _serial=True)
     rolling_restart(

@@ -17,6 +17,10 @@ DATA_DIR = "/var/lib/rabbitmq"
 COOKIE = f"{DATA_DIR}/.erlang.cookie"
 DEFINITIONS = f"{CONFIG_DIR}/plinth-definitions.json"
 INTER_NODE_TLS = f"{CONFIG_DIR}/inter_node_tls.config"
+ADVANCED_CONFIG = f"{CONFIG_DIR}/advanced.config"
+CRL_HASH_DIR = f"{CONFIG_DIR}/crl"
+"""The CRLs of the root and every DC as Erlang's ``ssl_crl_hash_dir`` reads them
+(``<issuer name hash>.r0``, made by ``openssl rehash``), linked to the live files."""
 # Erlang sends only the first certificate of ``certfile``; the chain it presents comes
 # from ``cacertfile``. So the CA file is the root *and* the DC intermediates, or peers
 # and clients that trust only the root would fail with "unknown ca".
@@ -65,8 +69,16 @@ class RabbitmqInput:
             cluster_name=self.cluster_name,
             nodes=self.nodes,
             settings=self.settings,
+            advanced_config=ADVANCED_CONFIG,
+        )
+
+    def render_advanced_config(self) -> str:
+        return render_template(
+            "rabbitmq/etc/rabbitmq/advanced.config.j2",
+            settings=self.settings,
             tls=self.tls,
             ca_bundle=CA_BUNDLE,
+            crl_dir=CRL_HASH_DIR,
         )
 
     def render_env(self) -> str:

@@ -20,7 +20,7 @@ from plinth.cli.options import progress_option
 from plinth.model import ModelError, load_environment
 from plinth.passphrase import PassphraseMissing, WeakPassphrase
 from plinth.pki import PkiError, PkiStore, crl_warnings
-from plinth.provision import ensure_pki, ensure_secrets, short_secrets
+from plinth.provision import ensure_pki, ensure_secrets, refresh_due_crls, short_secrets
 from plinth.secrets import SecretsError
 from plinth.stacks import (
     Stack,
@@ -139,15 +139,23 @@ def _print_applied(stack: str, result: plan_module.ApplyResult, preview_skipped:
     )
 
 
-def _stacks(target: str) -> list[Stack]:
-    """Resolve, write the inventories, and prepare the controller side (lab PKI)."""
+def _stacks(target: str, *, refresh_crls: bool = False) -> list[Stack]:
+    """Resolve, write the inventories, and prepare the controller side (lab PKI; with
+    ``refresh_crls``, for ``up``, the CRLs that are due)."""
     stacks = resolve(target)
     env = stacks[0].environment
     write_inventory_files(env, stacks[0].environment_file)
     for created in ensure_pki(env):
         click.echo(f"pki: created {created}", err=True)
-    for warning in crl_warnings(PkiStore(state_dir(env.name))):
-        click.echo(f"warning: {warning}", err=True)
+    if refresh_crls:
+        due = refresh_due_crls(env)
+        for path in due.refreshed:
+            click.echo(f"pki: re-signed {path} (inside its warning window): commit it", err=True)
+        for warning in due.warnings:
+            click.echo(f"warning: {warning}", err=True)
+    else:
+        for warning in crl_warnings(PkiStore(state_dir(env.name))):
+            click.echo(f"warning: {warning}", err=True)
     for warning in weak_protection(state_dir(env.name), env.name):
         click.echo(f"warning: {warning}", err=True)
     return stacks
@@ -209,7 +217,7 @@ def up(stack: str, yes: bool, skip_preview: bool, progress_mode: str) -> None:
             "--skip-preview applies without showing a plan to confirm: pass --yes as well"
         )
     view = progress.make_view(progress_mode)
-    stacks = _stacks(stack)
+    stacks = _stacks(stack, refresh_crls=True)
     for name in ensure_secrets(stacks[0].environment):
         click.echo(f"secrets: generated {name}", err=True)
     for warning in short_secrets(stacks[0].environment):

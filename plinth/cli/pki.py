@@ -30,9 +30,9 @@ from plinth.pki import (
     reissue_reason,
     revoke,
 )
-from plinth.pki.crl import revoked_serials
+from plinth.pki.crl import refresh_root_crl, revoke_intermediate, revoked_serials
 from plinth.pki.log import format_serial
-from plinth.provision import SECRET_BYTES, datacenter_trust, passphrase_for
+from plinth.provision import SECRET_BYTES, datacenter_trust, passphrase_for, refresh_due_crls
 from plinth.secrets import SecretStore
 from plinth.stacks import environment_file, resolve, state_dir
 
@@ -47,6 +47,15 @@ def _proven_passphrase(env: Environment) -> str:
     passphrase = passphrase_for(env)
     prove_passphrase(state_dir(env.name), env.name, passphrase)
     return passphrase
+
+
+def _refresh_due_crls(env: Environment) -> None:
+    """What `plinth up` does before a deploy: re-sign the CRLs that are due (or stop)."""
+    due = refresh_due_crls(env)
+    for path in due.refreshed:
+        click.echo(f"pki: re-signed {path} (inside its warning window): commit it", err=True)
+    for warning in due.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @click.group()
@@ -204,6 +213,8 @@ def pki_revoke(environment: str, serial: str, reason: str, apply_now: bool) -> N
         f"revoked {serial} ({revoked.subject}) in {revoked.dc}: CRL number {revoked.crl_number}"
     )
     if apply_now:
+        # As `plinth up` would: CRLs inside their warning window are re-signed first.
+        _refresh_due_crls(env)
         for stack in resolve(environment):
             result = plan_module.apply(stack)
             click.echo(f"stack {stack.name}: CRL pushed ({result.seconds:.1f} s)")
@@ -215,14 +226,53 @@ def pki_revoke(environment: str, serial: str, reason: str, apply_now: bool) -> N
 @click.argument("environment", shell_complete=complete_environments)
 @operator_errors
 def pki_refresh_crl(environment: str) -> None:
-    """Re-sign every DC's CRL with a new nextUpdate (weekly; then `plinth up`)."""
+    """Re-sign every DC's CRL, and the root's where the root key is, with a new nextUpdate
+    (`plinth up` does it by itself for CRLs inside their warning window)."""
     env = _load(environment)
     store = PkiStore(state_dir(env.name))
     passphrase = _proven_passphrase(env)
+    if store.root_key_path.exists():
+        number = refresh_root_crl(store, passphrase)
+        click.echo(f"root: CRL number {number}")
+    else:
+        click.echo(
+            f"root: not re-signed, {store.rel(store.root_key_path)} is not here (kept "
+            "offline): run this command there before the root CRL's warning window",
+            err=True,
+        )
     for dc in store.datacenters():
         number = refresh_crl(store, dc, passphrase)
         click.echo(f"{dc}: CRL number {number}")
     click.echo(f"push them to the hosts with: plinth up {env.name}")
+
+
+@pki.command("revoke-intermediate")
+@click.argument("environment", shell_complete=complete_environments)
+@click.argument("datacenter")
+@click.option(
+    "--reason",
+    type=click.Choice(sorted(REASONS)),
+    default="key_compromise",
+    show_default=True,
+    help="CRL reason code.",
+)
+@operator_errors
+def pki_revoke_intermediate(environment: str, datacenter: str, reason: str) -> None:
+    """Revoke DATACENTER's intermediate CA in the root's CRL (needs the root key).
+
+    Once deployed, every certificate of that datacenter is refused by PostgreSQL, nginx and
+    haproxy: sign a new intermediate for it first. Then `plinth up`.
+    """
+    env = _load(environment)
+    store = PkiStore(state_dir(env.name))
+    revoked = revoke_intermediate(
+        store, datacenter, _proven_passphrase(env), reason, operator=operator_name()
+    )
+    click.echo(
+        f"revoked the intermediate of {datacenter} ({revoked.subject}, serial "
+        f"{revoked.serial}): root CRL number {revoked.crl_number}"
+    )
+    click.echo(f"push it to the hosts with: plinth up {env.name}")
 
 
 @pki.command("rekey")
@@ -263,6 +313,7 @@ def pki_rotate(environment: str, service: str, keys: bool) -> None:
         raise OperatorError(
             f"unknown service {service!r}: certificates exist for {', '.join(sorted(known))}"
         )
+    _refresh_due_crls(env)
     data = {"plinth_rotate_service": service}
     if keys:
         data["plinth_rotate_keys"] = "1"

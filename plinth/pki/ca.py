@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from plinth.pki.crl import build_crl, initial_revocations
+from plinth.pki.crl import ROOT_CRL_LIFETIME, build_crl, initial_revocations
 from plinth.pki.errors import PkiError
 from plinth.pki.fs import StagedWrites, locked
 from plinth.pki.names import normalize_dns_name
@@ -91,6 +91,13 @@ def init_pki(
             root_cert = _root_certificate(root_key, environment, now)
             staged.add(store.root_cert_path, _pem(root_cert))
             staged.add(store.root_key_path, encrypt_key(root_key, passphrase), 0o600)
+            # Whole-chain verifiers (PostgreSQL, nginx, haproxy, RabbitMQ) need the root's CRL too.
+            root_revocations = initial_revocations()
+            staged.add(
+                store.root_crl_path,
+                build_crl(root_cert, root_key, root_revocations, now, ROOT_CRL_LIFETIME),
+            )
+            staged.add(store.root_revoked_path, root_revocations.to_json())
             pending = list(datacenters)
 
         for trust in pending:

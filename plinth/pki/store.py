@@ -5,6 +5,8 @@ Layout under the environment's state directory (``inventory/<env>/``)::
     pki/root.crt                     root certificate (public)
     pki/root.key.enc                 root key, PKCS#8 encrypted with the passphrase (scrypt,
                                      see plinth.pki.pkcs8; absent when the root is offline)
+    pki/root.crl.pem                 the root's CRL: revoked intermediates (normally none)
+    pki/root.revoked.json            what it is built from, and its CRL number
     pki/<dc>/intermediate.crt        the DC's intermediate certificate
     pki/<dc>/intermediate.key.enc    its key, encrypted the same way
     pki/<dc>/crl.pem                 the DC's current CRL
@@ -28,14 +30,22 @@ from plinth.pki.errors import PkiError
 
 PASSPHRASE_VARIABLE = "PLINTH_PASSPHRASE"
 _DC_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# The hosts keep every CRL as /etc/plinth/tls/crl/<name>.crl.pem: the root's is root.crl.pem
+# and all of them together are all.crl.pem, so no datacenter may be called that.
+RESERVED_DC_NAMES = ("root", "all")
 
 
 def check_dc_name(name: str) -> None:
-    """Refuse datacenter names that are unsafe as a directory name."""
+    """Refuse datacenter names that are unsafe as a directory name or taken by a CRL file."""
     if not _DC_NAME.match(name):
         raise PkiError(
             f"invalid datacenter name {name!r}: use lowercase letters, digits and '-' "
             "(it becomes a directory under pki/)"
+        )
+    if name in RESERVED_DC_NAMES:
+        raise PkiError(
+            f"invalid datacenter name {name!r}: {' and '.join(RESERVED_DC_NAMES)} name the "
+            "root's CRL and all CRLs together on the hosts; choose another name"
         )
 
 
@@ -62,6 +72,14 @@ class PkiStore:
     @property
     def root_key_path(self) -> Path:
         return self.pki_dir / "root.key.enc"
+
+    @property
+    def root_crl_path(self) -> Path:
+        return self.pki_dir / "root.crl.pem"
+
+    @property
+    def root_revoked_path(self) -> Path:
+        return self.pki_dir / "root.revoked.json"
 
     @property
     def log_path(self) -> Path:

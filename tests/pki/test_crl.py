@@ -18,6 +18,7 @@ from plinth.pki import (
     revoke,
     sign_csr,
 )
+from plinth.pki.crl import CRL_LIFETIME, CRL_WARN_BEFORE
 from tests.pki.conftest import Pki
 
 
@@ -51,7 +52,7 @@ def test_initial_crl_is_empty_and_signed(pki: Pki) -> None:
         assert crl.is_signature_valid(issuer_key(pki, dc))
         number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
         assert number == 1
-        assert next_update_of(crl) - crl.last_update_utc == dt.timedelta(days=7)
+        assert next_update_of(crl) - crl.last_update_utc == CRL_LIFETIME
 
 
 def test_revoke_lists_serial_and_bumps_number(pki_copy: Pki) -> None:
@@ -105,7 +106,7 @@ def test_expired_revocations_dropped_from_crl(pki_copy: Pki) -> None:
 def test_crl_warnings(pki_copy: Pki) -> None:
     pki = pki_copy
     next_update = next_update_of(load_crl(pki))
-    assert crl_warnings(pki.store, next_update - dt.timedelta(days=2, seconds=1)) == []
+    assert crl_warnings(pki.store, next_update - CRL_WARN_BEFORE - dt.timedelta(seconds=1)) == []
     near = crl_warnings(pki.store, next_update - dt.timedelta(hours=30))
     assert len(near) == 2 and near[0].startswith("pki/dc1/crl.pem expires in 30h")
     past = crl_warnings(pki.store, next_update + dt.timedelta(minutes=1))

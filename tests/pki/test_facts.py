@@ -11,7 +11,14 @@ from cryptography import x509
 from pyinfra.api import StringCommand
 from pyinfra.api.exceptions import FactProcessError
 
-from facts.pki import CertificateOnHost, CertificateSigningRequest, DeployedCertificate
+from facts.pki import (
+    CertificateOnHost,
+    CertificateSigningRequest,
+    CrlHashLinks,
+    DeployedCertificate,
+    HashedCrl,
+)
+from operations.pki import unhashed_issuers
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -106,3 +113,21 @@ def test_csr(files: tuple[Path, Path]) -> None:
     assert csr.subject.rfc4514_string() == "CN=etcd/peer"
     with pytest.raises(FactProcessError):
         f.process(["error"])
+
+
+def test_a_hashed_crl_directory_is_rebuilt_only_for_what_it_lacks() -> None:
+    fact = CrlHashLinks()
+    found = fact.process(
+        [
+            "dc1 2790f70f dc1.crl.pem /etc/plinth/tls/crl/dc1.crl.pem",
+            "dc2 1a2b3c4d - /etc/plinth/tls/crl/dc2.crl.pem",  # rehash never ran
+            "root - - -",  # its CRL file is missing on the host
+        ]
+    )
+    assert found[0] == HashedCrl(
+        "dc1", "2790f70f", "dc1.crl.pem", "/etc/plinth/tls/crl/dc1.crl.pem"
+    )
+    assert unhashed_issuers(found, ["dc1", "dc2", "root"]) == ["dc2", "root"]
+    assert unhashed_issuers(found[:1], ["dc1"]) == []
+    with pytest.raises(FactProcessError):
+        fact.process(["dc1 only-two"])

@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -83,3 +84,49 @@ def test_issue_then_noop_then_rotate(pki: Pki, tmp_path: Path) -> None:
     rotated = x509.load_pem_x509_certificate((tmp_path / "peer.crt").read_bytes())
     new_key = serialization.load_pem_private_key(key.read_bytes(), None)
     assert rotated.public_key() == new_key.public_key()
+
+
+def write_crl(path: Path, pem: bytes) -> bool:
+    """One prepare + execute round of ``pki.crl_file``; whether it changed the host."""
+    inventory = new_inventory((["@local"], {}))
+    state = State(inventory, new_config())
+    connect_all(state)
+    metas = add_op(state, pki_ops.crl_file, name="crl", dest=str(path), pem=pem)
+    run_ops(state)
+    assert not state.failed_hosts
+    return any(meta.did_change() for meta in metas.values())
+
+
+def test_a_crl_is_written_once_and_an_unchanged_one_reloads_nothing(
+    pki: Pki, tmp_path: Path
+) -> None:
+    target = tmp_path / "dc1.crl.pem"
+    pem = pki.store.crl_path("dc1").read_bytes()
+    assert write_crl(target, pem)
+    assert target.read_bytes() == pem and stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert not list(tmp_path.glob("*.plinth-new"))
+    # The second run with the same CRL changes nothing: TlsChanges stays false, no reload.
+    assert not write_crl(target, pem)
+    assert write_crl(target, pki.store.crl_path("dc2").read_bytes())
+
+
+@dataclass
+class Ran:
+    """An operation's outcome as the ``_if`` callables see it at execute time."""
+
+    changed: bool
+
+    def did_change(self) -> bool:
+        return self.changed
+
+
+def test_a_daemon_reloads_for_its_own_certificates_and_for_any_crl() -> None:
+    renewed_patroni = pki_ops.TlsChanges({"nginx": Ran(False), "patroni": Ran(True)},
+                                         (Ran(False), Ran(False)))  # fmt: skip
+    assert renewed_patroni.changed("patroni")
+    assert not renewed_patroni.changed("nginx", "nginx-upstream")
+    assert not renewed_patroni.crl_changed()
+    new_crl = pki_ops.TlsChanges({"nginx": Ran(False)}, (Ran(False), Ran(True)))
+    assert new_crl.changed("nginx") and new_crl.crl_changed()
+    # A service the host does not carry is simply not among its certificates.
+    assert not pki_ops.TlsChanges({}, (Ran(False),)).changed("registry")
