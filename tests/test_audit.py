@@ -12,6 +12,7 @@ import ssl
 import struct
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,39 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+@contextmanager
+def serving(context: ssl.SSLContext) -> Iterator[int]:
+    """An HTTP-over-TLS server on 127.0.0.1 with ``context``, in a thread that is stopped
+    and joined on exit (a thread left blocked would meet gevent's patching in a later
+    test of this process); yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.settimeout(2)
+                    tls.recv(4096)
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[tuple[Path, Path, Path, int]]:
     """(trust, client chain, client key, port) of an HTTP-over-TLS server on 127.0.0.1
@@ -192,31 +226,8 @@ def platform(tmp_path: Path) -> Iterator[tuple[Path, Path, Path, int]]:
     context.load_cert_chain(tmp_path / "server.crt", tmp_path / "server.key")
     context.load_verify_locations(tmp_path / "ca.crt")
     context.verify_mode = ssl.CERT_REQUIRED
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    stop = threading.Event()
-
-    def serve() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            try:
-                with context.wrap_socket(conn, server_side=True) as tls:
-                    tls.settimeout(2)
-                    tls.recv(4096)
-                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            except (ssl.SSLError, OSError):
-                conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield tmp_path / "ca.crt", tmp_path / "client.crt", tmp_path / "client.key", port
-    stop.set()
-    thread.join()
-    listener.close()
+    with serving(context) as port:
+        yield tmp_path / "ca.crt", tmp_path / "client.crt", tmp_path / "client.key", port
 
 
 def _listener(port: int) -> F.Listener:
@@ -259,32 +270,15 @@ def test_a_listener_the_model_calls_mutual_that_serves_strangers_is_a_finding(
     (tmp_path / "s.key").write_bytes(_key_pem(server_key))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp_path / "s.crt", tmp_path / "s.key")
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:  # closed by the test: done
-                return
-            try:
-                with context.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(4096)
-                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            except (ssl.SSLError, OSError):
-                conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
     foreign = audit.foreign_client_certificate(tmp_path)
-    result = audit.probe(
-        "h1", _listener(port), "127.0.0.1", ("h1.example",), tmp_path / "ca.crt", foreign
-    )
-    now = dt.datetime.now(dt.UTC)
-    _, stale = audit.served_certificate(
-        "127.0.0.1", port, Wire.HTTP, ("127.0.0.1",), tmp_path / "ca.crt", now
-    )
-    listener.close()
+    with serving(context) as port:
+        result = audit.probe(
+            "h1", _listener(port), "127.0.0.1", ("h1.example",), tmp_path / "ca.crt", foreign
+        )
+        now = dt.datetime.now(dt.UTC)
+        _, stale = audit.served_certificate(
+            "127.0.0.1", port, Wire.HTTP, ("127.0.0.1",), tmp_path / "ca.crt", now
+        )
     assert stale is not None and "past the renewal point" in stale
     problems = [f.problem for f in result.findings]
     assert any(p.startswith("no client certificate: served") for p in problems), problems
