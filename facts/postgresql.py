@@ -27,9 +27,15 @@ MISSING = "__PLINTH_POSTGRES_MISSING__"
 # no newline of theirs survives into the output.
 TIMELINE_SQL = (
     "select 'recovery', pg_is_in_recovery()",
+    # A replica's timeline: what its WAL receiver streams; without one (cut off), the
+    # newest its control file knows. After pg_rewind the last checkpoint is still the
+    # common one on the old timeline until the first restartpoint, while the minimum
+    # recovery point already names the new one: the checkpoint's alone made a rewound
+    # replica look diverged (partition drill d, 2026-12-08).
     "select 'timeline', case when pg_is_in_recovery() "
     "then coalesce((select received_tli from pg_stat_wal_receiver), "
-    "(select timeline_id from pg_control_checkpoint())) "
+    "greatest((select timeline_id from pg_control_checkpoint()), "
+    "(select min_recovery_end_timeline from pg_control_recovery()))) "
     "else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end",
     "select 'lsn', case when pg_is_in_recovery() "
     "then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end",
