@@ -18,6 +18,7 @@ import itertools
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,16 @@ CUT_SECONDS = 120
 ACK_PERIOD = 1
 """Replicas acknowledge to their master once a second: the master may count one for up
 to this much longer than ``min-replicas-max-lag``."""
+
+
+def first_of(found: Callable[[], object], seconds: float = 20) -> bool:
+    """Whether ``found()`` turns true within ``seconds`` (polled every 0.2 s)."""
+    deadline = time.monotonic() + seconds
+    while not found():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 @dataclass
@@ -115,8 +126,11 @@ def test_redis_master_cut_off_loses_only_what_min_replicas_max_lag_allows(
     thread = threading.Thread(target=writer.run, daemon=True)
     thread.start()
     try:
-        time.sleep(3)
-        assert writer.acknowledged, "no write through Sentinel before the cut"
+        # The first write waits for the Sentinel lookup and the TLS handshake: seconds
+        # after a previous drill's heal (once 3 s passed with no write and no error).
+        assert first_of(lambda: writer.acknowledged), (
+            f"no write through Sentinel before the cut ({writer.failed} failed)"
+        )
         with p.cut(lab, victim) as cut_at:
             time.sleep(CUT_SECONDS)
         healed_at = time.monotonic()
@@ -163,8 +177,7 @@ def test_rabbitmq_queue_leader_cut_off_loses_no_confirmed_message(
     consumer = Consumer(lab, mq_bundle, queue)
     consumer_thread = threading.Thread(target=consumer.run, daemon=True)
     try:
-        time.sleep(3)
-        assert publisher.confirmed, "no publish confirmed before the cut"
+        assert first_of(lambda: publisher.confirmed), "no publish confirmed before the cut"
         with p.cut(lab, victim) as cut_at:
             time.sleep(CUT_SECONDS)
         healed_at = time.monotonic()
