@@ -1,7 +1,7 @@
 """``plinth audit``'s judgement (issue 16): sockets against the model's listeners, and the
 probes' reading of a server's answers. The probes also run against a real TLS server in
 this process that requires client certificates (our own logic, over a real handshake);
-the daemons themselves are probed in the lab (tests/lab/test_audit.py)."""
+the daemons themselves are probed in the lab (tests/lab/test_network_audit.py)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ never kept: the deploy fails naming the host, and the rollback timer brings the 
 rules back, after which SSH opens again and the next preview finds nothing to do.
 
 That the rules admit exactly the flows is proven from outside by ``plinth audit``
-(tests/lab/test_audit.py: every listener the controller is not admitted to cannot be
+(tests/lab/test_network_audit.py: every listener the controller is not admitted to cannot be
 reached from it) and by every other lab test, which runs with the firewall on.
 """
 
