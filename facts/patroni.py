@@ -213,13 +213,20 @@ class PatroniCluster(FactBase[PatroniClusterState | None]):
         return parse_patroni_cluster(output)
 
 
-class PatroniDynamicConfig(FactBase[dict[str, Any] | None]):
-    """Patroni's dynamic configuration (``GET /config``, kept in etcd); None if unreachable."""
+class _PatroniDocument(FactBase[dict[str, Any] | None]):
+    """One JSON document of this member's REST API (``path``); None when Patroni does
+    not answer or its client certificate is not there yet.
+
+    + ca, cert, key: the client certificate files (``verify_client: required``)
+    + api: ``https://<address>:<port>``
+    """
+
+    path = ""
 
     def command(self, ca: str, cert: str, key: str, api: str) -> str:
         return (
             f"command -v curl >/dev/null 2>&1 && [ -f {shlex.quote(cert)} ] || "
-            f"{{ echo {MISSING}; exit 0; }}; {_curl(ca, cert, key, api + '/config')} "
+            f"{{ echo {MISSING}; exit 0; }}; {_curl(ca, cert, key, api + self.path)} "
             f"|| echo {UNREACHABLE}"
         )
 
@@ -230,7 +237,13 @@ class PatroniDynamicConfig(FactBase[dict[str, Any] | None]):
     def process(self, output: list[str]) -> dict[str, Any] | None:
         if output and output[0].strip() == MISSING:
             return None
-        return _document(output, "/config")
+        return _document(output, self.path)
+
+
+class PatroniDynamicConfig(_PatroniDocument):
+    """Patroni's dynamic configuration (``GET /config``, kept in etcd); None if unreachable."""
+
+    path = "/config"
 
 
 class PostgresRoles(FactBase[set[str] | None]):
@@ -284,27 +297,9 @@ class PostgresDatabases(FactBase[dict[str, str] | None]):
         return found
 
 
-class PatroniSelf(FactBase[dict[str, Any] | None]):
+class PatroniSelf(_PatroniDocument):
     """This member's own ``GET /patroni`` document as Patroni sends it (role, state,
     timeline, ``xlog`` positions, ``replication_state``...): what
-    :func:`plinth.geo.observe.pg_member` reads. None when Patroni does not answer.
+    :func:`plinth.geo.observe.pg_member` reads. None when Patroni does not answer."""
 
-    + ca, cert, key: the client certificate files (``verify_client: required``)
-    + api: ``https://<address>:<port>``
-    """
-
-    def command(self, ca: str, cert: str, key: str, api: str) -> str:
-        return (
-            f"command -v curl >/dev/null 2>&1 && [ -f {shlex.quote(cert)} ] || "
-            f"{{ echo {MISSING}; exit 0; }}; {_curl(ca, cert, key, api + '/patroni')} "
-            f"|| echo {UNREACHABLE}"
-        )
-
-    @staticmethod
-    def default() -> dict[str, Any] | None:
-        return None
-
-    def process(self, output: list[str]) -> dict[str, Any] | None:
-        if output and output[0].strip() == MISSING:
-            return None
-        return _document(output, "/patroni")
+    path = "/patroni"

@@ -198,17 +198,9 @@ def input_rules(
     return ssh + sorted(rest, key=_rule_order)
 
 
-def _is_address(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
-
-
 def _output_rule(item: F.Egress) -> Rule:
-    addresses = [d for d in item.destinations if _is_address(d)]
-    names = [d for d in item.destinations if not _is_address(d)]
+    addresses = [d for d in item.destinations if F.is_address(d)]
+    names = [d for d in item.destinations if not F.is_address(d)]
     # A name cannot be pinned in a rule (nft would resolve it once, at load): the
     # destination is any address on that port; squid or the resolver checks the name.
     peers = () if names or not item.destinations else _sorted(addresses)

@@ -951,7 +951,8 @@ def _url_port(url: str) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def _is_address(name: str) -> bool:
+def is_address(name: str) -> bool:
+    """Whether ``name`` is an IP address (else a DNS name)."""
     try:
         ipaddress.ip_address(name)
     except ValueError:
@@ -1011,7 +1012,7 @@ def _external_egress(env: Environment, host: Host) -> Iterator[Egress]:
         "chrony keeps the host's time",
         external=True,
     )
-    names_outside |= any(not _is_address(s) for s in servers)
+    names_outside |= any(not is_address(s) for s in servers)
     proxies = client_proxies(env, host)
     if Role.SQUID in host.roles:
         domains = allowed_domains(sources, env.components.squid)
@@ -1061,7 +1062,7 @@ def _external_egress(env: Environment, host: Host) -> Iterator[Egress]:
             "apt goes out through the site's proxy",
             external=True,
         )
-        names_outside |= not _is_address(name)
+        names_outside |= not is_address(name)
     s3 = env.components.registry.s3
     if s3 is not None and Role.REGISTRY in host.roles:
         name = urlsplit(s3.endpoint).hostname or s3.endpoint
@@ -1076,7 +1077,7 @@ def _external_egress(env: Environment, host: Host) -> Iterator[Egress]:
             "the registry keeps its blobs in the object store",
             external=True,
         )
-        names_outside |= not _is_address(name)
+        names_outside |= not is_address(name)
     if names_outside:
         for protocol in (Protocol.UDP, Protocol.TCP):
             yield Egress(
