@@ -117,7 +117,7 @@ class ProbeResult:
 
 
 def _covers(listener: Listener, sock: Socket) -> bool:
-    if listener.protocol.value != sock.protocol or listener.port != sock.port:
+    if listener.protocol.value != sock.protocol or not listener.serves(sock.port):
         return False
     return listener.bind == "*" or sock.every_address or sock.address == listener.bind
 
@@ -153,6 +153,8 @@ def listener_findings(
                 )
             )
     for item in declared:
+        if item.transient:  # listens only while a CLI tool runs
+            continue
         if not any(_covers(item, sock) for sock in sockets if not sock.loopback):
             findings.append(
                 Finding(
@@ -504,6 +506,8 @@ def tls_targets(
             if listener.protocol is not Protocol.TCP or listener.port is None:
                 continue
             if listener.security not in (Security.MUTUAL_TLS, Security.TLS):
+                continue
+            if listener.transient:  # a CLI tool's own node: not a service to probe
                 continue
             dial = str(host.address) if listener.bind == "*" else listener.bind
             if not (sock.every_address or sock.address == dial):

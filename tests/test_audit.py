@@ -330,3 +330,17 @@ def test_the_controller_is_admitted_only_where_a_flow_says_so() -> None:
     assert not audit.controller_admitted(env, address, c.patroni.postgresql_port)
     vip = str(env.vips_in("dc1")[0].address)
     assert audit.controller_admitted(env, vip, c.haproxy.primary_port)
+
+
+def test_a_cli_tool_listener_is_neither_required_nor_probed() -> None:
+    """rabbitmqctl's own distribution listener (35672-35682) is declared, so its socket is
+    no finding while it runs and its absence none when it does not."""
+    env, host, declared = small_lab_host()
+    cli = next(item for item in declared if item.transient)
+    assert cli.port_text == "35672-35682/tcp" and cli.serves(35675)
+    sockets = [s for s in sockets_for(declared) if not cli.serves(s.port)]
+    assert audit.listener_findings(env, host, sockets)[0] == []
+    running = [*sockets, Socket("tcp", "0.0.0.0", 35675, "session-4.scope")]
+    findings, matched = audit.listener_findings(env, host, running)
+    assert findings == []
+    assert all(listener is not cli for _, listener, _, _ in audit.tls_targets(env, {host: matched}))

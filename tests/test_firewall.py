@@ -72,7 +72,7 @@ def all_lab_rulesets() -> Iterator[tuple[str, str, str]]:
 RULE = re.compile(
     r"^\t\t(?:ip saddr (?P<sources>@\w+|\{ [^}]* \}) )?"
     r"(?:ip daddr (?P<daddr>\S+) )?"
-    r"(?:(?P<proto>tcp|udp) dport (?P<port>\d+)|ip protocol (?P<ipproto>\d+)"
+    r"(?:(?P<proto>tcp|udp) dport (?P<port>\d+)(?:-(?P<port_end>\d+))?|ip protocol (?P<ipproto>\d+)"
     r"|icmp type echo-request) accept comment \"(?P<comment>[^\"]*)\"$"
 )
 

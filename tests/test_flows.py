@@ -168,8 +168,8 @@ def model_sockets(env: Environment) -> set[Socket]:
     listener by its keepalived instance name); SSH, ICMP and epmd are rendered by nobody."""
     out: set[Socket] = set()
     for item in F.listeners(env):
-        if item.name in ("SSH", "echo", "epmd"):
-            continue
+        if item.name in ("SSH", "echo", "epmd") or item.transient:
+            continue  # sshd's, Erlang's and the CLI tools' own: rendered by nobody
         if item.protocol is F.Protocol.VRRP:
             vip = item.name.removeprefix("VRRP ")
             out.add((item.host, item.protocol, None, f"{vip}_{item.datacenter}"))

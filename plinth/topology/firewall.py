@@ -72,6 +72,8 @@ class Rule:
     nobody: bool = False
     """The flow has no source (nothing declared, nobody using it): no rule is loaded, the
     file says why."""
+    port_end: int | None = None
+    """The last port of a range starting at ``port`` (the CLI tools' listeners)."""
 
     def match(self, direction: str) -> str:
         """The rule's match expression; ``direction`` is ``saddr`` or ``daddr``."""
@@ -82,16 +84,17 @@ class Rule:
             parts.append(f"ip {direction} {_elements(self.peers)}")
         if self.local is not None:
             parts.append(f"ip daddr {self.local}")
-        parts.append(_protocol_match(self.protocol, self.port))
+        parts.append(_protocol_match(self.protocol, self.port, self.port_end))
         return " ".join(parts)
 
 
-def _protocol_match(protocol: F.Protocol, port: int | None) -> str:
+def _protocol_match(protocol: F.Protocol, port: int | None, port_end: int | None = None) -> str:
     if protocol is F.Protocol.VRRP:
         return f"ip protocol {F.IP_PROTOCOL_NUMBERS[protocol]}"
     if protocol is F.Protocol.ICMP:
         return "icmp type echo-request"
-    return f"{protocol} dport {port}"
+    end = f"-{port_end}" if port_end is not None else ""
+    return f"{protocol} dport {port}{end}"
 
 
 def _address_key(value: str) -> tuple[int, int, str]:
@@ -170,6 +173,7 @@ def _input_rule(env: Environment, flow: F.Flow) -> Rule:
         reason=flow.reason,
         comment=_comment(f"{item.name} from {sources.label}: {flow.reason}"),
         nobody=peer_set is None and not peers,
+        port_end=item.port_end,
     )
 
 
@@ -213,6 +217,7 @@ def _output_rule(item: F.Egress) -> Rule:
         local=None,
         reason=item.reason,
         comment=_comment(f"{item.component} to {item.label}{to}"),
+        port_end=item.port_end,
     )
 
 
@@ -245,7 +250,8 @@ def _rule_lines(rules: list[Rule], direction: str) -> list[str]:
         if rule.nobody:
             at = f" at {rule.local}" if rule.local else ""
             lines.append(
-                f"\t\t# no rule: nobody is to reach {_protocol_match(rule.protocol, rule.port)}"
+                "\t\t# no rule: nobody is to reach "
+                f"{_protocol_match(rule.protocol, rule.port, rule.port_end)}"
                 f"{at} ({rule.comment})"
             )
             continue

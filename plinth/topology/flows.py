@@ -71,6 +71,14 @@ EPMD_PORT = 4369
 peer's epmd for the peer's distribution port. Erlang's default; plinth sets no
 ``ERL_EPMD_PORT``, so the model has no field for it."""
 
+CLI_PORT_OFFSET = 10000
+CLI_PORTS = 11
+"""``rabbitmqctl`` and ``rabbitmq-diagnostics`` start an Erlang node of their own, whose
+distribution listener takes a port from the node's distribution port + 10000 to + 10010
+(RabbitMQ's networking guide: 35672-35682). A cluster-wide command (``list_connections``,
+``list_queues``) makes every peer answer that node over a connection of the peer's own,
+so the peers must reach it: without the flow such a command hangs."""
+
 NTP_PORT = 123
 DNS_PORT = 53
 DEBIAN_NTP_POOL = "2.debian.pool.ntp.org"
@@ -124,11 +132,25 @@ class Listener:
     setting: str
     """Where its port comes from: the model's field, or why it is fixed."""
     security: Security
+    port_end: int | None = None
+    """The last port of a range starting at ``port`` (None: one port)."""
+    transient: bool = False
+    """Open only while something runs (a CLI tool's own listeners): ``plinth audit`` does
+    not expect it to listen, and probes nothing there."""
 
     @property
     def port_text(self) -> str:
-        """``5432/tcp``, ``vrrp``, ``icmp``."""
-        return f"{self.port}/{self.protocol}" if self.port is not None else str(self.protocol)
+        """``5432/tcp``, ``35672-35682/tcp``, ``vrrp``, ``icmp``."""
+        if self.port is None:
+            return str(self.protocol)
+        end = f"-{self.port_end}" if self.port_end is not None else ""
+        return f"{self.port}{end}/{self.protocol}"
+
+    def serves(self, port: int) -> bool:
+        """Whether ``port`` is this listener's port (or within its range)."""
+        if self.port is None:
+            return False
+        return self.port <= port <= (self.port_end or self.port)
 
 
 @dataclass(frozen=True)
@@ -197,10 +219,15 @@ class Egress:
     reason: str
     external: bool = False
     """Leaves the platform (a mirror, an NTP server, a resolver, an external proxy)."""
+    port_end: int | None = None
+    """The last port of a range starting at ``port`` (None: one port)."""
 
     @property
     def port_text(self) -> str:
-        return f"{self.port}/{self.protocol}" if self.port is not None else str(self.protocol)
+        if self.port is None:
+            return str(self.protocol)
+        end = f"-{self.port_end}" if self.port_end is not None else ""
+        return f"{self.port}{end}/{self.protocol}"
 
 
 # ---- the listeners ----
@@ -371,6 +398,20 @@ def _host_listeners(env: Environment, host: Host) -> Iterator[Listener]:
             "(Erlang's default; ERL_EPMD_PORT unset)",
             Security.PLAIN,
             "*",
+        )
+        yield replace(
+            listener(
+                tcp,
+                r.distribution_port + CLI_PORT_OFFSET,
+                "rabbitmq",
+                "CLI tools",
+                "components.rabbitmq.distribution_port + 10000 to + 10010 (RabbitMQ's "
+                "CLI tools' own distribution listeners, while one runs)",
+                Security.MUTUAL_TLS,
+                "*",
+            ),
+            port_end=r.distribution_port + CLI_PORT_OFFSET + CLI_PORTS - 1,
+            transient=True,
         )
 
 
@@ -941,6 +982,14 @@ def _rabbitmq(env: Environment, dc: str, b: _Builder) -> None:
             FlowKind.PEER,
             "a node asks its peers' epmd for their distribution port",
         )
+        b.add(
+            host,
+            r.distribution_port + CLI_PORT_OFFSET,
+            peers,
+            FlowKind.PEER,
+            "a cluster-wide rabbitmqctl command run here (plinth's checks) is answered by "
+            "every peer over a connection of its own",
+        )
 
 
 # ---- egress ----
@@ -990,6 +1039,7 @@ def _platform_egress(env: Environment, host: Host, inbound: list[Flow]) -> list[
             f"{target} ({flow.listener.name})",
             flow.component,
             flow.reason,
+            port_end=flow.listener.port_end,
         )
     return list(seen.values())
 
@@ -1105,6 +1155,8 @@ def flow_to_json(flow: Flow) -> dict[str, Any]:
         "protocol": str(item.protocol),
         "ip_protocol": IP_PROTOCOL_NUMBERS[item.protocol],
         "port": item.port,
+        **({"port_end": item.port_end} if item.port_end is not None else {}),
+        **({"transient": True} if item.transient else {}),
         "bind": item.bind,
         "component": item.component,
         "listener": item.name,
@@ -1136,6 +1188,8 @@ def flow_from_json(data: dict[str, Any]) -> Flow:
             data["listener"],
             data["setting"],
             Security(data["security"]),
+            data.get("port_end"),
+            bool(data.get("transient", False)),
         ),
         data["address"],
         Sources(
@@ -1163,6 +1217,7 @@ def egress_to_json(item: Egress) -> dict[str, Any]:
         "component": item.component,
         "reason": item.reason,
         "external": item.external,
+        **({"port_end": item.port_end} if item.port_end is not None else {}),
     }
 
 
@@ -1177,6 +1232,7 @@ def egress_from_json(data: dict[str, Any]) -> Egress:
         data["component"],
         data["reason"],
         data["external"],
+        data.get("port_end"),
     )
 
 
