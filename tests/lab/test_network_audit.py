@@ -31,7 +31,9 @@ def declared_tls_listeners(lab: Lab) -> set[str]:
     return {
         f"{addresses[item.host] if item.bind == '*' else item.bind}:{item.port}/tcp {item.name}"
         for item in listeners(env)
-        if item.protocol is Protocol.TCP and item.security in (Security.MUTUAL_TLS, Security.TLS)
+        if item.protocol is Protocol.TCP
+        and item.security in (Security.MUTUAL_TLS, Security.TLS)
+        and not item.transient  # the CLI tools' own listeners: not a service
     }
 
 
